@@ -1,0 +1,434 @@
+//! Typed configuration: built-in defaults, then a TOML file, then `OMNIGATE_*` environment
+//! variables (`OMNIGATE_DATABASE__URL` sets `database.url`). Unknown keys, bad values and
+//! missing credentials stop start-up with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Mode, Model, OnOff};
+
+/// A credential: prints as `*****` in logs, debug output and errors.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub poller: PollerConfig,
+    pub sandbox: SandboxConfig,
+    /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            poller: PollerConfig::default(),
+            sandbox: SandboxConfig::default(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (base64 images make bodies large).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://...` for production, `sqlite://path` for the embedded single-machine store.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://omnigate.db".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollerConfig {
+    /// How often each worker looks for due tasks, in milliseconds.
+    pub tick_ms: u64,
+    /// Most tasks one worker claims per tick.
+    pub batch_size: u32,
+    /// How long a claim on a task lasts before another process may take it over.
+    pub lease_secs: u64,
+    /// Ceiling of the exponential backoff after failed polls.
+    pub max_backoff_secs: f64,
+    /// A task still unfinished this long after creation is failed with `upstream_timeout`.
+    pub max_task_age_secs: u64,
+    /// Consecutive failed polls after which a task is failed.
+    pub max_poll_failures: u32,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            tick_ms: 500,
+            batch_size: 32,
+            lease_secs: 120,
+            max_backoff_secs: 300.0,
+            max_task_age_secs: 6 * 3600,
+            max_poll_failures: 30,
+        }
+    }
+}
+
+impl PollerConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// `auto` (the default) runs the sandbox only when no provider is configured.
+    pub enabled: SandboxMode,
+    /// Seconds a sandbox task spends queued, then processing, before it completes.
+    pub task_seconds: f64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            enabled: SandboxMode::Auto,
+            task_seconds: 6.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Modellix,
+    /// Kling's own body; anyfast, kkiai and Kling's own host.
+    Kling,
+    Apimodels,
+}
+
+/// How omnigate authenticates to a provider.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Credential {
+    #[default]
+    Missing,
+    /// `Authorization: Bearer <key>` (every reseller).
+    Bearer(Secret),
+    /// Kling's own host: an HS256 JWT signed with the secret key, issued by the access key.
+    KlingJwt {
+        access_key: Secret,
+        secret_key: Secret,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub dialect: Dialect,
+    /// Scheme and host, e.g. `https://www.anyfast.ai`.
+    pub base_url: String,
+    /// Env var holding a bearer API key (resellers).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Env vars holding Kling's access key and secret key (Kling's own host only).
+    #[serde(default)]
+    pub access_key_env: Option<String>,
+    #[serde(default)]
+    pub secret_key_env: Option<String>,
+    /// Models this provider sells, in omnigate's spelling.
+    pub models: Vec<Model>,
+    /// USD per second of output video, per model (keyed by model name).
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceTable>,
+    /// Whole-request timeout for one upstream call.
+    #[serde(default = "defaults::request_timeout")]
+    pub request_timeout_secs: f64,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// Interval between status polls of one task.
+    #[serde(default = "defaults::poll_interval")]
+    pub poll_interval_secs: f64,
+    /// Lower wins among providers with the same price.
+    #[serde(default)]
+    pub priority: i32,
+    /// Kling dialect: path prefix before `/v1/videos/...` (`/kling` for resellers, empty
+    /// for Kling's own host).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Kling dialect: query path template, `{task_id}` replaced (anyfast answers queries
+    /// at `/kling/v1/videos/text2video/{task_id}`).
+    #[serde(default)]
+    pub query_path: Option<String>,
+    #[serde(skip)]
+    pub credential: Credential,
+    /// Set for the built-in sandbox upstream; shown on every task it serves.
+    #[serde(skip)]
+    pub sandbox: bool,
+}
+
+mod defaults {
+    pub fn request_timeout() -> f64 {
+        30.0
+    }
+    pub fn connect_timeout() -> f64 {
+        5.0
+    }
+    pub fn poll_interval() -> f64 {
+        10.0
+    }
+}
+
+impl ProviderConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout_secs)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout_secs)
+    }
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.poll_interval_secs)
+    }
+
+    pub fn serves(&self, model: Model) -> bool {
+        self.models.contains(&model)
+    }
+
+    pub fn price_table(&self, model: Model) -> Option<&PriceTable> {
+        self.prices.get(model.as_str())
+    }
+}
+
+/// USD per second of output for each mode and audio option. A missing entry means the
+/// provider does not sell that combination; `*_keep_sound` falls back to the plain price.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    pub std: Option<f64>,
+    pub std_sound: Option<f64>,
+    pub std_keep_sound: Option<f64>,
+    pub pro: Option<f64>,
+    pub pro_sound: Option<f64>,
+    pub pro_keep_sound: Option<f64>,
+}
+
+impl PriceTable {
+    pub fn per_second(&self, mode: Mode, sound: OnOff, keep_original_sound: bool) -> Option<f64> {
+        let (plain, with_sound, keep) = match mode {
+            Mode::Std => (self.std, self.std_sound, self.std_keep_sound),
+            Mode::Pro => (self.pro, self.pro_sound, self.pro_keep_sound),
+        };
+        match (sound, keep_original_sound) {
+            (OnOff::On, _) => with_sound,
+            (OnOff::Off, true) => keep.or(plain),
+            (OnOff::Off, false) => plain,
+        }
+    }
+
+    fn entries(&self) -> [(&'static str, Option<f64>); 6] {
+        [
+            ("std", self.std),
+            ("std_sound", self.std_sound),
+            ("std_keep_sound", self.std_keep_sound),
+            ("pro", self.pro),
+            ("pro_sound", self.pro_sound),
+            ("pro_keep_sound", self.pro_keep_sound),
+        ]
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if given), then `OMNIGATE_*` env vars; resolves
+    /// credentials from the environment and validates across fields.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("OMNIGATE_").ignore(&["CONFIG"]).split("__"));
+        let mut cfg: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+        })?;
+        cfg.resolve_credentials(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML string without touching the environment for overrides (tests).
+    pub fn from_toml_str(
+        toml: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let mut cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        cfg.resolve_credentials(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn sandbox_wanted(&self) -> bool {
+        match self.sandbox.enabled {
+            SandboxMode::Always => true,
+            SandboxMode::Never => false,
+            SandboxMode::Auto => self.providers.is_empty(),
+        }
+    }
+
+    fn resolve_credentials(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        for (name, p) in &mut self.providers {
+            let read = |field: &str, var: &Option<String>| -> anyhow::Result<Option<Secret>> {
+                let Some(var) = var else { return Ok(None) };
+                match env(var).filter(|v| !v.trim().is_empty()) {
+                    Some(v) => Ok(Some(Secret::new(v.trim()))),
+                    None => bail!(
+                        "providers.{name}.{field}: environment variable {var} is not set (it holds this provider's credential)"
+                    ),
+                }
+            };
+            let api_key = read("api_key_env", &p.api_key_env)?;
+            let access = read("access_key_env", &p.access_key_env)?;
+            let secret = read("secret_key_env", &p.secret_key_env)?;
+            p.credential = match (api_key, access, secret) {
+                (Some(k), None, None) => Credential::Bearer(k),
+                (None, Some(access_key), Some(secret_key)) if p.dialect == Dialect::Kling => {
+                    Credential::KlingJwt { access_key, secret_key }
+                }
+                (None, None, None) => bail!(
+                    "providers.{name}.api_key_env: no credential configured (set api_key_env, or access_key_env and secret_key_env for Kling's own host)"
+                ),
+                _ => bail!(
+                    "providers.{name}: set either api_key_env, or both access_key_env and secret_key_env (kling dialect only)"
+                ),
+            };
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections: must be at least 1");
+        }
+        if !(self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://")
+            || self.database.url.starts_with("sqlite:"))
+        {
+            bail!("database.url: must start with postgres://, postgresql:// or sqlite:");
+        }
+        if self.poller.batch_size == 0 || self.poller.tick_ms == 0 || self.poller.lease_secs == 0 {
+            bail!("poller: batch_size, tick_ms and lease_secs must be positive");
+        }
+        for (name, p) in &self.providers {
+            validate_provider(name, p)?;
+        }
+        if self.providers.is_empty() && self.sandbox.enabled == SandboxMode::Never {
+            bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");
+        }
+        Ok(())
+    }
+}
+
+fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
+    let url = url::Url::parse(&p.base_url)
+        .with_context(|| format!("providers.{name}.base_url: not a URL: {:?}", p.base_url))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("providers.{name}.base_url: must be http or https");
+    }
+    if p.models.is_empty() {
+        bail!("providers.{name}.models: list at least one model");
+    }
+    for (field, v) in [
+        ("request_timeout_secs", p.request_timeout_secs),
+        ("connect_timeout_secs", p.connect_timeout_secs),
+        ("poll_interval_secs", p.poll_interval_secs),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("providers.{name}.{field}: must be a positive number of seconds");
+        }
+    }
+    if p.dialect != Dialect::Kling && (p.path_prefix.is_some() || p.query_path.is_some()) {
+        bail!("providers.{name}.path_prefix/query_path: only the kling dialect takes these");
+    }
+    for (model, table) in &p.prices {
+        let Some(m) = Model::parse(model) else {
+            bail!("providers.{name}.prices.{model}: unknown model");
+        };
+        if !p.serves(m) {
+            bail!("providers.{name}.prices.{model}: priced but not listed in models");
+        }
+        for (key, v) in table.entries() {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                bail!("providers.{name}.prices.{model}.{key}: must be a non-negative number");
+            }
+        }
+    }
+    for m in &p.models {
+        if p.price_table(*m).is_none() {
+            bail!(
+                "providers.{name}.prices.{}: missing (every served model needs a price table)",
+                m.as_str()
+            );
+        }
+    }
+    Ok(())
+}

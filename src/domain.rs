@@ -1,0 +1,358 @@
+//! The normalized vocabulary every part of omnigate speaks: the client's request, task
+//! states and the task object. Provider dialects are translated to and from these types
+//! inside `providers/` only.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// The two Kling Omni-Video models; reseller spellings are accepted as aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Model {
+    #[serde(
+        rename = "kling-video-o1",
+        alias = "kling-o1",
+        alias = "kling-video/kling-video-o1"
+    )]
+    KlingVideoO1,
+    #[serde(
+        rename = "kling-v3-omni",
+        alias = "kling-v3-omni-video",
+        alias = "kling-video/kling-v3-omni"
+    )]
+    KlingV3Omni,
+}
+
+impl Model {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Model::KlingVideoO1 => "kling-video-o1",
+            Model::KlingV3Omni => "kling-v3-omni",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Model> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Std,
+    #[default]
+    Pro,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AspectRatio {
+    #[serde(rename = "16:9")]
+    Wide,
+    #[serde(rename = "9:16")]
+    Tall,
+    #[serde(rename = "1:1")]
+    Square,
+}
+
+impl AspectRatio {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AspectRatio::Wide => "16:9",
+            AspectRatio::Tall => "9:16",
+            AspectRatio::Square => "1:1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    #[default]
+    Off,
+}
+
+impl OnOff {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnOff::On => "on",
+            OnOff::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YesNo {
+    Yes,
+    No,
+}
+
+impl YesNo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            YesNo::Yes => "yes",
+            YesNo::No => "no",
+        }
+    }
+}
+
+/// `customize` is Kling's storyboard (explicit `multi_prompt`); `intelligence` lets the
+/// model cut shots itself (modellix's only option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShotType {
+    Customize,
+    Intelligence,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameType {
+    FirstFrame,
+    EndFrame,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferType {
+    Base,
+    Feature,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    pub image_url: String,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub frame: Option<FrameType>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoRef {
+    pub video_url: String,
+    /// Kling's default is `base` (the video to edit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refer_type: Option<ReferType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_original_sound: Option<YesNo>,
+}
+
+impl VideoRef {
+    pub fn refer_type(&self) -> ReferType {
+        self.refer_type.unwrap_or(ReferType::Base)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElementRef {
+    /// Kling element ids are 64-bit integers; some resellers document them as strings.
+    #[serde(deserialize_with = "u64_from_number_or_string")]
+    pub element_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shot {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    pub prompt: String,
+    #[serde(deserialize_with = "u32_from_number_or_string")]
+    pub duration: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+}
+
+/// The body of `POST /v1/video/generations`, as the client sent it (defaults not applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoRequest {
+    pub model: Model,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(
+        default,
+        deserialize_with = "opt_u32_from_number_or_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<AspectRatio>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sound: Option<OnOff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_shot: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shot_type: Option<ShotType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_prompt: Option<Vec<Shot>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_list: Vec<ImageRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub video_list: Vec<VideoRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub element_list: Vec<ElementRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+}
+
+impl VideoRequest {
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or_default()
+    }
+
+    pub fn sound(&self) -> OnOff {
+        self.sound.unwrap_or_default()
+    }
+
+    pub fn is_multi_shot(&self) -> bool {
+        self.multi_shot.unwrap_or(false)
+    }
+
+    /// The base video being edited, if this is a video-edit request.
+    pub fn base_video(&self) -> Option<&VideoRef> {
+        self.video_list
+            .iter()
+            .find(|v| v.refer_type() == ReferType::Base)
+    }
+
+    pub fn has_frame(&self, frame: FrameType) -> bool {
+        self.image_list.iter().any(|i| i.frame == Some(frame))
+    }
+
+    pub fn keeps_original_sound(&self) -> bool {
+        self.video_list
+            .iter()
+            .any(|v| v.keep_original_sound == Some(YesNo::Yes))
+    }
+
+    /// Seconds of output the request asks for: the declared duration or the default 5.
+    /// A base-video edit has no duration of its own (the output matches the input video).
+    pub fn output_seconds(&self) -> Option<u32> {
+        if self.base_video().is_some() {
+            None
+        } else {
+            Some(self.duration.unwrap_or(DEFAULT_DURATION))
+        }
+    }
+}
+
+pub const DEFAULT_DURATION: u32 = 5;
+
+/// The four states a client sees. Every provider's states map onto these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        match s {
+            "queued" => Some(TaskStatus::Queued),
+            "in_progress" => Some(TaskStatus::InProgress),
+            "completed" => Some(TaskStatus::Completed),
+            "failed" => Some(TaskStatus::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoResult {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+}
+
+fn u64_from_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    number_or_string(d)
+}
+
+fn u32_from_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    number_or_string(d)
+}
+
+fn opt_u32_from_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    number_or_string(d).map(Some)
+}
+
+/// Accepts `5` or `"5"`; anything else is an error that names the expected form.
+fn number_or_string<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let v = Value::deserialize(d)?;
+    let n = match &v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    n.and_then(|n| T::try_from(n).ok()).ok_or_else(|| {
+        D::Error::custom(format!(
+            "expected a whole number (or numeric string), got {v}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reseller_model_spellings_are_aliases() {
+        assert_eq!(
+            Model::parse("kling-v3-omni-video"),
+            Some(Model::KlingV3Omni)
+        );
+        assert_eq!(Model::parse("kling-video-o1"), Some(Model::KlingVideoO1));
+        assert_eq!(Model::parse("kling-v2"), None);
+    }
+
+    #[test]
+    fn duration_accepts_numeric_string_and_rejects_words() {
+        let r: VideoRequest =
+            serde_json::from_str(r#"{"model":"kling-v3-omni","duration":"7"}"#).unwrap();
+        assert_eq!(r.duration, Some(7));
+        assert!(serde_json::from_str::<VideoRequest>(
+            r#"{"model":"kling-v3-omni","duration":"seven"}"#
+        )
+        .is_err());
+    }
+}
