@@ -1,7 +1,14 @@
 //! omnigate: one normalized API in front of the Kling Omni-Video resellers.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod providers;
+pub mod routing;
+pub mod sandbox;
+pub mod store;
+pub mod submit;
 pub mod validation;
+pub mod workers;

@@ -1,1 +1,692 @@
-//! stub
+//! Plumbing the adapters share: the HTTP client and auth, sending a request and
+//! classifying what went wrong, and the rules every dialect's task report obeys.
+
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::RequestBuilder;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{ErrorKind, ProviderError, UpstreamTask};
+use crate::config::{Credential, ProviderConfig};
+use crate::domain::{TaskStatus, VideoResult};
+
+/// Lifetime of a Kling JWT, as Kling's own examples issue them.
+const JWT_TTL_SECS: u64 = 1800;
+/// Re-issue this long before expiry so a token never expires in flight.
+const JWT_REFRESH_MARGIN_SECS: u64 = 300;
+/// Kling rejects tokens whose `nbf` is in its future; allow for clock skew.
+const JWT_NBF_SKEW_SECS: u64 = 5;
+
+/// Which kind of call a reply answers: a lost or unreadable submit answer may hide a
+/// task that was created, a read has no such consequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Call {
+    Submit,
+    Read,
+}
+
+/// An HTTP answer, whatever its status.
+#[derive(Debug, Clone)]
+pub(super) struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// One provider's endpoint: client, base URL and credential.
+pub(super) struct Upstream {
+    client: reqwest::Client,
+    base_url: String,
+    auth: Auth,
+}
+
+impl Upstream {
+    pub fn new(cfg: &ProviderConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout())
+            .timeout(cfg.request_timeout())
+            .build()?;
+        Ok(Upstream {
+            client,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            auth: Auth::new(cfg.credential.clone()),
+        })
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(format!("{}{path}", self.base_url))
+    }
+
+    pub fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.base_url))
+            .json(body)
+    }
+
+    /// Authenticates and sends `req`, then lets the dialect read the reply. Every error
+    /// leaving here has had the credential scrubbed from its message.
+    pub async fn call<T>(
+        &self,
+        req: RequestBuilder,
+        read: impl FnOnce(&Reply) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let result = match self.auth.apply(req) {
+            Ok(req) => send(req).await.and_then(|reply| read(&reply)),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| self.auth.redact(e))
+    }
+}
+
+/// Sends a request and reads the whole body, classifying transport failures by whether
+/// the provider may have received (and acted on) the request.
+pub(super) async fn send(req: RequestBuilder) -> Result<Reply, ProviderError> {
+    let resp = req.send().await.map_err(transport_error)?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(|e| {
+        let mut err = transport_error(e);
+        // The status line arrived, so the request did too: never "nothing was sent".
+        err.kind = ErrorKind::Timeout;
+        err.ambiguous = true;
+        err.http_status = Some(status);
+        err
+    })?;
+    Ok(Reply {
+        status,
+        body: body.to_vec(),
+    })
+}
+
+fn transport_error(e: reqwest::Error) -> ProviderError {
+    // Checked first: a connect timeout is also `is_timeout()`, yet nothing was sent.
+    let (kind, ambiguous, what) = if e.is_connect() {
+        (ErrorKind::Retryable, false, "could not connect to provider")
+    } else if e.is_builder() {
+        (ErrorKind::Retryable, false, "could not build the request")
+    } else if e.is_timeout() {
+        (ErrorKind::Timeout, true, "no answer from provider in time")
+    } else {
+        (
+            ErrorKind::Timeout,
+            true,
+            "connection to provider failed mid-request",
+        )
+    };
+    // `without_url` keeps paths and query strings out of the message.
+    let mut err = ProviderError::new(kind, format!("{what}: {}", e.without_url()));
+    err.ambiguous = ambiguous;
+    err
+}
+
+/// What a dialect makes of the `code` field of a JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Success,
+    /// An error; `None` when the dialect does not know the code (fall back on HTTP status).
+    Error(Option<ErrorKind>),
+}
+
+/// Turns a reply into its JSON body or a classified error. A body code the dialect
+/// recognizes wins over the HTTP status (Kling answers 429 for an empty balance);
+/// without one the HTTP status decides. `classify` returns `None` for values it does
+/// not treat as a code at all.
+pub(super) fn check(
+    reply: &Reply,
+    call: Call,
+    classify: impl Fn(&Value) -> Option<Verdict>,
+) -> Result<Value, ProviderError> {
+    let json = reply.json();
+    let code = json.as_ref().and_then(|v| v.get("code"));
+    let verdict = code.and_then(&classify);
+    let kind = match verdict {
+        Some(Verdict::Error(Some(kind))) => kind,
+        Some(Verdict::Error(None)) => kind_for_http_status(reply.status),
+        Some(Verdict::Success) | None if !reply.is_success() => kind_for_http_status(reply.status),
+        Some(Verdict::Success) | None => {
+            return json.ok_or_else(|| malformed(reply, call, "body is not JSON"));
+        }
+    };
+    let message = json
+        .as_ref()
+        .and_then(provider_message)
+        .unwrap_or_else(|| format!("provider answered HTTP {}", reply.status));
+    Err(ProviderError {
+        kind,
+        message,
+        http_status: Some(reply.status),
+        code: code.and_then(scalar_text),
+        // A gateway that timed out waiting on the origin may still have let the task
+        // through, exactly like our own timeout; an explicit error code says it did not.
+        ambiguous: call == Call::Submit && verdict.is_none() && matches!(reply.status, 504 | 524),
+    })
+}
+
+/// The fallback classification by HTTP status, shared by every dialect (modellix and
+/// apimodels also put HTTP-like numbers in their body `code`).
+pub(super) fn kind_for_http_status(status: u16) -> ErrorKind {
+    match status {
+        400 => ErrorKind::BadRequest,
+        401 | 403 => ErrorKind::Auth,
+        402 => ErrorKind::Billing,
+        404 => ErrorKind::NotFound,
+        // The server gave up reading our request: it was not accepted.
+        408 => ErrorKind::Retryable,
+        429 => ErrorKind::RateLimited,
+        405..=499 => ErrorKind::BadRequest,
+        500..=599 => ErrorKind::Retryable,
+        _ => ErrorKind::Malformed,
+    }
+}
+
+/// For dialects whose body `code` repeats an HTTP status (modellix, apimodels):
+/// `success` or any 2xx is success, other HTTP-like numbers classify as that status.
+pub(super) fn classify_http_like(code: &Value, success: i64) -> Option<Verdict> {
+    let n = integer(code)?;
+    Some(match n {
+        n if n == success || (200..300).contains(&n) => Verdict::Success,
+        100..=599 => Verdict::Error(u16::try_from(n).ok().map(kind_for_http_status)),
+        _ => Verdict::Error(None),
+    })
+}
+
+/// A 2xx answer we cannot read as the dialect's success shape. After a submit the task
+/// may exist upstream, so it is ambiguous there.
+pub(super) fn malformed(reply: &Reply, call: Call, what: &str) -> ProviderError {
+    ProviderError {
+        kind: ErrorKind::Malformed,
+        message: format!("unexpected answer from provider: {what}"),
+        http_status: Some(reply.status),
+        code: None,
+        ambiguous: call == Call::Submit,
+    }
+}
+
+/// The error of a dialect that cannot find tasks by our id. Whether the submit landed
+/// stays unknown, hence ambiguous.
+pub(super) fn no_external_id_lookup(provider: &str) -> ProviderError {
+    let mut err = ProviderError::new(
+        ErrorKind::BadRequest,
+        format!("{provider} cannot look tasks up by external_task_id"),
+    );
+    err.ambiguous = true;
+    err
+}
+
+/// The provider's own error text: `message`, `msg`, or an OpenAI-style `error`.
+pub(super) fn provider_message(v: &Value) -> Option<String> {
+    ["message", "msg"]
+        .iter()
+        .filter_map(|k| v.get(k))
+        .chain(v.get("error").map(|e| e.get("message").unwrap_or(e)))
+        .find_map(text)
+}
+
+/// A non-empty string, or a number spelled out (some relays send ids as numbers).
+pub(super) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Bool(b) => Some(b.to_string()),
+        other => text(other),
+    }
+}
+
+/// A whole number sent as a number or a numeric string.
+pub(super) fn integer(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A progress percentage sent as `40`, `"40"` or `"40%"`.
+pub(super) fn progress(v: &Value) -> Option<u8> {
+    let pct = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().trim_end_matches('%').trim().parse().ok(),
+        _ => None,
+    }?;
+    // Truncation is intended: the value is clamped to 0..=100 first.
+    pct.is_finite().then(|| pct.clamp(0.0, 100.0) as u8)
+}
+
+/// One result video: a plain URL string, or an object with `url` (or `video_url`) and an
+/// optional `duration` (Kling sends it as a string such as `"5.041"`).
+pub(super) fn video(entry: &Value) -> Option<VideoResult> {
+    if let Some(url) = entry.as_str() {
+        return (!url.trim().is_empty()).then(|| VideoResult {
+            url: url.to_string(),
+            duration: None,
+        });
+    }
+    let url = ["url", "video_url"]
+        .iter()
+        .find_map(|k| entry.get(k).and_then(Value::as_str))
+        .filter(|u| !u.trim().is_empty())?;
+    let duration = entry.get("duration").and_then(|d| match d {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    Some(VideoResult {
+        url: url.to_string(),
+        duration,
+    })
+}
+
+pub(super) fn videos(list: Option<&Value>) -> Vec<VideoResult> {
+    list.and_then(Value::as_array)
+        .map(|items| items.iter().filter_map(video).collect())
+        .unwrap_or_default()
+}
+
+/// Percent-encodes a path segment (upstream ids are opaque to us).
+pub(super) fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A task as a dialect read it, before the rules every dialect shares are applied.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Observed {
+    pub upstream_id: String,
+    /// The provider's state word, for the log when it is not one we know.
+    pub raw_state: String,
+    pub status: Option<TaskStatus>,
+    pub videos: Vec<VideoResult>,
+    pub failure_message: Option<String>,
+    pub progress: Option<u8>,
+}
+
+impl Observed {
+    /// Applies the shared rules: an unknown state is in progress (and logged), and a
+    /// task is completed only with at least one video URL.
+    pub fn settle(self) -> UpstreamTask {
+        let status = match self.status {
+            None => {
+                tracing::warn!(
+                    upstream_id = %self.upstream_id,
+                    state = %self.raw_state,
+                    "unknown upstream task state; treating it as in progress"
+                );
+                TaskStatus::InProgress
+            }
+            Some(TaskStatus::Completed) if self.videos.is_empty() => {
+                tracing::warn!(
+                    upstream_id = %self.upstream_id,
+                    "upstream reports completion without a video URL; treating it as in progress"
+                );
+                TaskStatus::InProgress
+            }
+            Some(status) => status,
+        };
+        UpstreamTask {
+            upstream_id: self.upstream_id,
+            status,
+            progress: self.progress,
+            videos: self.videos,
+            failure_message: self
+                .failure_message
+                .filter(|_| status == TaskStatus::Failed),
+        }
+    }
+}
+
+/// Adds the credential to requests and keeps it out of error messages. Kling's own host
+/// takes a short-lived JWT, cached here and re-issued before it expires.
+pub(super) struct Auth {
+    credential: Credential,
+    jwt: Mutex<Option<CachedJwt>>,
+}
+
+#[derive(Clone)]
+struct CachedJwt {
+    token: String,
+    expires_at: u64,
+}
+
+#[derive(Serialize)]
+struct JwtClaims<'a> {
+    iss: &'a str,
+    exp: u64,
+    nbf: u64,
+}
+
+impl Auth {
+    pub fn new(credential: Credential) -> Self {
+        Auth {
+            credential,
+            jwt: Mutex::new(None),
+        }
+    }
+
+    fn apply(&self, req: RequestBuilder) -> Result<RequestBuilder, ProviderError> {
+        match self.header_value(unix_now())? {
+            Some(value) => Ok(req.header(AUTHORIZATION, value)),
+            // No credential (a local sandbox): let the upstream decide.
+            None => Ok(req),
+        }
+    }
+
+    fn header_value(&self, now: u64) -> Result<Option<HeaderValue>, ProviderError> {
+        let token = match &self.credential {
+            Credential::Missing => return Ok(None),
+            Credential::Bearer(key) => key.expose().to_string(),
+            Credential::KlingJwt {
+                access_key,
+                secret_key,
+            } => self.jwt(access_key.expose(), secret_key.expose(), now)?,
+        };
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ProviderError::new(ErrorKind::Auth, "credential is not a valid header value")
+        })?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+
+    fn jwt(&self, access_key: &str, secret_key: &str, now: u64) -> Result<String, ProviderError> {
+        // A poisoned lock only means another thread panicked mid-update of a cache.
+        let mut cached = self.jwt.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(jwt) = cached.as_ref() {
+            if now + JWT_REFRESH_MARGIN_SECS < jwt.expires_at {
+                return Ok(jwt.token.clone());
+            }
+        }
+        let expires_at = now + JWT_TTL_SECS;
+        let claims = JwtClaims {
+            iss: access_key,
+            exp: expires_at,
+            nbf: now.saturating_sub(JWT_NBF_SKEW_SECS),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret_key.as_bytes()),
+        )
+        .map_err(|_| ProviderError::new(ErrorKind::Auth, "could not sign the Kling JWT"))?;
+        *cached = Some(CachedJwt {
+            token: token.clone(),
+            expires_at,
+        });
+        Ok(token)
+    }
+
+    /// Removes any credential (or issued token) a provider echoed into its message.
+    fn redact(&self, mut err: ProviderError) -> ProviderError {
+        let token = self
+            .jwt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|j| j.token.clone());
+        let secrets: Vec<String> = match &self.credential {
+            Credential::Missing => vec![],
+            Credential::Bearer(key) => vec![key.expose().to_string()],
+            Credential::KlingJwt {
+                access_key,
+                secret_key,
+            } => vec![
+                access_key.expose().to_string(),
+                secret_key.expose().to_string(),
+            ],
+        };
+        for secret in secrets.iter().chain(token.iter()) {
+            if !secret.is_empty() {
+                err.message = err.message.replace(secret.as_str(), "*****");
+            }
+        }
+        err
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Dialect, Secret};
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use serde_json::json;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn numeric_zero_is_success(v: &Value) -> Option<Verdict> {
+        integer(v).map(|n| {
+            if n == 0 {
+                Verdict::Success
+            } else {
+                Verdict::Error(None)
+            }
+        })
+    }
+
+    fn config(base_url: &str, timeout: f64) -> ProviderConfig {
+        let mut cfg: ProviderConfig = serde_json::from_value(json!({
+            "dialect": "kling",
+            "base_url": base_url,
+            "models": ["kling-v3-omni"],
+            "request_timeout_secs": timeout,
+            "connect_timeout_secs": timeout,
+        }))
+        .unwrap();
+        cfg.credential = Credential::Bearer(Secret::new("sk-secret"));
+        assert_eq!(cfg.dialect, Dialect::Kling);
+        cfg
+    }
+
+    #[test]
+    fn http_statuses_map_onto_error_kinds() {
+        let cases = [
+            (400, ErrorKind::BadRequest),
+            (401, ErrorKind::Auth),
+            (403, ErrorKind::Auth),
+            (402, ErrorKind::Billing),
+            (404, ErrorKind::NotFound),
+            (422, ErrorKind::BadRequest),
+            (429, ErrorKind::RateLimited),
+            (500, ErrorKind::Retryable),
+            (503, ErrorKind::Retryable),
+            (302, ErrorKind::Malformed),
+        ];
+        for (status, kind) in cases {
+            assert_eq!(kind_for_http_status(status), kind, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn non_json_2xx_is_malformed_and_ambiguous_only_for_submits() {
+        let r = reply(200, "<html>");
+        let submit = check(&r, Call::Submit, numeric_zero_is_success).unwrap_err();
+        assert_eq!(submit.kind, ErrorKind::Malformed);
+        assert!(submit.ambiguous);
+        let read = check(&r, Call::Read, numeric_zero_is_success).unwrap_err();
+        assert!(!read.ambiguous);
+    }
+
+    #[test]
+    fn error_without_body_falls_back_on_http_status_with_short_message() {
+        let err = check(&reply(503, "busy"), Call::Submit, numeric_zero_is_success).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Retryable);
+        assert_eq!(err.http_status, Some(503));
+        assert_eq!(err.message, "provider answered HTTP 503");
+        assert!(!err.ambiguous);
+    }
+
+    #[test]
+    fn gateway_timeout_on_submit_is_ambiguous() {
+        let err = check(&reply(504, ""), Call::Submit, numeric_zero_is_success).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Retryable);
+        assert!(err.ambiguous);
+    }
+
+    #[test]
+    fn provider_message_reads_message_msg_and_openai_error() {
+        assert_eq!(provider_message(&json!({"message": "m"})), Some("m".into()));
+        assert_eq!(provider_message(&json!({"msg": "x"})), Some("x".into()));
+        assert_eq!(
+            provider_message(&json!({"error": {"message": "e"}})),
+            Some("e".into())
+        );
+        assert_eq!(provider_message(&json!({"message": ""})), None);
+    }
+
+    #[test]
+    fn progress_accepts_numbers_and_percent_strings() {
+        assert_eq!(progress(&json!(40)), Some(40));
+        assert_eq!(progress(&json!("100%")), Some(100));
+        assert_eq!(progress(&json!("250")), Some(100));
+        assert_eq!(progress(&json!("soon")), None);
+    }
+
+    #[test]
+    fn video_entries_may_be_strings_or_objects_with_url_or_video_url() {
+        assert_eq!(
+            video(&json!("https://v/1.mp4")).map(|v| v.url),
+            Some("https://v/1.mp4".into())
+        );
+        assert_eq!(
+            video(&json!({"url": "https://v/2.mp4", "duration": "5.041"})),
+            Some(VideoResult {
+                url: "https://v/2.mp4".into(),
+                duration: Some(5.041)
+            })
+        );
+        assert_eq!(
+            video(&json!({"video_url": "https://v/3.mp4"})).map(|v| v.url),
+            Some("https://v/3.mp4".into())
+        );
+        assert_eq!(video(&json!({"id": "x"})), None);
+    }
+
+    #[test]
+    fn settle_treats_unknown_state_and_urlless_completion_as_in_progress() {
+        let unknown = Observed {
+            upstream_id: "t".into(),
+            raw_state: "weird".into(),
+            ..Default::default()
+        };
+        assert_eq!(unknown.settle().status, TaskStatus::InProgress);
+        let urlless = Observed {
+            upstream_id: "t".into(),
+            status: Some(TaskStatus::Completed),
+            ..Default::default()
+        };
+        assert_eq!(urlless.settle().status, TaskStatus::InProgress);
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("abc-1_2.3~"), "abc-1_2.3~");
+        assert_eq!(path_segment("a/b?c"), "a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn bearer_credential_becomes_a_sensitive_authorization_header() {
+        let auth = Auth::new(Credential::Bearer(Secret::new("sk-1")));
+        let value = auth.header_value(1_000).unwrap().unwrap();
+        assert_eq!(value.to_str().unwrap(), "Bearer sk-1");
+        assert!(value.is_sensitive());
+    }
+
+    #[test]
+    fn kling_jwt_has_the_documented_claims_and_is_cached_until_near_expiry() {
+        let auth = Auth::new(Credential::KlingJwt {
+            access_key: Secret::new("ak"),
+            secret_key: Secret::new("sk"),
+        });
+        let now = 1_700_000_000;
+        let first = auth.jwt("ak", "sk", now).unwrap();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let claims =
+            jsonwebtoken::decode::<Value>(&first, &DecodingKey::from_secret(b"sk"), &validation)
+                .unwrap()
+                .claims;
+        assert_eq!(
+            claims,
+            json!({"iss": "ak", "exp": now + 1800, "nbf": now - 5})
+        );
+        assert_eq!(auth.jwt("ak", "sk", now + 1000).unwrap(), first);
+        assert_ne!(auth.jwt("ak", "sk", now + 1501).unwrap(), first);
+    }
+
+    #[test]
+    fn credentials_are_scrubbed_from_error_messages() {
+        let auth = Auth::new(Credential::Bearer(Secret::new("sk-secret")));
+        let err = auth.redact(ProviderError::new(
+            ErrorKind::Auth,
+            "invalid key sk-secret for this account",
+        ));
+        assert_eq!(err.message, "invalid key ***** for this account");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_retryable_and_not_ambiguous() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let upstream = Upstream::new(&config(&format!("http://{addr}"), 2.0)).unwrap();
+        let err = upstream
+            .call(upstream.get("/x"), |_| Ok(()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Retryable);
+        assert!(!err.ambiguous);
+        assert!(!err.message.contains("sk-secret"));
+    }
+
+    #[tokio::test]
+    async fn silent_upstream_times_out_ambiguously() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (_socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        });
+        let upstream = Upstream::new(&config(&format!("http://{addr}"), 0.3)).unwrap();
+        let err = upstream
+            .call(upstream.post("/x", &json!({})), |_| Ok(()))
+            .await
+            .unwrap_err();
+        hold.abort();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(err.ambiguous);
+    }
+}

@@ -1,0 +1,119 @@
+//! The one API error type and its JSON envelope:
+//! `{"error": {"type", "code", "message", "param"?, "provider_message"?}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input: names the offending field.
+    #[error("{message}")]
+    InvalidRequest {
+        param: Option<String>,
+        message: String,
+    },
+    /// Well-formed input that no configured provider can serve, or that a provider refused
+    /// as a bad request or on content policy.
+    #[error("{message}")]
+    Unprocessable {
+        code: &'static str,
+        param: Option<String>,
+        message: String,
+        provider_message: Option<String>,
+    },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// No provider could take the task (503), or the last one timed out (504).
+    #[error("{message}")]
+    Upstream {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        provider_message: Option<String>,
+    },
+    /// Logged with its details; the client sees only that something went wrong.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            param: Some(param.into()),
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Upstream { status, .. } => *status,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::InvalidRequest { .. } => ("invalid_request_error", "invalid_request"),
+            ApiError::Unprocessable { code, .. } => ("invalid_request_error", code),
+            ApiError::Unauthorized => ("authentication_error", "invalid_api_key"),
+            ApiError::NotFound(_) => ("invalid_request_error", "not_found"),
+            ApiError::Conflict(_) => ("invalid_request_error", "idempotency_conflict"),
+            ApiError::Upstream { code, .. } => ("upstream_error", code),
+            ApiError::Internal(_) => ("api_error", "internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (kind, code) = self.kind_and_code();
+        let message = match &self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error; the details are in the gateway's log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({"type": kind, "code": code, "message": message});
+        match &self {
+            ApiError::InvalidRequest { param: Some(p), .. }
+            | ApiError::Unprocessable { param: Some(p), .. } => {
+                body["param"] = json!(p);
+            }
+            _ => {}
+        }
+        if let ApiError::Unprocessable {
+            provider_message: Some(m),
+            ..
+        }
+        | ApiError::Upstream {
+            provider_message: Some(m),
+            ..
+        } = &self
+        {
+            body["provider_message"] = json!(m);
+        }
+        let mut resp = (status, Json(json!({ "error": body }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

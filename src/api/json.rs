@@ -1,0 +1,66 @@
+//! A JSON body extractor whose errors name the offending field in the API's own envelope.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+pub struct ValidJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes =
+            Bytes::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::InvalidRequest {
+                    param: None,
+                    message: format!("could not read the body: {e}"),
+                })?;
+        parse(&bytes).map(ValidJson)
+    }
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidRequest {
+            param: None,
+            message: format!("the body is not valid JSON: {e}"),
+        })?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidRequest {
+            param: None,
+            message: "the body must be a JSON object".into(),
+        });
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde names an unknown or missing field in its message, not in the path.
+        let param = field_in_message(&inner)
+            .map(|f| join_path(&path, &f))
+            .unwrap_or(path);
+        let param = if param == "." { None } else { Some(param) };
+        ApiError::InvalidRequest {
+            param,
+            message: inner,
+        }
+    })
+}
+
+fn field_in_message(msg: &str) -> Option<String> {
+    let rest = msg
+        .strip_prefix("unknown field `")
+        .or_else(|| msg.strip_prefix("missing field `"))?;
+    rest.split('`').next().map(str::to_string)
+}
+
+fn join_path(path: &str, field: &str) -> String {
+    if path == "." || path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}

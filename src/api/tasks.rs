@@ -1,0 +1,142 @@
+//! `/v1/video/generations`: create, read one, list. Reads are answered from the store;
+//! a client read never waits on a provider.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::json::ValidJson;
+use super::ApiError;
+use crate::app::Gateway;
+use crate::domain::{TaskStatus, VideoRequest};
+use crate::store::TaskRecord;
+use crate::submit;
+
+pub async fn create(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    ValidJson(req): ValidJson<VideoRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let task = submit::create_task(&gw, &key, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(task_object(&task))))
+}
+
+pub async fn get_one(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    detailed(&gw, &key.id, &id).await.map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// The query form one provider uses: `?task_id=` reads one task.
+    task_id: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    /// The id of the last task of the previous page.
+    cursor: Option<String>,
+}
+
+pub async fn list_or_query(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidRequest {
+        param: None,
+        message: e.body_text(),
+    })?;
+    if let Some(id) = params.task_id {
+        return detailed(&gw, &key.id, &id).await.map(Json);
+    }
+    let status = params
+        .status
+        .map(|s| {
+            TaskStatus::parse(&s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    "status must be one of queued, in_progress, completed, failed",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let cursor =
+        match params.cursor {
+            Some(c) => Some(gw.store.task_for_owner(&key.id, &c).await?.ok_or_else(|| {
+                ApiError::invalid("cursor", "cursor is not one of your task ids")
+            })?),
+            None => None,
+        };
+    let page = gw
+        .store
+        .list_tasks(&key.id, status, cursor.as_ref(), limit)
+        .await?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": page.tasks.iter().map(task_object).collect::<Vec<_>>(),
+        "has_more": page.has_more,
+        "next_cursor": if page.has_more { page.tasks.last().map(|t| t.id.clone()) } else { None },
+    })))
+}
+
+/// One task with its status history and submit attempts.
+async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError> {
+    let task = gw
+        .store
+        .task_for_owner(owner, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+    let mut obj = task_object(&task);
+    obj["status_history"] = json!(gw.store.status_history(id).await?);
+    obj["attempts"] = json!(gw.store.attempts(id).await?);
+    Ok(obj)
+}
+
+/// The public task object (see API.md).
+pub fn task_object(t: &TaskRecord) -> Value {
+    let status = t.state.public();
+    let mut cost = json!({"estimated_usd": t.cost_estimated_usd, "currency": "USD"});
+    if let Some(f) = t.cost_final_usd {
+        cost["final_usd"] = json!(f);
+    }
+    let mut obj = json!({
+        "id": t.id,
+        "object": "video.generation",
+        "model": t.request.model.as_str(),
+        "status": status,
+        "progress": t.progress,
+        "provider": t.provider,
+        "cost": cost,
+        "metadata": t.request.metadata.clone().unwrap_or_else(|| json!({})),
+        "routing": {"reason": t.routing_reason},
+        "created_at": t.created_at / 1000,
+        "updated_at": t.updated_at / 1000,
+        "completed_at": t.completed_at.map(|c| c / 1000),
+    });
+    if t.sandbox {
+        obj["sandbox"] = json!(true);
+    }
+    if status == TaskStatus::Completed {
+        obj["result"] = json!({ "videos": t.videos });
+    }
+    if let (TaskStatus::Failed, Some(e)) = (status, &t.error) {
+        obj["error"] = json!(e);
+    }
+    obj
+}

@@ -1,0 +1,209 @@
+//! Provider choice: which configured providers can carry a request, what each would
+//! charge, and in what order to try them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::ProviderConfig;
+use crate::domain::{FrameType, ReferType, VideoRequest};
+use crate::providers::{Capabilities, Provider};
+
+/// Input videos are 3-10 s; until a base video's length is known its edit is estimated
+/// at the longest, so a budget check never under-counts.
+pub const ASSUMED_BASE_VIDEO_SECONDS: u32 = 10;
+
+/// A configured provider: its settings and its adapter.
+pub struct Upstream {
+    pub name: String,
+    pub config: ProviderConfig,
+    pub adapter: Arc<dyn Provider>,
+}
+
+#[derive(Clone)]
+pub struct Candidate {
+    pub upstream: Arc<Upstream>,
+    pub estimate_usd: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassedOver {
+    pub provider: String,
+    /// The request field the provider cannot carry, when that is the reason.
+    pub param: Option<String>,
+    pub reason: String,
+}
+
+pub struct Plan {
+    /// Cheapest first, then by configured priority, then by name.
+    pub candidates: Vec<Candidate>,
+    pub passed_over: Vec<PassedOver>,
+}
+
+impl Plan {
+    /// Why the first candidate was chosen, in words for the task record.
+    pub fn reason_for(&self, index: usize) -> String {
+        let c = &self.candidates[index];
+        let mut reason = format!(
+            "cheapest capable provider at ${:.4} estimated",
+            c.estimate_usd
+        );
+        if index > 0 {
+            reason = format!("failover #{index}: {reason}");
+        }
+        reason
+    }
+}
+
+#[derive(Default)]
+pub struct Router {
+    upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+impl Router {
+    pub fn new(upstreams: Vec<Upstream>) -> Router {
+        Router {
+            upstreams: upstreams
+                .into_iter()
+                .map(|u| (u.name.clone(), Arc::new(u)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.upstreams.keys().map(String::as_str)
+    }
+
+    /// Ranks every provider for `req` (already validated).
+    pub fn plan(&self, req: &VideoRequest) -> Plan {
+        let allowed = req.routing.as_ref().and_then(|r| r.providers.as_ref());
+        let max_cost = req.routing.as_ref().and_then(|r| r.max_cost_usd);
+        let mut candidates = Vec::new();
+        let mut passed_over = Vec::new();
+        for up in self.upstreams.values() {
+            let pass = |param: Option<&str>, reason: String| PassedOver {
+                provider: up.name.clone(),
+                param: param.map(str::to_string),
+                reason,
+            };
+            if allowed.is_some_and(|a| !a.iter().any(|n| n == &up.name)) {
+                passed_over.push(pass(
+                    Some("routing.providers"),
+                    "not in routing.providers".into(),
+                ));
+                continue;
+            }
+            if let Some((param, why)) = unsupported(&up.config, up.adapter.capabilities(), req) {
+                passed_over.push(pass(Some(param), why));
+                continue;
+            }
+            let Some(estimate_usd) = estimate(&up.config, req) else {
+                passed_over.push(pass(
+                    Some("mode"),
+                    format!("sells no {:?} mode with this audio option", req.mode()),
+                ));
+                continue;
+            };
+            if max_cost.is_some_and(|m| estimate_usd > m) {
+                passed_over.push(pass(
+                    Some("routing.max_cost_usd"),
+                    format!("estimate ${estimate_usd:.4} is over routing.max_cost_usd"),
+                ));
+                continue;
+            }
+            candidates.push(Candidate {
+                upstream: up.clone(),
+                estimate_usd,
+            });
+        }
+        candidates.sort_by(|a, b| {
+            a.estimate_usd
+                .total_cmp(&b.estimate_usd)
+                .then(a.upstream.config.priority.cmp(&b.upstream.config.priority))
+                .then(a.upstream.name.cmp(&b.upstream.name))
+        });
+        Plan {
+            candidates,
+            passed_over,
+        }
+    }
+}
+
+/// Seconds billed: the requested output, or for a base-video edit the input's length.
+pub fn billed_seconds(req: &VideoRequest) -> u32 {
+    req.output_seconds().unwrap_or(ASSUMED_BASE_VIDEO_SECONDS)
+}
+
+/// Price x seconds on `cfg`, or None if it sells no such combination.
+pub fn estimate(cfg: &ProviderConfig, req: &VideoRequest) -> Option<f64> {
+    price_per_second(cfg, req).map(|p| round_usd(p * f64::from(billed_seconds(req))))
+}
+
+pub fn price_per_second(cfg: &ProviderConfig, req: &VideoRequest) -> Option<f64> {
+    cfg.price_table(req.model)?
+        .per_second(req.mode(), req.sound(), req.keeps_original_sound())
+}
+
+pub fn round_usd(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+/// The first thing in `req` that this provider cannot carry, as (param, reason).
+fn unsupported(
+    cfg: &ProviderConfig,
+    caps: &Capabilities,
+    req: &VideoRequest,
+) -> Option<(&'static str, String)> {
+    let checks: [(bool, &'static str, &str); 8] = [
+        (!cfg.serves(req.model), "model", "does not serve this model"),
+        (
+            !req.element_list.is_empty() && !caps.element_list,
+            "element_list",
+            "cannot carry element_list",
+        ),
+        (
+            req.negative_prompt.is_some() && !caps.negative_prompt,
+            "negative_prompt",
+            "cannot carry negative_prompt",
+        ),
+        (
+            req.watermark.is_some() && !caps.watermark,
+            "watermark",
+            "cannot carry watermark",
+        ),
+        (
+            (req.has_frame(FrameType::FirstFrame) || req.has_frame(FrameType::EndFrame))
+                && !caps.frame_images,
+            "image_list",
+            "cannot mark images as first_frame/end_frame",
+        ),
+        (
+            req.video_list
+                .iter()
+                .any(|v| v.refer_type() == ReferType::Feature)
+                && !caps.feature_video,
+            "video_list",
+            "cannot carry a feature-reference video (refer_type: feature)",
+        ),
+        (
+            req.video_list
+                .iter()
+                .any(|v| v.keep_original_sound.is_some())
+                && !caps.keep_original_sound,
+            "video_list",
+            "cannot carry keep_original_sound",
+        ),
+        (
+            req.shot_type.is_some_and(|s| !caps.shot_types.contains(&s)),
+            "shot_type",
+            "does not offer this shot_type",
+        ),
+    ];
+    checks
+        .into_iter()
+        .find(|(fails, _, _)| *fails)
+        .map(|(_, param, why)| (param, why.to_string()))
+}

@@ -1,0 +1,538 @@
+//! Task rows: creation before the upstream submit, leases for pollers and reconcilers,
+//! and every status change recorded with its time.
+
+use anyhow::Context;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{affected, now_ms, Store};
+use crate::domain::{TaskStatus, VideoRequest, VideoResult};
+
+/// Where a task is in omnigate's own life cycle. `Submitting` is written before the
+/// upstream call; clients see it as `queued`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Submitting,
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Submitting => "submitting",
+            TaskState::Queued => "queued",
+            TaskState::InProgress => "in_progress",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<TaskState> {
+        Ok(match s {
+            "submitting" => TaskState::Submitting,
+            "queued" => TaskState::Queued,
+            "in_progress" => TaskState::InProgress,
+            "completed" => TaskState::Completed,
+            "failed" => TaskState::Failed,
+            other => anyhow::bail!("unknown task state in store: {other}"),
+        })
+    }
+
+    pub fn public(self) -> TaskStatus {
+        match self {
+            TaskState::Submitting | TaskState::Queued => TaskStatus::Queued,
+            TaskState::InProgress => TaskStatus::InProgress,
+            TaskState::Completed => TaskStatus::Completed,
+            TaskState::Failed => TaskStatus::Failed,
+        }
+    }
+
+    pub fn from_public(s: TaskStatus) -> TaskState {
+        match s {
+            TaskStatus::Queued => TaskState::Queued,
+            TaskStatus::InProgress => TaskState::InProgress,
+            TaskStatus::Completed => TaskState::Completed,
+            TaskStatus::Failed => TaskState::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskError {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub id: String,
+    pub api_key_id: String,
+    pub request: VideoRequest,
+    pub state: TaskState,
+    pub progress: i64,
+    pub provider: Option<String>,
+    pub provider_task_id: Option<String>,
+    pub sandbox: bool,
+    pub videos: Vec<VideoResult>,
+    pub error: Option<TaskError>,
+    pub cost_estimated_usd: Option<f64>,
+    pub cost_final_usd: Option<f64>,
+    pub routing_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+    pub next_poll_at: i64,
+    pub poll_failures: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub latency_ms: i64,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusChange {
+    pub status: String,
+    pub at: i64,
+}
+
+/// What the API writes before it calls any provider.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: String,
+    pub api_key_id: String,
+    pub request: VideoRequest,
+    pub provider: String,
+    pub sandbox: bool,
+    pub cost_estimated_usd: Option<f64>,
+    pub routing_reason: String,
+    /// The submitting process holds the task until this time; after it, a reconciler
+    /// may assume the process died mid-submit.
+    pub lease_owner: String,
+    pub lease_until: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// Accepted upstream and unfinished: to be polled.
+    Poll,
+    /// Written but the submit outcome is unknown (its submitter died or timed out).
+    Reconcile,
+}
+
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    pub has_more: bool,
+}
+
+const TASK_COLUMNS: &str =
+    "id, api_key_id, request, state, progress, provider, provider_task_id, sandbox, \
+    result, error_code, error_message, error_provider_message, cost_estimated_usd, cost_final_usd, \
+    routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures";
+
+fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
+    let request: String = row.try_get("request")?;
+    let result: Option<String> = row.try_get("result")?;
+    let error_code: Option<String> = row.try_get("error_code")?;
+    let error = match error_code {
+        Some(code) => Some(TaskError {
+            code,
+            message: row
+                .try_get::<Option<String>, _>("error_message")?
+                .unwrap_or_default(),
+            provider_message: row.try_get("error_provider_message")?,
+        }),
+        None => None,
+    };
+    Ok(TaskRecord {
+        id: row.try_get("id")?,
+        api_key_id: row.try_get("api_key_id")?,
+        request: serde_json::from_str(&request).context("stored request")?,
+        state: TaskState::parse(&row.try_get::<String, _>("state")?)?,
+        progress: row.try_get("progress")?,
+        provider: row.try_get("provider")?,
+        provider_task_id: row.try_get("provider_task_id")?,
+        sandbox: row.try_get::<i64, _>("sandbox")? != 0,
+        videos: match result {
+            Some(r) => serde_json::from_str(&r).context("stored result")?,
+            None => Vec::new(),
+        },
+        error,
+        cost_estimated_usd: row.try_get("cost_estimated_usd")?,
+        cost_final_usd: row.try_get("cost_final_usd")?,
+        routing_reason: row.try_get("routing_reason")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        completed_at: row.try_get("completed_at")?,
+        next_poll_at: row.try_get("next_poll_at")?,
+        poll_failures: row.try_get("poll_failures")?,
+    })
+}
+
+async fn record_status(
+    tx: &mut Transaction<'_, Any>,
+    task_id: &str,
+    state: TaskState,
+    at: i64,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO task_status_changes (task_id, status, at) VALUES ($1, $2, $3)")
+        .bind(task_id)
+        .bind(state.as_str())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    pub async fn insert_task(&self, t: &NewTask) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_usd, \
+             routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until) \
+             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11)",
+        )
+        .bind(&t.id)
+        .bind(&t.api_key_id)
+        .bind(t.request.model.as_str())
+        .bind(serde_json::to_string(&t.request)?)
+        .bind(&t.provider)
+        .bind(t.sandbox as i64)
+        .bind(t.cost_estimated_usd)
+        .bind(&t.routing_reason)
+        .bind(t.request.metadata.as_ref().map(|m| m.to_string()))
+        .bind(now)
+        .bind(t.lease_until)
+        .bind(&t.lease_owner)
+        .execute(&mut *tx)
+        .await?;
+        record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Points a still-submitting task at the provider about to be tried, so that a crash
+    /// during the call leaves a record of where the request may have gone.
+    pub async fn set_submit_target(
+        &self,
+        id: &str,
+        provider: &str,
+        sandbox: bool,
+        cost_estimated_usd: Option<f64>,
+        routing_reason: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_usd = $4, routing_reason = $5, updated_at = $6 \
+             WHERE id = $1 AND state = 'submitting'",
+        )
+        .bind(id)
+        .bind(provider)
+        .bind(sandbox as i64)
+        .bind(cost_estimated_usd)
+        .bind(routing_reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_attempt(&self, task_id: &str, a: &Attempt) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO task_attempts (task_id, provider, outcome, error_code, message, latency_ms, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(task_id)
+        .bind(&a.provider)
+        .bind(&a.outcome)
+        .bind(&a.error_code)
+        .bind(&a.message)
+        .bind(a.latency_ms)
+        .bind(a.at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The provider accepted the task: record its id, schedule the first poll and
+    /// release the submitter's hold. False if the task was no longer submitting.
+    pub async fn mark_accepted(
+        &self,
+        id: &str,
+        upstream_id: &str,
+        state: TaskState,
+        first_poll_at: i64,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let done = affected(
+            sqlx::query(
+                "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
+                 poll_failures = 0, lease_owner = NULL, lease_until = 0 WHERE id = $1 AND state = 'submitting'",
+            )
+            .bind(id)
+            .bind(state.as_str())
+            .bind(upstream_id)
+            .bind(first_poll_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?,
+        );
+        if done {
+            record_status(&mut tx, id, state, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Fails an unfinished task. False if it had already finished.
+    pub async fn fail_task(&self, id: &str, error: &TaskError) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let done = affected(
+            sqlx::query(
+                "UPDATE tasks SET state = 'failed', error_code = $2, error_message = $3, error_provider_message = $4, \
+                 updated_at = $5, lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND state IN ('submitting', 'queued', 'in_progress')",
+            )
+            .bind(id)
+            .bind(&error.code)
+            .bind(&error.message)
+            .bind(&error.provider_message)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?,
+        );
+        if done {
+            record_status(&mut tx, id, TaskState::Failed, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Leases up to `limit` due tasks of one kind to `owner` until `lease_until`.
+    pub async fn claim_due(
+        &self,
+        kind: ClaimKind,
+        owner: &str,
+        lease_until: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<TaskRecord>> {
+        let now = now_ms();
+        let filter = match kind {
+            ClaimKind::Poll => "state IN ('queued', 'in_progress') AND next_poll_at <= $3",
+            ClaimKind::Reconcile => "state = 'submitting'",
+        };
+        let sql = format!(
+            "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+               SELECT id FROM tasks WHERE {filter} AND lease_until <= $3 \
+               ORDER BY next_poll_at LIMIT $4 {skip}) \
+             RETURNING {TASK_COLUMNS}",
+            skip = self.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// Records what a poll saw and schedules the next one, releasing the lease. Only the
+    /// lease holder may write; false if the lease was lost to another process.
+    pub async fn apply_poll(
+        &self,
+        task: &TaskRecord,
+        owner: &str,
+        state: TaskState,
+        progress: Option<u8>,
+        videos: &[VideoResult],
+        cost_final_usd: Option<f64>,
+        next_poll_at: i64,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let completed_at = (state == TaskState::Completed).then_some(now);
+        let result = (state == TaskState::Completed)
+            .then(|| serde_json::to_string(videos))
+            .transpose()?;
+        let progress = match state {
+            TaskState::Completed => 100,
+            _ => progress.map(i64::from).unwrap_or(task.progress),
+        };
+        let mut tx = self.pool.begin().await?;
+        let done = affected(
+            sqlx::query(
+                "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
+                 completed_at = COALESCE($6, completed_at), cost_final_usd = COALESCE($7, cost_final_usd), \
+                 next_poll_at = $8, poll_failures = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress')",
+            )
+            .bind(&task.id)
+            .bind(owner)
+            .bind(state.as_str())
+            .bind(progress)
+            .bind(result)
+            .bind(completed_at)
+            .bind(cost_final_usd)
+            .bind(next_poll_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?,
+        );
+        if done && state != task.state {
+            record_status(&mut tx, &task.id, state, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// A poll failed: count it and back off. Releases the lease.
+    pub async fn poll_failed(
+        &self,
+        task: &TaskRecord,
+        owner: &str,
+        next_poll_at: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(affected(
+            sqlx::query(
+                "UPDATE tasks SET poll_failures = poll_failures + 1, next_poll_at = $3, \
+                 lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(&task.id)
+            .bind(owner)
+            .bind(next_poll_at)
+            .execute(&self.pool)
+            .await?,
+        ))
+    }
+
+    /// Gives a task back without changing it (e.g. a reconcile that must wait).
+    pub async fn release(&self, id: &str, owner: &str, retry_at: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET lease_owner = NULL, lease_until = $3 WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(retry_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn task(&self, id: &str) -> anyhow::Result<Option<TaskRecord>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// A task as its owner sees it: another key's task does not exist.
+    pub async fn task_for_owner(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> anyhow::Result<Option<TaskRecord>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND api_key_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// The owner's tasks, newest first, after the task `cursor` (exclusive).
+    pub async fn list_tasks(
+        &self,
+        owner: &str,
+        status: Option<TaskStatus>,
+        cursor: Option<&TaskRecord>,
+        limit: u32,
+    ) -> anyhow::Result<TaskPage> {
+        let states = match status {
+            None => "'submitting', 'queued', 'in_progress', 'completed', 'failed'",
+            Some(TaskStatus::Queued) => "'submitting', 'queued'",
+            Some(TaskStatus::InProgress) => "'in_progress'",
+            Some(TaskStatus::Completed) => "'completed'",
+            Some(TaskStatus::Failed) => "'failed'",
+        };
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE api_key_id = $1 AND state IN ({states}) \
+             AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let (before_at, before_id) = match cursor {
+            Some(c) => (c.created_at, c.id.clone()),
+            None => (i64::MAX, String::new()),
+        };
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(before_at)
+            .bind(before_id)
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut tasks = rows
+            .iter()
+            .map(task_from_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let has_more = tasks.len() > limit as usize;
+        tasks.truncate(limit as usize);
+        Ok(TaskPage { tasks, has_more })
+    }
+
+    pub async fn status_history(&self, id: &str) -> anyhow::Result<Vec<StatusChange>> {
+        let rows = sqlx::query(
+            "SELECT status, at FROM task_status_changes WHERE task_id = $1 ORDER BY at, status",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StatusChange {
+                    status: r.try_get("status")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn attempts(&self, id: &str) -> anyhow::Result<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT provider, outcome, error_code, message, latency_ms, at FROM task_attempts WHERE task_id = $1 ORDER BY at",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Attempt {
+                    provider: r.try_get("provider")?,
+                    outcome: r.try_get("outcome")?,
+                    error_code: r.try_get("error_code")?,
+                    message: r.try_get("message")?,
+                    latency_ms: r.try_get("latency_ms")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,227 @@
+//! Taking a new task: validate, choose providers, write the task, then submit it,
+//! falling over to the next candidate only when the refusal proves nothing was accepted.
+
+use std::time::Instant;
+
+use crate::api::ApiError;
+use crate::app::Gateway;
+use crate::domain::{TaskStatus, VideoRequest};
+use crate::providers::{ErrorKind, ProviderError, Submitted};
+use crate::routing::{Candidate, Plan};
+use crate::store::{now_ms, ApiKey, Attempt, NewTask, TaskError, TaskRecord, TaskState};
+use crate::validation;
+
+/// Extra time on top of the upstream timeouts before another process may decide the
+/// submitter died.
+const SUBMIT_LEASE_MARGIN_MS: i64 = 30_000;
+
+pub fn new_task_id() -> String {
+    format!("vgt_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Checks a request against the rules and the configured providers without writing
+/// anything: the plan is what a create would try, in order.
+pub fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, ApiError> {
+    validation::validate(req).map_err(|e| ApiError::invalid(e.param, e.message))?;
+    if let Some(names) = req.routing.as_ref().and_then(|r| r.providers.as_ref()) {
+        if let Some(unknown) = names.iter().find(|n| gw.router.get(n).is_none()) {
+            return Err(ApiError::invalid(
+                "routing.providers",
+                format!(
+                    "unknown provider {unknown:?}; configured: {}",
+                    gw.router.names().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    let plan = gw.router.plan(req);
+    if plan.candidates.is_empty() {
+        let reasons: Vec<String> = plan
+            .passed_over
+            .iter()
+            .map(|p| format!("{}: {}", p.provider, p.reason))
+            .collect();
+        return Err(ApiError::Unprocessable {
+            code: "no_capable_provider",
+            param: plan.passed_over.first().and_then(|p| p.param.clone()),
+            message: format!(
+                "no configured provider can serve this request ({})",
+                reasons.join("; ")
+            ),
+            provider_message: None,
+        });
+    }
+    Ok(plan)
+}
+
+pub async fn create_task(
+    gw: &Gateway,
+    owner: &ApiKey,
+    req: VideoRequest,
+) -> Result<TaskRecord, ApiError> {
+    let plan = plan_request(gw, &req)?;
+    let id = new_task_id();
+    let first = &plan.candidates[0];
+    let budget_ms: i64 = plan
+        .candidates
+        .iter()
+        .map(|c| c.upstream.config.request_timeout().as_millis() as i64)
+        .sum();
+    gw.store
+        .insert_task(&NewTask {
+            id: id.clone(),
+            api_key_id: owner.id.clone(),
+            request: req.clone(),
+            provider: first.upstream.name.clone(),
+            sandbox: first.upstream.config.sandbox,
+            cost_estimated_usd: Some(first.estimate_usd),
+            routing_reason: plan.reason_for(0),
+            lease_owner: gw.instance_id.clone(),
+            lease_until: now_ms() + budget_ms + SUBMIT_LEASE_MARGIN_MS,
+        })
+        .await?;
+
+    let mut last_error = None;
+    for (i, candidate) in plan.candidates.iter().enumerate() {
+        if i > 0 {
+            let up = &candidate.upstream;
+            gw.store
+                .set_submit_target(
+                    &id,
+                    &up.name,
+                    up.config.sandbox,
+                    Some(candidate.estimate_usd),
+                    &plan.reason_for(i),
+                )
+                .await?;
+        }
+        match attempt_submit(gw, &id, candidate, &req).await? {
+            Ok(submitted) => {
+                accept(gw, &id, candidate, &submitted).await?;
+                return load(gw, &id).await;
+            }
+            Err(e) if e.ambiguous => {
+                // The provider may have the task: never submit it elsewhere. The reconciler
+                // takes over at once (looks it up by external_task_id, or fails it clearly).
+                tracing::warn!(task_id = %id, provider = %candidate.upstream.name, error = %e, "submit outcome unknown; handing to the reconciler");
+                gw.store.release(&id, &gw.instance_id, now_ms()).await?;
+                return load(gw, &id).await;
+            }
+            Err(e) if e.kind.is_final_for_request() => {
+                let provider = &candidate.upstream.name;
+                gw.store.fail_task(&id, &task_error(&e, provider)).await?;
+                return Err(ApiError::Unprocessable {
+                    code: e.kind.code(),
+                    param: None,
+                    message: format!(
+                        "provider {provider} refused the request ({})",
+                        describe(e.kind)
+                    ),
+                    provider_message: Some(e.message),
+                });
+            }
+            Err(e) => last_error = Some((candidate.upstream.name.clone(), e)),
+        }
+    }
+    let (provider, e) = last_error.expect("the plan has at least one candidate and each failed");
+    gw.store.fail_task(&id, &task_error(&e, &provider)).await?;
+    let status = if e.kind == ErrorKind::Timeout {
+        axum::http::StatusCode::GATEWAY_TIMEOUT
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    Err(ApiError::Upstream {
+        status,
+        code: "no_provider_available",
+        message: format!(
+            "no provider could take the task {id}; the last, {provider}, answered: {}",
+            describe(e.kind)
+        ),
+        provider_message: Some(e.message),
+    })
+}
+
+/// One submit to one provider, recorded as an attempt on the task.
+async fn attempt_submit(
+    gw: &Gateway,
+    id: &str,
+    candidate: &Candidate,
+    req: &VideoRequest,
+) -> anyhow::Result<Result<Submitted, ProviderError>> {
+    let started = Instant::now();
+    let result = candidate.upstream.adapter.submit(id, req).await;
+    let (outcome, error_code, message) = match &result {
+        Ok(_) => ("accepted", None, None),
+        Err(e) if e.ambiguous => (
+            "unknown",
+            Some(e.kind.code().to_string()),
+            Some(e.message.clone()),
+        ),
+        Err(e) => (
+            "refused",
+            Some(e.kind.code().to_string()),
+            Some(e.message.clone()),
+        ),
+    };
+    gw.store
+        .record_attempt(
+            id,
+            &Attempt {
+                provider: candidate.upstream.name.clone(),
+                outcome: outcome.into(),
+                error_code,
+                message,
+                latency_ms: started.elapsed().as_millis() as i64,
+                at: now_ms(),
+            },
+        )
+        .await?;
+    Ok(result)
+}
+
+pub(crate) async fn accept(
+    gw: &Gateway,
+    id: &str,
+    candidate: &Candidate,
+    submitted: &Submitted,
+) -> anyhow::Result<()> {
+    let state = match submitted.status {
+        TaskStatus::InProgress => TaskState::InProgress,
+        _ => TaskState::Queued,
+    };
+    let first_poll = now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64;
+    gw.store
+        .mark_accepted(id, &submitted.upstream_id, state, first_poll)
+        .await?;
+    Ok(())
+}
+
+async fn load(gw: &Gateway, id: &str) -> Result<TaskRecord, ApiError> {
+    gw.store
+        .task(id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("task {id} vanished after insert")))
+}
+
+pub fn task_error(e: &ProviderError, provider: &str) -> TaskError {
+    TaskError {
+        code: e.kind.code().to_string(),
+        message: format!("{provider}: {}", describe(e.kind)),
+        provider_message: Some(e.message.clone()).filter(|m| !m.is_empty()),
+    }
+}
+
+pub fn describe(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Retryable => "the provider is unavailable (server error or connection refused)",
+        ErrorKind::RateLimited => "the provider is rate limiting us",
+        ErrorKind::ConcurrencyLimited => "the provider's limit on parallel tasks is reached",
+        ErrorKind::Billing => "the provider account is out of balance or credits",
+        ErrorKind::BadRequest => "the provider rejected the parameters",
+        ErrorKind::ContentPolicy => "the provider refused the content (content policy)",
+        ErrorKind::Auth => "the provider refused our credentials",
+        ErrorKind::NotFound => "the provider does not know the task or model",
+        ErrorKind::Timeout => "the provider did not answer in time",
+        ErrorKind::Malformed => "the provider's answer could not be read",
+    }
+}

@@ -1,0 +1,67 @@
+//! Background work, each a named loop under one cancellation token. Every loop body is
+//! a `*_once` function that tests can call directly; rows are claimed through leases, so
+//! any number of gateway processes can share the work.
+
+pub mod poller;
+pub mod reconciler;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Gateway;
+
+pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+    let tick = Duration::from_millis(gw.config.poller.tick_ms);
+    vec![
+        spawn_loop(
+            "poller",
+            tick,
+            cancel.clone(),
+            gw.clone(),
+            |gw| async move { poller::poll_once(&gw).await },
+        ),
+        spawn_loop("reconciler", tick, cancel, gw, |gw| async move {
+            reconciler::reconcile_once(&gw).await
+        }),
+    ]
+}
+
+fn spawn_loop<F, Fut>(
+    name: &'static str,
+    tick: Duration,
+    cancel: CancellationToken,
+    gw: Arc<Gateway>,
+    step: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<Gateway>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<usize>> + Send,
+{
+    tokio::spawn(async move {
+        tracing::info!(worker = name, "started");
+        loop {
+            let busy = match step(gw.clone()).await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(worker = name, error = ?e, "step failed");
+                    false
+                }
+            };
+            // A full batch means more may be due: go again without sleeping.
+            let pause = if busy {
+                Duration::from_millis(10)
+            } else {
+                tick
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        tracing::info!(worker = name, "stopped");
+    })
+}

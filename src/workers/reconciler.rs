@@ -1,0 +1,114 @@
+//! Settles tasks whose submit outcome is unknown: the submitter crashed, or the provider
+//! took the request but the answer was lost. Such a task is never submitted a second time
+//! unless the provider positively says it does not have it.
+
+use crate::app::Gateway;
+use crate::providers::Lookup;
+use crate::routing::Candidate;
+use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord};
+use crate::submit::{accept, task_error};
+
+/// How long to wait before asking a provider again when a lookup itself failed.
+const RETRY_LOOKUP_MS: i64 = 5_000;
+
+pub async fn reconcile_once(gw: &Gateway) -> anyhow::Result<usize> {
+    let lease_until = now_ms() + gw.config.poller.lease().as_millis() as i64;
+    let tasks = gw
+        .store
+        .claim_due(
+            ClaimKind::Reconcile,
+            &gw.instance_id,
+            lease_until,
+            gw.config.poller.batch_size,
+        )
+        .await?;
+    let n = tasks.len();
+    for t in tasks {
+        if let Err(e) = reconcile_task(gw, &t).await {
+            tracing::error!(task_id = %t.id, error = ?e, "reconcile failed to record");
+        }
+    }
+    Ok(n)
+}
+
+async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
+    let provider = task.provider.as_deref().unwrap_or_default();
+    let Some(up) = gw.router.get(provider) else {
+        return fail(
+            gw,
+            task,
+            "provider_unavailable",
+            format!(
+            "the submit to {provider:?} was interrupted and that provider is no longer configured"
+        ),
+        )
+        .await;
+    };
+    if !up.adapter.capabilities().external_task_id {
+        return fail(gw, task, "submit_outcome_unknown", format!(
+            "the submit to {provider} was interrupted and {provider} cannot look tasks up by our id; \
+             the task was not resubmitted, so it is never run (or charged) twice"
+        )).await;
+    }
+    let candidate = Candidate {
+        upstream: up.clone(),
+        estimate_usd: task.cost_estimated_usd.unwrap_or_default(),
+    };
+    match up.adapter.find_by_external_id(&task.id).await {
+        Ok(Lookup::Found(seen)) => {
+            tracing::info!(task_id = %task.id, provider, "found the interrupted submit upstream");
+            let submitted = crate::providers::Submitted {
+                upstream_id: seen.upstream_id,
+                status: seen.status,
+            };
+            accept(gw, &task.id, &candidate, &submitted).await
+        }
+        Ok(Lookup::Absent) => {
+            tracing::info!(task_id = %task.id, provider, "interrupted submit never landed; submitting again");
+            match up.adapter.submit(&task.id, &task.request).await {
+                Ok(submitted) => accept(gw, &task.id, &candidate, &submitted).await,
+                Err(e) if e.ambiguous => retry_later(gw, task).await,
+                Err(e) => {
+                    gw.store
+                        .fail_task(&task.id, &task_error(&e, provider))
+                        .await?;
+                    Ok(())
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(task_id = %task.id, provider, error = %e, "lookup by external_task_id failed");
+            retry_later(gw, task).await
+        }
+    }
+}
+
+async fn retry_later(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
+    if now_ms() - task.created_at > gw.config.poller.max_task_age_secs as i64 * 1000 {
+        return fail(
+            gw,
+            task,
+            "submit_outcome_unknown",
+            "the provider could not confirm the interrupted submit in time".into(),
+        )
+        .await;
+    }
+    gw.store
+        .release(&task.id, &gw.instance_id, now_ms() + RETRY_LOOKUP_MS)
+        .await
+}
+
+async fn fail(gw: &Gateway, task: &TaskRecord, code: &str, message: String) -> anyhow::Result<()> {
+    tracing::warn!(task_id = %task.id, code, %message, "failing task");
+    gw.store
+        .fail_task(
+            &task.id,
+            &TaskError {
+                code: code.into(),
+                message,
+                provider_message: None,
+            },
+        )
+        .await?;
+    Ok(())
+}

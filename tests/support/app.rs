@@ -1,0 +1,195 @@
+//! Starts the real gateway on port 0 against a fresh database of its own: a new
+//! PostgreSQL database per test, or a new SQLite file.
+
+use std::time::{Duration, Instant};
+
+use omnigate::app::{self, RunningApp};
+use omnigate::config::{Config, ProviderConfig, SandboxMode};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection;
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists only for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(kind: Db) -> TestDb {
+        match kind {
+            Db::Postgres => {
+                let name = format!("omnigate_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
+                    .await
+                    .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                TestDb {
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    _dir: None,
+                }
+            }
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("omnigate.db").display());
+                TestDb { url, _dir: Some(dir) }
+            }
+        }
+    }
+}
+
+pub fn config(db: &TestDb, providers: Vec<(String, ProviderConfig)>) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.database.url = db.url.clone();
+    cfg.database.max_connections = 5;
+    cfg.poller.tick_ms = 50;
+    cfg.sandbox.enabled = SandboxMode::Never;
+    cfg.providers = providers.into_iter().collect();
+    cfg
+}
+
+pub struct TestApp {
+    pub app: Option<RunningApp>,
+    pub base: String,
+    pub key: String,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// Starts the gateway with `config` and issues it one API key.
+    pub async fn start(config: Config) -> TestApp {
+        let app = app::start(config).await.expect("gateway starts");
+        let key = app
+            .gateway
+            .store
+            .create_api_key("test")
+            .await
+            .expect("create key")
+            .secret;
+        TestApp {
+            base: format!("http://{}", app.addr),
+            app: Some(app),
+            key,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn spawn(db: &TestDb, providers: Vec<(String, ProviderConfig)>) -> TestApp {
+        TestApp::start(config(db, providers)).await
+    }
+
+    /// Starts a second gateway process-alike on the same config (same database).
+    pub async fn restart_with(config: Config, key: String) -> TestApp {
+        let app = app::start(config).await.expect("gateway restarts");
+        TestApp {
+            base: format!("http://{}", app.addr),
+            app: Some(app),
+            key,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn gateway(&self) -> &omnigate::app::Gateway {
+        &self.app.as_ref().expect("running").gateway
+    }
+
+    /// Stops the gateway abruptly, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.kill();
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.post_as(&self.key, path, body).await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the gateway");
+        read(resp).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.get_as(&self.key, path).await
+    }
+
+    pub async fn get_as(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request reaches the gateway");
+        read(resp).await
+    }
+
+    pub async fn create(&self, body: &Value) -> Value {
+        let (status, task) = self.post("/v1/video/generations", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "create answered {task}");
+        task
+    }
+
+    /// Reads the task until it reaches a terminal status (or panics after `within`).
+    pub async fn wait_terminal(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, task) = self.get(&format!("/v1/video/generations/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "read answered {task}");
+            if matches!(task["status"].as_str(), Some("completed" | "failed")) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "task {id} did not finish in {within:?}: {task}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Runs one async scenario on PostgreSQL and on SQLite, as two tests.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::app::Db::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::app::Db::Sqlite).await
+            }
+        }
+    )*};
+}

@@ -1,0 +1,5 @@
+//! Shared test support: the gateway harness and the provider simulators.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod sim;
