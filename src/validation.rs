@@ -44,7 +44,7 @@ use crate::domain::{FrameType, Model, OnOff, ShotType, VideoRequest, DEFAULT_DUR
 
 const PROMPT_MAX_CHARS: usize = 2500;
 const SHOT_PROMPT_MAX_CHARS: usize = 512;
-const MAX_SHOTS: usize = 7;
+const MAX_SHOTS: usize = 6;
 const MAX_VIDEOS: usize = 1;
 const MAX_REFERENCES_WITH_VIDEO: usize = 4;
 const MAX_REFERENCES_WITHOUT_VIDEO: usize = 7;
@@ -148,7 +148,7 @@ fn check_duration(req: &VideoRequest) -> Checked {
     let has_video = !req.video_list.is_empty();
     let model = req.model.as_str();
     match req.model {
-        Model::KlingVideoO1 if !has_video && seconds != 5 => invalid(format!(
+        Model::KlingVideoO1 if !has_video && seconds != 5 && seconds != 10 => invalid(format!(
             "{model} without a reference video accepts a duration of 5 or 10 seconds only, \
              got {seconds}."
         )),
