@@ -25,8 +25,9 @@ CREATE TABLE tasks (
     error_code              TEXT,
     error_message           TEXT,
     error_provider_message  TEXT,
-    cost_estimated_usd      DOUBLE PRECISION,
-    cost_final_usd          DOUBLE PRECISION,
+    -- Money in whole micro-dollars: exact, and free of float binding quirks.
+    cost_estimated_micros   BIGINT,
+    cost_final_micros       BIGINT,
     routing_reason          TEXT,
     metadata                TEXT,
     created_at              BIGINT NOT NULL,

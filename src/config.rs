@@ -34,7 +34,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -43,18 +43,6 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            poller: PollerConfig::default(),
-            sandbox: SandboxConfig::default(),
-            providers: BTreeMap::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -431,4 +419,67 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with_all_keys(var: &str) -> Option<String> {
+        var.ends_with("_KEY").then(|| format!("value-of-{var}"))
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_secrets_do_not_print() {
+        let toml = include_str!("../config/omnigate.example.toml");
+        let cfg = Config::from_toml_str(toml, env_with_all_keys).expect("example config loads");
+        assert_eq!(cfg.providers.len(), 4);
+        let anyfast = &cfg.providers["anyfast"];
+        assert_eq!(anyfast.models, vec![Model::KlingV3Omni]);
+        assert!(
+            matches!(&anyfast.credential, Credential::Bearer(s) if s.expose() == "value-of-ANYFAST_API_KEY")
+        );
+        assert!(!format!("{cfg:?}").contains("value-of-"));
+        let p = cfg.providers["apimodels"]
+            .price_table(Model::KlingV3Omni)
+            .unwrap();
+        assert_eq!(p.per_second(Mode::Pro, OnOff::Off, true), Some(0.1059));
+        assert_eq!(p.per_second(Mode::Std, OnOff::On, false), Some(0.0956));
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_credentials_name_the_key() {
+        let base = include_str!("../config/omnigate.example.toml");
+        let err = Config::from_toml_str(
+            &format!("{base}\n[poller.extra]\nx = 1\n"),
+            env_with_all_keys,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("extra"), "{err}");
+        let err = Config::from_toml_str(base, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("providers.anyfast.api_key_env") && err.contains("ANYFAST_API_KEY"),
+            "{err}"
+        );
+        let bad = base.replace("poll_interval_secs = 5.0", "poll_interval_secs = -1.0");
+        let err = Config::from_toml_str(&bad, env_with_all_keys)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poll_interval_secs"), "{err}");
+        let bad = base.replace("dialect = \"modellix\"", "dialect = \"sora\"");
+        let err = Config::from_toml_str(&bad, env_with_all_keys)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dialect") || err.contains("sora"), "{err}");
+    }
+
+    #[test]
+    fn no_providers_means_sandbox() {
+        let cfg = Config::from_toml_str("", |_| None).unwrap();
+        assert!(cfg.sandbox_wanted());
+        assert_eq!(cfg.database.url, "sqlite://omnigate.db");
+    }
 }

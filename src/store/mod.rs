@@ -6,7 +6,10 @@ mod keys;
 mod tasks;
 
 pub use keys::{ApiKey, NewApiKey};
-pub use tasks::{Attempt, ClaimKind, NewTask, TaskError, TaskPage, TaskRecord, TaskState};
+pub use tasks::{
+    Attempt, ClaimKind, NewTask, PollUpdate, StatusChange, TaskError, TaskPage, TaskRecord,
+    TaskState,
+};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -109,6 +109,16 @@ pub struct StatusChange {
     pub at: i64,
 }
 
+/// What one poll saw, as the store records it.
+#[derive(Debug, Clone, Copy)]
+pub struct PollUpdate<'a> {
+    pub state: TaskState,
+    pub progress: Option<u8>,
+    pub videos: &'a [VideoResult],
+    pub cost_final_usd: Option<f64>,
+    pub next_poll_at: i64,
+}
+
 /// What the API writes before it calls any provider.
 #[derive(Debug, Clone)]
 pub struct NewTask {
@@ -140,7 +150,7 @@ pub struct TaskPage {
 
 const TASK_COLUMNS: &str =
     "id, api_key_id, request, state, progress, provider, provider_task_id, sandbox, \
-    result, error_code, error_message, error_provider_message, cost_estimated_usd, cost_final_usd, \
+    result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
     routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures";
 
 fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
@@ -171,8 +181,12 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
             None => Vec::new(),
         },
         error,
-        cost_estimated_usd: row.try_get("cost_estimated_usd")?,
-        cost_final_usd: row.try_get("cost_final_usd")?,
+        cost_estimated_usd: row
+            .try_get::<Option<i64>, _>("cost_estimated_micros")?
+            .map(from_micros),
+        cost_final_usd: row
+            .try_get::<Option<i64>, _>("cost_final_micros")?
+            .map(from_micros),
         routing_reason: row.try_get("routing_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -180,6 +194,14 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
         next_poll_at: row.try_get("next_poll_at")?,
         poll_failures: row.try_get("poll_failures")?,
     })
+}
+
+fn to_micros(usd: f64) -> i64 {
+    (usd * 1_000_000.0).round() as i64
+}
+
+fn from_micros(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
 }
 
 async fn record_status(
@@ -202,7 +224,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_usd, \
+            "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
              routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until) \
              VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11)",
         )
@@ -212,7 +234,7 @@ impl Store {
         .bind(serde_json::to_string(&t.request)?)
         .bind(&t.provider)
         .bind(t.sandbox as i64)
-        .bind(t.cost_estimated_usd)
+        .bind(t.cost_estimated_usd.map(to_micros))
         .bind(&t.routing_reason)
         .bind(t.request.metadata.as_ref().map(|m| m.to_string()))
         .bind(now)
@@ -236,13 +258,13 @@ impl Store {
         routing_reason: &str,
     ) -> anyhow::Result<()> {
         sqlx::query(
-            "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_usd = $4, routing_reason = $5, updated_at = $6 \
+            "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_micros = $4, routing_reason = $5, updated_at = $6 \
              WHERE id = $1 AND state = 'submitting'",
         )
         .bind(id)
         .bind(provider)
         .bind(sandbox as i64)
-        .bind(cost_estimated_usd)
+        .bind(cost_estimated_usd.map(to_micros))
         .bind(routing_reason)
         .bind(now_ms())
         .execute(&self.pool)
@@ -359,13 +381,16 @@ impl Store {
         &self,
         task: &TaskRecord,
         owner: &str,
-        state: TaskState,
-        progress: Option<u8>,
-        videos: &[VideoResult],
-        cost_final_usd: Option<f64>,
-        next_poll_at: i64,
+        seen: &PollUpdate<'_>,
     ) -> anyhow::Result<bool> {
         let now = now_ms();
+        let PollUpdate {
+            state,
+            progress,
+            videos,
+            cost_final_usd,
+            next_poll_at,
+        } = *seen;
         let completed_at = (state == TaskState::Completed).then_some(now);
         let result = (state == TaskState::Completed)
             .then(|| serde_json::to_string(videos))
@@ -378,7 +403,7 @@ impl Store {
         let done = affected(
             sqlx::query(
                 "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
-                 completed_at = COALESCE($6, completed_at), cost_final_usd = COALESCE($7, cost_final_usd), \
+                 completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
                  next_poll_at = $8, poll_failures = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
                  WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress')",
             )
@@ -388,7 +413,7 @@ impl Store {
             .bind(progress)
             .bind(result)
             .bind(completed_at)
-            .bind(cost_final_usd)
+            .bind(cost_final_usd.map(to_micros))
             .bind(next_poll_at)
             .bind(now)
             .execute(&mut *tx)

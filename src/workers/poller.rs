@@ -9,7 +9,7 @@ use crate::app::Gateway;
 use crate::domain::TaskStatus;
 use crate::providers::UpstreamTask;
 use crate::routing::{self, round_usd};
-use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord, TaskState};
+use crate::store::{now_ms, ClaimKind, PollUpdate, TaskError, TaskRecord, TaskState};
 use crate::submit::{describe, task_error};
 
 /// Polls of one worker in flight at once.
@@ -127,11 +127,13 @@ async fn record_seen(
         .apply_poll(
             task,
             &gw.instance_id,
-            state,
-            seen.progress,
-            &seen.videos,
-            final_cost,
-            next,
+            &PollUpdate {
+                state,
+                progress: seen.progress,
+                videos: &seen.videos,
+                cost_final_usd: final_cost,
+                next_poll_at: next,
+            },
         )
         .await?;
     Ok(())

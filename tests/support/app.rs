@@ -43,7 +43,10 @@ impl TestDb {
             Db::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("omnigate.db").display());
-                TestDb { url, _dir: Some(dir) }
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
             }
         }
     }
@@ -70,6 +73,7 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the gateway with `config` and issues it one API key.
     pub async fn start(config: Config) -> TestApp {
+        init_tracing();
         let app = app::start(config).await.expect("gateway starts");
         let key = app
             .gateway
@@ -158,7 +162,10 @@ impl TestApp {
             if matches!(task["status"].as_str(), Some("completed" | "failed")) {
                 return task;
             }
-            assert!(Instant::now() < deadline, "task {id} did not finish in {within:?}: {task}");
+            assert!(
+                Instant::now() < deadline,
+                "task {id} did not finish in {within:?}: {task}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -192,4 +199,15 @@ macro_rules! on_both_stores {
             }
         }
     )*};
+}
+
+/// Gateway logs go to the test's captured output, shown when a test fails.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "omnigate=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
 }

@@ -1,0 +1,17 @@
+# Build: docker build -t omnigate .   Run: see docker-compose.yml.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY migrations migrations
+COPY config config
+RUN cargo build --release --locked
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/omnigate /usr/local/bin/omnigate
+WORKDIR /var/lib/omnigate
+ENV OMNIGATE_SERVER__LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["omnigate"]
+CMD ["serve"]

@@ -1,0 +1,261 @@
+//! Kling's own dialect and its two resellers. Kling's host: no path prefix, JWT auth.
+//! kkiai: the same under `/kling` with a bearer key. anyfast: `/kling`, kling-v3-omni only,
+//! an OpenAI-like create answer and a relay wrapper around the envelope on queries, which
+//! it serves at `/kling/v1/videos/text2video/{task_id}`.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::rules::{self, ContentRule, Shape};
+use super::{body, Call, NewTask, Phase, Problem, Refusal, Sim, SimDialect, SimError, SimTask};
+
+/// The top-level keys of Kling's create body.
+const FIELDS: &[&str] = &[
+    "model_name",
+    "prompt",
+    "negative_prompt",
+    "mode",
+    "aspect_ratio",
+    "duration",
+    "multi_shot",
+    "shot_type",
+    "multi_prompt",
+    "image_list",
+    "element_list",
+    "video_list",
+    "sound",
+    "watermark_info",
+    "callback_url",
+    "external_task_id",
+    "cfg_scale",
+];
+
+fn shape(dialect: SimDialect) -> Shape {
+    let anyfast = dialect == SimDialect::Anyfast;
+    Shape {
+        model_field: "model_name",
+        models: if anyfast {
+            &[rules::V3]
+        } else {
+            &[rules::O1, rules::V3]
+        },
+        fields: FIELDS,
+        // anyfast documents defaults for both; kkiai (Kling's body) marks them Required.
+        mode_and_duration_required: !anyfast,
+        content: ContentRule::PromptUnlessMultiShot,
+    }
+}
+
+pub(super) fn routes(dialect: SimDialect) -> Router<Sim> {
+    let prefix = if dialect == SimDialect::KlingOfficial {
+        ""
+    } else {
+        "/kling"
+    };
+    let tasks = format!("{prefix}/v1/videos/omni-video");
+    let router = Router::new().route(&tasks, post(create).get(list));
+    if dialect == SimDialect::Anyfast {
+        router.route("/kling/v1/videos/{action}/{task_id}", get(relay_query))
+    } else {
+        router.route(&format!("{tasks}/{{task_id}}"), get(query))
+    }
+}
+
+/// Kling's error envelope: the HTTP status and the `code` callers are told to branch on.
+pub(super) fn error(problem: Problem, message: &str) -> (u16, Value) {
+    let (status, code) = match problem {
+        Problem::Sim(SimError::Server) => (500, 5000),
+        Problem::Sim(SimError::RateLimited) => (429, 1302),
+        Problem::Sim(SimError::TooManyParallel) => (429, 1303),
+        Problem::Sim(SimError::Billing) => (429, 1102),
+        Problem::Sim(SimError::BadRequest) => (400, 1201),
+        Problem::Sim(SimError::ContentPolicy) => (400, 1301),
+        Problem::Sim(SimError::Auth) => (401, 1000),
+        Problem::NotFound => (404, 1203),
+    };
+    let body = json!({"code": code, "message": message, "request_id": request_id()});
+    (status, body)
+}
+
+async fn create(State(sim): State<Sim>, headers: HeaderMap, bytes: Bytes) -> Response {
+    sim.serve(Call::Submit, &headers, |ledger| {
+        let body = body::parse_object(&headers, &bytes)?;
+        let accepted = rules::check(&body, &shape(sim.dialect))?;
+        if let Some(external_id) = accepted.external_task_id {
+            if ledger.external_id_taken(external_id) {
+                return Err(Refusal::rule(format!(
+                    "external_task_id: {external_id:?} is already used by a task of this account"
+                )));
+            }
+        }
+        let new = NewTask {
+            id: super::numeric_id(),
+            external_id: accepted.external_task_id.map(str::to_string),
+            model: accepted.model.to_string(),
+            seconds: accepted.seconds,
+        };
+        let task = ledger.create(new, Value::Object(body.clone()));
+        let answer = if sim.dialect == SimDialect::Anyfast {
+            json!({
+                "id": task.id,
+                "task_id": task.id,
+                "object": "video",
+                "model": task.model,
+                "status": "SUBMITTED",
+                "progress": 0,
+                "created_at": task.created_ms / 1000,
+            })
+        } else {
+            envelope(json!({
+                "task_id": task.id,
+                "task_status": "submitted",
+                "task_info": task_info(task),
+                "created_at": task.created_ms,
+                "updated_at": task.updated_ms,
+            }))
+        };
+        Ok(Json(answer).into_response())
+    })
+    .await
+}
+
+async fn query(
+    State(sim): State<Sim>,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    sim.serve(Call::Query, &headers, |ledger| {
+        let task = ledger.task_mut(&task_id)?;
+        let phase = task.poll();
+        Ok(Json(envelope(task_object(task, &phase))).into_response())
+    })
+    .await
+}
+
+async fn relay_query(
+    State(sim): State<Sim>,
+    Path((action, task_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    sim.serve(Call::Query, &headers, |ledger| {
+        if action != "text2video" {
+            return Err(Refusal::route(format!(
+                "GET /kling/v1/videos/{action}/{{task_id}}: anyfast answers omni-video \
+                 queries at /kling/v1/videos/text2video/{{task_id}}"
+            )));
+        }
+        let Ok(task) = ledger.task_mut(&task_id) else {
+            let body = json!({"code": "task_not_exist", "message": format!("task {task_id} does not exist")});
+            return Ok((StatusCode::NOT_FOUND, Json(body)).into_response());
+        };
+        let phase = task.poll();
+        let (status, progress, fail_reason) = match &phase {
+            Phase::Queued => ("SUBMITTED", 0, ""),
+            Phase::Processing { progress } => ("PROCESSING", *progress, ""),
+            Phase::Succeeded => ("SUCCESS", 100, ""),
+            Phase::Failed(reason) => ("FAILED", 100, reason.as_str()),
+        };
+        let wrapper = json!({
+            "code": "success",
+            "message": "",
+            "data": {
+                "task_id": task.id,
+                "status": status,
+                "fail_reason": fail_reason,
+                "progress": format!("{progress}%"),
+                "submit_time": task.created_ms / 1000,
+                "finish_time": task.finished_ms.map_or(0, |ms| ms / 1000),
+                "data": envelope(task_object(task, &phase)),
+            }
+        });
+        Ok(Json(wrapper).into_response())
+    })
+    .await
+}
+
+/// `GET .../omni-video?pageNum=N&pageSize=M`: the account's tasks, newest first. Reading a
+/// task here does not advance its script.
+async fn list(
+    State(sim): State<Sim>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    sim.serve(Call::Query, &headers, |ledger| {
+        let page = page_param(&params, "pageNum", 1, 1000)?;
+        let size = page_param(&params, "pageSize", 30, 500)?;
+        let tasks: Vec<Value> = ledger
+            .tasks
+            .iter()
+            .rev()
+            .skip((page - 1) * size)
+            .take(size)
+            .map(|t| task_object(t, &t.phase()))
+            .collect();
+        Ok(Json(envelope(Value::Array(tasks))).into_response())
+    })
+    .await
+}
+
+fn page_param(
+    params: &HashMap<String, String>,
+    key: &str,
+    default: usize,
+    most: usize,
+) -> Result<usize, Refusal> {
+    let Some(text) = params.get(key) else {
+        return Ok(default);
+    };
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=most).contains(n))
+        .ok_or_else(|| Refusal::rule(format!("{key}: {text:?} is not a whole number 1..{most}")))
+}
+
+fn envelope(data: Value) -> Value {
+    json!({"code": 0, "message": "SUCCEED", "request_id": request_id(), "data": data})
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn task_info(task: &SimTask) -> Value {
+    match &task.external_id {
+        Some(external_id) => json!({"external_task_id": external_id}),
+        None => json!({}),
+    }
+}
+
+fn task_object(task: &SimTask, phase: &Phase) -> Value {
+    let (status, message) = match phase {
+        Phase::Queued => ("submitted", ""),
+        Phase::Processing { .. } => ("processing", ""),
+        Phase::Succeeded => ("succeed", ""),
+        Phase::Failed(reason) => ("failed", reason.as_str()),
+    };
+    let result = if *phase == Phase::Succeeded {
+        json!({"videos": [{
+            "id": format!("{}1", task.id),
+            "url": task.video_url(),
+            "duration": task.video_duration(),
+        }]})
+    } else {
+        json!({})
+    };
+    json!({
+        "task_id": task.id,
+        "task_status": status,
+        "task_status_msg": message,
+        "task_info": task_info(task),
+        "task_result": result,
+        "created_at": task.created_ms,
+        "updated_at": task.updated_ms,
+    })
+}

@@ -1,0 +1,623 @@
+//! HTTP simulators of the upstream providers, one per wire dialect, each on its own random
+//! port. They speak their dialect as `provider-docs/` and `WIRE-NOTES.md` describe it and
+//! refuse requests that break the documented rules (recording why), so a wrong field
+//! mapping in the gateway fails a test instead of passing silently. This module owns what
+//! the dialects share: the public API, task progression, the fault queues and auth.
+
+mod apimodels;
+mod body;
+mod kling;
+mod modellix;
+mod rules;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use omnigate::config::{Credential, ProviderConfig, Secret};
+use omnigate::domain::Model;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimDialect {
+    Modellix,
+    Anyfast,
+    Kkiai,
+    KlingOfficial,
+    Apimodels,
+}
+
+impl SimDialect {
+    pub const ALL: [SimDialect; 5] = [
+        SimDialect::Modellix,
+        SimDialect::Anyfast,
+        SimDialect::Kkiai,
+        SimDialect::KlingOfficial,
+        SimDialect::Apimodels,
+    ];
+
+    /// Anyfast, kkiai and Kling's own host share Kling's body and envelope.
+    pub fn is_kling(self) -> bool {
+        matches!(
+            self,
+            SimDialect::Anyfast | SimDialect::Kkiai | SimDialect::KlingOfficial
+        )
+    }
+
+    /// The dialect's error body and HTTP status for a refusal.
+    fn error_response(self, problem: Problem, message: &str) -> Response {
+        let (status, body) = match self {
+            SimDialect::Modellix => modellix::error(problem, message),
+            SimDialect::Apimodels => apimodels::error(problem, message),
+            _ => kling::error(problem, message),
+        };
+        let status = StatusCode::from_u16(status).expect("simulator statuses are valid");
+        (status, Json(body)).into_response()
+    }
+}
+
+/// How a task created from now on behaves: the first `queued_polls` queries see it queued,
+/// the next `processing_polls` see it processing (with rising progress), then `outcome`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    pub queued_polls: u32,
+    pub processing_polls: u32,
+    pub outcome: Outcome,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            queued_polls: 1,
+            processing_polls: 1,
+            outcome: Outcome::Succeed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// One video at `https://cdn.sim.test/{task_id}.mp4`, lasting the requested duration.
+    Succeed,
+    /// Failed with this reason in the dialect's failure field.
+    Fail(String),
+}
+
+/// What the next create (or read) call gets instead of normal handling.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The dialect's canonical refusal, in its own status and body.
+    Error(SimError),
+    /// This status and JSON body, verbatim.
+    Status(u16, Value),
+    /// 200 labelled `application/json` whose body is not JSON.
+    Malformed,
+    /// Normal handling (a submit creates its task, a query advances it), then the answer
+    /// only after the delay: a client timeout makes the outcome ambiguous.
+    Slow(Duration),
+    /// Accepts the connection and never answers; a submit creates nothing.
+    Hang,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimError {
+    Server,
+    RateLimited,
+    TooManyParallel,
+    Billing,
+    BadRequest,
+    ContentPolicy,
+    Auth,
+}
+
+impl SimError {
+    pub const ALL: [SimError; 7] = [
+        SimError::Server,
+        SimError::RateLimited,
+        SimError::TooManyParallel,
+        SimError::Billing,
+        SimError::BadRequest,
+        SimError::ContentPolicy,
+        SimError::Auth,
+    ];
+
+    fn canned_message(self) -> &'static str {
+        match self {
+            SimError::Server => "internal server error",
+            SimError::RateLimited => "rate limit exceeded, slow down",
+            SimError::TooManyParallel => "too many parallel tasks for this account",
+            SimError::Billing => "insufficient account balance",
+            SimError::BadRequest => "invalid request parameters",
+            SimError::ContentPolicy => "content policy violation: the request was flagged",
+            SimError::Auth => "invalid api key",
+        }
+    }
+}
+
+/// Every kind of refusal a dialect renders: the public errors plus "no such thing".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Problem {
+    Sim(SimError),
+    NotFound,
+}
+
+/// Why a request was refused during normal handling.
+struct Refusal {
+    problem: Problem,
+    reason: String,
+    /// Kept in `rejections()`: the gateway broke a documented rule.
+    recorded: bool,
+}
+
+impl Refusal {
+    /// A request that breaks a documented rule of the dialect.
+    fn rule(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            problem: Problem::Sim(SimError::BadRequest),
+            reason: reason.into(),
+            recorded: true,
+        }
+    }
+
+    /// A path the dialect does not serve: the gateway built a wrong URL.
+    fn route(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            problem: Problem::NotFound,
+            reason: reason.into(),
+            recorded: true,
+        }
+    }
+
+    /// A task id the simulator never issued.
+    fn unknown_task(id: &str) -> Refusal {
+        Refusal {
+            problem: Problem::NotFound,
+            reason: format!("task {id} not found"),
+            recorded: false,
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Refusal {
+        Refusal::rule(reason)
+    }
+}
+
+/// Where a task is in its script after some number of queries.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Queued,
+    Processing { progress: u8 },
+    Succeeded,
+    Failed(String),
+}
+
+impl Phase {
+    fn is_terminal(&self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed(_))
+    }
+}
+
+/// One upstream task.
+struct SimTask {
+    id: String,
+    external_id: Option<String>,
+    /// The model as the request named it (`kling-v3-omni`, or a modellix slug).
+    model: String,
+    /// Seconds the finished video lasts.
+    seconds: u32,
+    script: Script,
+    polls: u32,
+    created_ms: u64,
+    updated_ms: u64,
+    finished_ms: Option<u64>,
+}
+
+impl SimTask {
+    fn phase(&self) -> Phase {
+        let s = &self.script;
+        if self.polls <= s.queued_polls {
+            Phase::Queued
+        } else if self.polls <= s.queued_polls + s.processing_polls {
+            let step = self.polls - s.queued_polls;
+            let progress = 100 * step / (s.processing_polls + 1);
+            Phase::Processing {
+                progress: u8::try_from(progress).unwrap_or(99),
+            }
+        } else {
+            match &s.outcome {
+                Outcome::Succeed => Phase::Succeeded,
+                Outcome::Fail(reason) => Phase::Failed(reason.clone()),
+            }
+        }
+    }
+
+    /// One query of this task: advances the script and answers the new phase.
+    fn poll(&mut self) -> Phase {
+        let before = self.phase();
+        self.polls += 1;
+        let after = self.phase();
+        if after != before {
+            let now = now_ms();
+            self.updated_ms = now;
+            if after.is_terminal() {
+                self.finished_ms = Some(now);
+            }
+        }
+        after
+    }
+
+    fn video_url(&self) -> String {
+        format!("https://cdn.sim.test/{}.mp4", self.id)
+    }
+
+    /// Kling reports the real length of the encoded file, a little over the request.
+    fn video_duration(&self) -> String {
+        format!("{}.041", self.seconds)
+    }
+}
+
+/// What a dialect module hands over to create a task from an accepted body.
+struct NewTask {
+    id: String,
+    external_id: Option<String>,
+    model: String,
+    seconds: u32,
+}
+
+#[derive(Default)]
+struct Ledger {
+    script: Script,
+    submit_faults: VecDeque<Fault>,
+    query_faults: VecDeque<Fault>,
+    /// In creation order.
+    tasks: Vec<SimTask>,
+    created_bodies: Vec<Value>,
+    rejections: Vec<String>,
+    submit_count: usize,
+    query_count: usize,
+}
+
+impl Ledger {
+    fn create(&mut self, new: NewTask, body: Value) -> &SimTask {
+        let now = now_ms();
+        self.created_bodies.push(body);
+        self.tasks.push(SimTask {
+            id: new.id,
+            external_id: new.external_id,
+            model: new.model,
+            seconds: new.seconds,
+            script: self.script.clone(),
+            polls: 0,
+            created_ms: now,
+            updated_ms: now,
+            finished_ms: None,
+        });
+        self.tasks.last().expect("just pushed")
+    }
+
+    fn task_mut(&mut self, id: &str) -> Result<&mut SimTask, Refusal> {
+        self.tasks
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(|| Refusal::unknown_task(id))
+    }
+
+    fn external_id_taken(&self, external_id: &str) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| t.external_id.as_deref() == Some(external_id))
+    }
+}
+
+/// The credential the simulator expects, generated fresh for every simulator.
+#[derive(Clone)]
+enum Keys {
+    ApiKey(String),
+    /// Kling's own host: a JWT issued by the access key, signed with the secret key.
+    Kling {
+        access_key: String,
+        secret_key: String,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Submit,
+    /// A task query or a task list: both consume `push_query_fault` faults.
+    Query,
+}
+
+#[derive(Clone)]
+pub struct Sim {
+    pub dialect: SimDialect,
+    pub base_url: String,
+    keys: Keys,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Sim {
+    /// Starts the simulator on 127.0.0.1 on a random port; it runs until the test's runtime ends.
+    pub async fn start(dialect: SimDialect) -> Sim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a simulator port");
+        let addr = listener.local_addr().expect("simulator address");
+        let keys = match dialect {
+            SimDialect::KlingOfficial => Keys::Kling {
+                access_key: format!("ak-sim-{}", uuid::Uuid::new_v4().simple()),
+                secret_key: format!("sk-sim-{}", uuid::Uuid::new_v4().simple()),
+            },
+            _ => Keys::ApiKey(format!("sk-sim-{}", uuid::Uuid::new_v4().simple())),
+        };
+        let sim = Sim {
+            dialect,
+            base_url: format!("http://{addr}"),
+            keys,
+            ledger: Arc::default(),
+        };
+        let routes = match dialect {
+            SimDialect::Modellix => modellix::routes(),
+            SimDialect::Apimodels => apimodels::routes(),
+            _ => kling::routes(dialect),
+        };
+        let app = routes
+            .fallback(unknown_endpoint)
+            .method_not_allowed_fallback(unknown_endpoint)
+            .with_state(sim.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("simulator server");
+        });
+        sim
+    }
+
+    /// A provider config pointing at this simulator with its credential filled in.
+    pub fn provider_config(&self, models: &[Model], usd_per_second: f64) -> ProviderConfig {
+        let p = usd_per_second;
+        let prices: serde_json::Map<String, Value> = models
+            .iter()
+            .map(|m| {
+                let flat = json!({"std": p, "std_sound": p, "std_keep_sound": p,
+                                  "pro": p, "pro_sound": p, "pro_keep_sound": p});
+                (m.as_str().to_string(), flat)
+            })
+            .collect();
+        let (dialect, path_prefix, query_path) = match self.dialect {
+            SimDialect::Modellix => ("modellix", None, None),
+            SimDialect::Apimodels => ("apimodels", None, None),
+            SimDialect::Anyfast => (
+                "kling",
+                Some("/kling"),
+                Some("/kling/v1/videos/text2video/{task_id}"),
+            ),
+            SimDialect::Kkiai => ("kling", Some("/kling"), None),
+            SimDialect::KlingOfficial => ("kling", Some(""), None),
+        };
+        // Built through serde rather than a struct literal so fields the gateway adds
+        // later with defaults do not break every test.
+        let mut cfg: ProviderConfig = serde_json::from_value(json!({
+            "dialect": dialect,
+            "base_url": self.base_url,
+            "models": models,
+            "prices": prices,
+            "request_timeout_secs": 2.0,
+            "connect_timeout_secs": 1.0,
+            "poll_interval_secs": 0.05,
+            "path_prefix": path_prefix,
+            "query_path": query_path,
+        }))
+        .expect("simulator provider config");
+        cfg.credential = match &self.keys {
+            Keys::ApiKey(key) => Credential::Bearer(Secret::new(key)),
+            Keys::Kling {
+                access_key,
+                secret_key,
+            } => Credential::KlingJwt {
+                access_key: Secret::new(access_key),
+                secret_key: Secret::new(secret_key),
+            },
+        };
+        cfg
+    }
+
+    /// A valid `Authorization` header value (a freshly signed JWT for Kling's own host),
+    /// for tests that talk to the simulator directly.
+    pub fn auth_header(&self) -> String {
+        match &self.keys {
+            Keys::ApiKey(key) => format!("Bearer {key}"),
+            Keys::Kling {
+                access_key,
+                secret_key,
+            } => {
+                let now = now_ms() / 1000;
+                let claims = json!({"iss": access_key, "exp": now + 1800, "nbf": now - 5});
+                let token = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(Algorithm::HS256),
+                    &claims,
+                    &EncodingKey::from_secret(secret_key.as_bytes()),
+                )
+                .expect("sign a JWT");
+                format!("Bearer {token}")
+            }
+        }
+    }
+
+    /// Applies to tasks created afterwards.
+    pub fn set_script(&self, script: Script) {
+        self.ledger().script = script;
+    }
+
+    /// FIFO, one consumed per create call.
+    pub fn push_submit_fault(&self, fault: Fault) {
+        self.ledger().submit_faults.push_back(fault);
+    }
+
+    /// FIFO, one consumed per read call (a task query, or a list on the Kling flavours).
+    pub fn push_query_fault(&self, fault: Fault) {
+        self.ledger().query_faults.push_back(fault);
+    }
+
+    /// Upstream tasks actually created.
+    pub fn created_count(&self) -> usize {
+        self.ledger().tasks.len()
+    }
+
+    /// Bodies of accepted creates, in order.
+    pub fn created_bodies(&self) -> Vec<Value> {
+        self.ledger().created_bodies.clone()
+    }
+
+    /// Why each request refused for a rule, auth or path violation was refused.
+    pub fn rejections(&self) -> Vec<String> {
+        self.ledger().rejections.clone()
+    }
+
+    /// Read calls received (task queries and lists), answered or not.
+    pub fn query_count(&self) -> usize {
+        self.ledger().query_count
+    }
+
+    /// Create calls received, accepted or not.
+    pub fn submit_count(&self) -> usize {
+        self.ledger().submit_count
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panicking test thread must not hide the ledger from the others.
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The front door of every create and read: counts the call, checks the credential,
+    /// then plays the next queued fault or runs `handle` on the ledger. The credential is
+    /// checked before any fault so that a gateway sending a bad one is always caught; a
+    /// refused call leaves the fault queue as it was.
+    async fn serve(
+        &self,
+        call: Call,
+        headers: &HeaderMap,
+        handle: impl FnOnce(&mut Ledger) -> Result<Response, Refusal>,
+    ) -> Response {
+        let fault = {
+            let mut ledger = self.ledger();
+            match call {
+                Call::Submit => ledger.submit_count += 1,
+                Call::Query => ledger.query_count += 1,
+            }
+            if let Err(reason) = self.authenticate(headers) {
+                ledger.rejections.push(format!("auth: {reason}"));
+                return self
+                    .dialect
+                    .error_response(Problem::Sim(SimError::Auth), &reason);
+            }
+            match call {
+                Call::Submit => ledger.submit_faults.pop_front(),
+                Call::Query => ledger.query_faults.pop_front(),
+            }
+        };
+        match fault {
+            None => self.handle_now(handle),
+            Some(Fault::Error(e)) => self
+                .dialect
+                .error_response(Problem::Sim(e), e.canned_message()),
+            Some(Fault::Status(status, body)) => {
+                let status = StatusCode::from_u16(status).expect("a valid HTTP status");
+                (status, Json(body)).into_response()
+            }
+            Some(Fault::Malformed) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"code":0,"message":"SUCCEED","data":{"task_id":"#,
+            )
+                .into_response(),
+            Some(Fault::Slow(delay)) => {
+                let answer = self.handle_now(handle);
+                tokio::time::sleep(delay).await;
+                answer
+            }
+            Some(Fault::Hang) => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                StatusCode::GATEWAY_TIMEOUT.into_response()
+            }
+        }
+    }
+
+    fn handle_now(
+        &self,
+        handle: impl FnOnce(&mut Ledger) -> Result<Response, Refusal>,
+    ) -> Response {
+        let mut ledger = self.ledger();
+        match handle(&mut ledger) {
+            Ok(answer) => answer,
+            Err(refusal) => {
+                if refusal.recorded {
+                    ledger.rejections.push(refusal.reason.clone());
+                }
+                self.dialect
+                    .error_response(refusal.problem, &refusal.reason)
+            }
+        }
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> Result<(), String> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or("missing Authorization header")?
+            .to_str()
+            .map_err(|_| "Authorization header is not text")?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or("Authorization must be `Bearer <token>`")?;
+        match &self.keys {
+            Keys::ApiKey(key) if token == key => Ok(()),
+            Keys::ApiKey(_) => Err("unknown API key".into()),
+            Keys::Kling {
+                access_key,
+                secret_key,
+            } => verify_kling_jwt(token, access_key, secret_key),
+        }
+    }
+}
+
+/// Kling's own host: HS256 with the secret key, `iss` the access key, `exp` not yet
+/// passed and `nbf` already passed (no leeway, so a sloppy clock shows in tests).
+fn verify_kling_jwt(token: &str, access_key: &str, secret_key: &str) -> Result<(), String> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["iss", "exp", "nbf"]);
+    validation.set_issuer(&[access_key]);
+    jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_secret(secret_key.as_bytes()),
+        &validation,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("JWT refused: {e}"))
+}
+
+async fn unknown_endpoint(State(sim): State<Sim>, method: Method, uri: Uri) -> Response {
+    let reason = format!("no such endpoint: {method} {}", uri.path());
+    sim.ledger().rejections.push(reason.clone());
+    sim.dialect.error_response(Problem::NotFound, &reason)
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit in u64")
+}
+
+/// A Kling-style numeric task id.
+fn numeric_id() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .gen_range(800_000_000_000_000_000u64..900_000_000_000_000_000)
+        .to_string()
+}
