@@ -38,7 +38,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        // serde names an unknown or missing field in its message, not in the path.
+        // serde_path_to_error puts an unknown field in the path, but a missing one only in
+        // the message.
         let param = field_in_message(&inner)
             .map(|f| join_path(&path, &f))
             .unwrap_or(path);
@@ -51,9 +52,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn field_in_message(msg: &str) -> Option<String> {
-    let rest = msg
-        .strip_prefix("unknown field `")
-        .or_else(|| msg.strip_prefix("missing field `"))?;
+    let rest = msg.strip_prefix("missing field `")?;
     rest.split('`').next().map(str::to_string)
 }
 

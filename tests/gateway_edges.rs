@@ -1,0 +1,338 @@
+//! The rest of the core path: every validation rule over HTTP, the zero-config sandbox,
+//! the key CLI, and leases that keep two gateways off the same task.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use omnigate::config::{Config, SandboxMode};
+use omnigate::domain::{Model, VideoRequest};
+use omnigate::store::{ClaimKind, NewTask, Store};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::app::{Db, TestApp, TestDb};
+use support::sim::{Sim, SimDialect};
+
+/// One case per documented rule: (what, body, param the error must name).
+fn rule_cases() -> Vec<(&'static str, Value, &'static str)> {
+    let long = "x".repeat(2501);
+    let img = |t: &str| json!({"image_url": "https://example.com/a.png", "type": t});
+    let plain_img = json!({"image_url": "https://example.com/a.png"});
+    let base = json!({"video_url": "https://example.com/v.mp4", "refer_type": "base"});
+    let feature = json!({"video_url": "https://example.com/v.mp4", "refer_type": "feature"});
+    vec![
+        (
+            "prompt required",
+            json!({"model": "kling-v3-omni", "aspect_ratio": "16:9"}),
+            "prompt",
+        ),
+        (
+            "prompt at most 2500",
+            json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "prompt": long}),
+            "prompt",
+        ),
+        (
+            "model required",
+            json!({"prompt": "p", "aspect_ratio": "16:9"}),
+            "model",
+        ),
+        (
+            "unknown model",
+            json!({"model": "kling-v2", "prompt": "p", "aspect_ratio": "16:9"}),
+            "model",
+        ),
+        (
+            "unknown field",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "fps": 30}),
+            "fps",
+        ),
+        (
+            "duration not a number",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "duration": "five"}),
+            "duration",
+        ),
+        (
+            "o1 at most 10",
+            json!({"model": "kling-video-o1", "prompt": "p", "aspect_ratio": "16:9", "duration": 12}),
+            "duration",
+        ),
+        (
+            "v3 at most 15",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "duration": 16}),
+            "duration",
+        ),
+        (
+            "at least 3",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "duration": 2}),
+            "duration",
+        ),
+        (
+            "o1 text-to-video only 5 or 10",
+            json!({"model": "kling-video-o1", "prompt": "p", "aspect_ratio": "16:9", "duration": 7}),
+            "duration",
+        ),
+        (
+            "o1 image-to-video only 5 or 10",
+            json!({"model": "kling-video-o1", "prompt": "p", "duration": 4, "image_list": [img("first_frame")]}),
+            "duration",
+        ),
+        (
+            "v3 with a video at most 10",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "duration": 12, "video_list": [feature]}),
+            "duration",
+        ),
+        (
+            "no duration for a base edit",
+            json!({"model": "kling-v3-omni", "prompt": "p", "duration": 5, "video_list": [base]}),
+            "duration",
+        ),
+        (
+            "shot_type needs multi_shot",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "shot_type": "customize"}),
+            "shot_type",
+        ),
+        (
+            "multi_shot needs shot_type",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "multi_shot": true}),
+            "shot_type",
+        ),
+        (
+            "customize needs multi_prompt",
+            json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "multi_shot": true, "shot_type": "customize"}),
+            "multi_prompt",
+        ),
+        (
+            "at most 6 shots",
+            json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "multi_shot": true, "shot_type": "customize", "duration": 14,
+            "multi_prompt": (1..=7).map(|i| json!({"index": i, "prompt": "s", "duration": 2})).collect::<Vec<_>>()}),
+            "multi_prompt",
+        ),
+        (
+            "shot prompt at most 512",
+            json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "multi_shot": true, "shot_type": "customize", "duration": 5,
+            "multi_prompt": [{"index": 1, "prompt": "y".repeat(513), "duration": 5}]}),
+            "multi_prompt[0].prompt",
+        ),
+        (
+            "shot durations sum to duration",
+            json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "multi_shot": true, "shot_type": "customize", "duration": 10,
+            "multi_prompt": [{"index": 1, "prompt": "a", "duration": 3}, {"index": 2, "prompt": "b", "duration": 3}]}),
+            "multi_prompt",
+        ),
+        (
+            "sound off with a video",
+            json!({"model": "kling-v3-omni", "prompt": "p", "sound": "on", "video_list": [base]}),
+            "sound",
+        ),
+        (
+            "at most one video",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "video_list": [feature, feature]}),
+            "video_list",
+        ),
+        (
+            "end frame needs first frame",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "image_list": [img("end_frame")]}),
+            "image_list[0].type",
+        ),
+        (
+            "at most 4 references with a video",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "video_list": [feature],
+            "image_list": [plain_img.clone(), plain_img.clone(), plain_img.clone(), plain_img.clone(), plain_img.clone()]}),
+            "image_list",
+        ),
+        (
+            "at most 7 references without",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9",
+            "image_list": vec![plain_img.clone(); 8]}),
+            "image_list",
+        ),
+        (
+            "aspect_ratio required without first frame or base video",
+            json!({"model": "kling-v3-omni", "prompt": "p"}),
+            "aspect_ratio",
+        ),
+        (
+            "callback_url must be https",
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "callback_url": "ftp://x"}),
+            "callback_url",
+        ),
+    ]
+}
+
+async fn every_rule_is_a_400_naming_the_field_before_any_provider_call(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Kkiai).await;
+    let app = TestApp::spawn(
+        &db,
+        vec![(
+            "up".into(),
+            sim.provider_config(&[Model::KlingVideoO1, Model::KlingV3Omni], 0.1),
+        )],
+    )
+    .await;
+    for (what, body, param) in rule_cases() {
+        let (status, err) = app.post("/v1/video/generations", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {err}");
+        assert_eq!(err["error"]["param"], param, "{what}: {err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (status, err) = app
+        .post("/v1/video/generations", &json!("not an object"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let resp = app
+        .client
+        .post(format!("{}/v1/video/generations", app.base))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(sim.submit_count(), 0, "nothing reached the provider");
+}
+on_both_stores!(every_rule_is_a_400_naming_the_field_before_any_provider_call);
+
+async fn the_zero_config_sandbox_runs_a_task_to_completion(db: Db) {
+    let db = TestDb::new(db).await;
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.database.url = db.url.clone();
+    cfg.poller.tick_ms = 50;
+    cfg.sandbox.task_seconds = 1.0;
+    assert_eq!(cfg.sandbox.enabled, SandboxMode::Auto);
+    let app = TestApp::start(cfg).await;
+    let task = app.create(&json!({"model": "kling-video-o1", "prompt": "a lighthouse at dusk", "aspect_ratio": "16:9"})).await;
+    assert_eq!(task["sandbox"], true);
+    assert_eq!(
+        task["provider"], "sandbox-modellix",
+        "the cheapest sandbox dialect wins"
+    );
+    let done = app
+        .wait_terminal(task["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["result"]["videos"][0]["url"]
+        .as_str()
+        .unwrap()
+        .contains("sandbox"));
+    // The first start made a bootstrap key; the harness made the second.
+    assert_eq!(app.gateway().store.count_api_keys().await.unwrap(), 2);
+}
+on_both_stores!(the_zero_config_sandbox_runs_a_task_to_completion);
+
+#[tokio::test]
+async fn keys_create_prints_a_key_once_and_stores_only_its_hash() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .args(["keys", "create", "--name", "team-a"])
+        .env("OMNIGATE_DATABASE__URL", &db.url)
+        .env_remove("OMNIGATE_CONFIG")
+        .output()
+        .expect("run omnigate keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("og_") && key.len() > 20, "{key}");
+    let store = Store::connect(&db.url, 1).await.unwrap();
+    assert_eq!(
+        store.authenticate(&key).await.unwrap().unwrap().name,
+        "team-a"
+    );
+    let stored: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(!stored.contains(&key));
+    assert!(store.authenticate("og_wrong").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_bad_config_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\nport = 9\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "keys",
+            "create",
+            "--name",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("port"), "{err}");
+}
+
+/// Two gateways on one database claim due tasks at the same moment: every task goes to
+/// exactly one of them.
+async fn concurrent_claims_never_share_a_task(db: Db) {
+    let db = TestDb::new(db).await;
+    let a = Store::connect(&db.url, 4).await.unwrap();
+    let b = Store::connect(&db.url, 4).await.unwrap();
+    let key = a.create_api_key("k").await.unwrap();
+    let req: VideoRequest = serde_json::from_value(
+        json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "1:1"}),
+    )
+    .unwrap();
+    let mut ids = HashSet::new();
+    for i in 0..60 {
+        let id = format!("vgt_claim{i:03}");
+        a.insert_task(&NewTask {
+            id: id.clone(),
+            api_key_id: key.id.clone(),
+            request: req.clone(),
+            provider: "up".into(),
+            sandbox: false,
+            cost_estimated_usd: Some(0.5),
+            routing_reason: "test".into(),
+            lease_owner: "nobody".into(),
+            lease_until: 0,
+        })
+        .await
+        .unwrap();
+        a.mark_accepted(
+            &id,
+            &format!("up-{i}"),
+            omnigate::store::TaskState::Queued,
+            0,
+        )
+        .await
+        .unwrap();
+        ids.insert(id);
+    }
+    let far = omnigate::store::now_ms() + 60_000;
+    let claim = |s: Store, who: &'static str| async move {
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.extend(
+                s.claim_due(ClaimKind::Poll, who, far, 7)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| t.id),
+            );
+        }
+        got
+    };
+    let (ga, gb) = tokio::join!(
+        tokio::spawn(claim(a.clone(), "a")),
+        tokio::spawn(claim(b.clone(), "b"))
+    );
+    let (ga, gb) = (ga.unwrap(), gb.unwrap());
+    let all: Vec<&String> = ga.iter().chain(gb.iter()).collect();
+    let unique: HashSet<&String> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a task was claimed twice");
+    assert_eq!(unique.len(), ids.len(), "every due task was claimed");
+}
+on_both_stores!(concurrent_claims_never_share_a_task);
