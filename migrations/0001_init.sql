@@ -15,7 +15,7 @@ CREATE TABLE tasks (
     api_key_id              TEXT NOT NULL REFERENCES api_keys (id),
     model                   TEXT NOT NULL,
     request                 TEXT NOT NULL,
-    -- submitting | queued | in_progress | completed | failed
+    -- submitting | submit_unknown | queued | in_progress | completed | failed
     state                   TEXT NOT NULL,
     progress                BIGINT NOT NULL DEFAULT 0,
     provider                TEXT,
@@ -39,7 +39,7 @@ CREATE TABLE tasks (
     lease_until             BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX tasks_by_owner ON tasks (api_key_id, created_at DESC, id DESC);
-CREATE INDEX tasks_due ON tasks (next_poll_at) WHERE state IN ('submitting', 'queued', 'in_progress');
+CREATE INDEX tasks_due ON tasks (next_poll_at) WHERE state IN ('submitting', 'submit_unknown', 'queued', 'in_progress');
 
 CREATE TABLE task_status_changes (
     task_id  TEXT NOT NULL REFERENCES tasks (id),

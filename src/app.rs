@@ -18,6 +18,8 @@ use crate::{api, providers, sandbox, workers};
 pub struct Gateway {
     pub store: Store,
     pub router: Router,
+    /// Provider circuits and outcome statistics, shared with other processes through the store.
+    pub health: crate::health::Health,
     pub config: Config,
     /// Names this process in leases, so a lease shows who holds a task.
     pub instance_id: String,
@@ -95,6 +97,7 @@ pub async fn build_gateway(
         sb = Some(started);
     }
     let gw = Arc::new(Gateway {
+        health: crate::health::Health::new(store.clone(), config.health.clone()),
         store,
         router: Router::new(upstreams),
         config,

@@ -41,6 +41,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub poller: PollerConfig,
     pub sandbox: SandboxConfig,
+    pub idempotency: IdempotencyConfig,
+    pub health: HealthConfig,
+    pub admin: AdminConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -102,7 +105,7 @@ impl Default for PollerConfig {
         PollerConfig {
             tick_ms: 500,
             batch_size: 32,
-            lease_secs: 120,
+            lease_secs: 60,
             max_backoff_secs: 300.0,
             max_task_age_secs: 6 * 3600,
             max_poll_failures: 30,
@@ -114,6 +117,58 @@ impl PollerConfig {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs)
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long an `Idempotency-Key` is remembered, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// The per-provider circuit breaker, fed by submit and poll outcomes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Consecutive failures that open the circuit.
+    pub consecutive_failures: u32,
+    /// Failure rate over the window that opens the circuit (0-1)...
+    pub failure_rate: f64,
+    /// ...once the window holds at least this many outcomes.
+    pub min_samples: u32,
+    /// The window for success rates and latency percentiles, in seconds.
+    pub window_secs: u64,
+    /// How long an open circuit stays open before one probe request is let through.
+    pub cooldown_secs: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_samples: 20,
+            window_secs: 300,
+            cooldown_secs: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Env var holding the bearer token for `/admin/*`; unset disables the admin API.
+    pub token_env: Option<String>,
+    #[serde(skip)]
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +204,14 @@ pub enum Dialect {
     /// Kling's own body; anyfast, kkiai and Kling's own host.
     Kling,
     Apimodels,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSubmit {
+    #[default]
+    Fail,
+    Resubmit,
 }
 
 /// How omnigate authenticates to a provider.
@@ -203,6 +266,11 @@ pub struct ProviderConfig {
     /// at `/kling/v1/videos/text2video/{task_id}`).
     #[serde(default)]
     pub query_path: Option<String>,
+    /// What to do with a task whose submit may or may not have reached this provider when
+    /// the provider cannot look tasks up by our id: `fail` it (never a double charge) or
+    /// `resubmit` it (never a lost task, at the risk of a duplicate).
+    #[serde(default)]
+    pub unknown_submit: UnknownSubmit,
     #[serde(skip)]
     pub credential: Credential,
     /// Set for the built-in sandbox upstream; shown on every task it serves.
@@ -301,6 +369,10 @@ impl Config {
         Ok(cfg)
     }
 
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency.ttl_secs)
+    }
+
     /// Parses a TOML string without touching the environment for overrides (tests).
     pub fn from_toml_str(
         toml: &str,
@@ -324,6 +396,12 @@ impl Config {
     }
 
     fn resolve_credentials(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(var) = &self.admin.token_env {
+            match env(var).filter(|v| !v.trim().is_empty()) {
+                Some(v) => self.admin.token = Some(Secret::new(v.trim())),
+                None => bail!("admin.token_env: environment variable {var} is not set"),
+            }
+        }
         for (name, p) in &mut self.providers {
             let read = |field: &str, var: &Option<String>| -> anyhow::Result<Option<Secret>> {
                 let Some(var) = var else { return Ok(None) };
@@ -366,8 +444,23 @@ impl Config {
         if self.poller.batch_size == 0 || self.poller.tick_ms == 0 || self.poller.lease_secs == 0 {
             bail!("poller: batch_size, tick_ms and lease_secs must be positive");
         }
+        let h = &self.health;
+        if h.consecutive_failures == 0 || !(h.failure_rate > 0.0 && h.failure_rate <= 1.0) {
+            bail!("health: consecutive_failures must be positive and failure_rate in (0, 1]");
+        }
+        if !(h.cooldown_secs.is_finite() && h.cooldown_secs > 0.0) || h.window_secs == 0 {
+            bail!("health: cooldown_secs and window_secs must be positive");
+        }
         for (name, p) in &self.providers {
             validate_provider(name, p)?;
+            // A poll must finish inside its lease, or another process could poll the same
+            // task at the same moment.
+            if p.request_timeout_secs >= self.poller.lease_secs as f64 {
+                bail!(
+                    "poller.lease_secs: must be longer than providers.{name}.request_timeout_secs ({})",
+                    p.request_timeout_secs
+                );
+            }
         }
         if self.providers.is_empty() && self.sandbox.enabled == SandboxMode::Never {
             bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");

@@ -43,6 +43,15 @@ pub enum Mode {
     Pro,
 }
 
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Std => "std",
+            Mode::Pro => "pro",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AspectRatio {
     #[serde(rename = "16:9")]
@@ -136,6 +145,10 @@ pub struct VideoRef {
     pub refer_type: Option<ReferType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_original_sound: Option<YesNo>,
+    /// The input video's length in seconds, as the client knows it. Only prices a
+    /// base-video edit (billed on the input's rounded length); never sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
 }
 
 impl VideoRef {

@@ -102,6 +102,7 @@ pub fn provider_configs(addr: SocketAddr) -> Vec<(String, ProviderConfig)> {
             priority: 0,
             path_prefix: None,
             query_path: None,
+            unknown_submit: Default::default(),
             credential: Credential::Bearer(Secret::new(SANDBOX_KEY)),
             sandbox: true,
         };

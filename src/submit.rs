@@ -3,12 +3,17 @@
 
 use std::time::Instant;
 
+use sha2::{Digest, Sha256};
+
 use crate::api::ApiError;
 use crate::app::Gateway;
 use crate::domain::{TaskStatus, VideoRequest};
+use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
-use crate::routing::{Candidate, Plan};
-use crate::store::{now_ms, ApiKey, Attempt, NewTask, TaskError, TaskRecord, TaskState};
+use crate::routing::{Candidate, PassReason, Plan};
+use crate::store::{
+    now_ms, ApiKey, Attempt, IdempotencyClaim, Inserted, NewTask, TaskError, TaskRecord, TaskState,
+};
 use crate::validation;
 
 /// Extra time on top of the upstream timeouts before another process may decide the
@@ -21,7 +26,9 @@ pub fn new_task_id() -> String {
 
 /// Checks a request against the rules and the configured providers without writing
 /// anything: the plan is what a create would try, in order.
-pub fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, ApiError> {
+/// Checks a request against the rules and the configured providers (and their health)
+/// without writing anything: the plan is what a create would try, in order.
+pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, ApiError> {
     validation::validate(req).map_err(|e| ApiError::invalid(e.param, e.message))?;
     if let Some(names) = req.routing.as_ref().and_then(|r| r.providers.as_ref()) {
         if let Some(unknown) = names.iter().find(|n| gw.router.get(n).is_none()) {
@@ -34,32 +41,61 @@ pub fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, ApiError> 
             ));
         }
     }
-    let plan = gw.router.plan(req);
+    let health = gw.health.snapshot().await?;
+    let plan = gw.router.plan(req, &health);
     if plan.candidates.is_empty() {
-        let reasons: Vec<String> = plan
-            .passed_over
-            .iter()
-            .map(|p| format!("{}: {}", p.provider, p.reason))
-            .collect();
-        return Err(ApiError::Unprocessable {
-            code: "no_capable_provider",
-            param: plan.passed_over.first().and_then(|p| p.param.clone()),
+        return Err(nobody_can_take(&plan));
+    }
+    Ok(plan)
+}
+
+fn nobody_can_take(plan: &Plan) -> ApiError {
+    let reasons: Vec<String> = plan
+        .passed_over
+        .iter()
+        .map(|p| format!("{}: {}", p.provider, p.reason))
+        .collect();
+    // Capable providers exist but are all failing: that is the providers' trouble (503),
+    // not the request's (422).
+    if plan
+        .passed_over
+        .iter()
+        .any(|p| p.why == PassReason::CircuitOpen)
+    {
+        return ApiError::Upstream {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "no_provider_available",
             message: format!(
-                "no configured provider can serve this request ({})",
+                "every capable provider is unavailable ({})",
                 reasons.join("; ")
             ),
             provider_message: None,
-        });
+        };
     }
-    Ok(plan)
+    ApiError::Unprocessable {
+        code: "no_capable_provider",
+        param: plan.passed_over.iter().find_map(|p| p.param.clone()),
+        message: format!(
+            "no configured provider can serve this request ({})",
+            reasons.join("; ")
+        ),
+        provider_message: None,
+    }
+}
+
+/// The result of a create: the task, and whether it was an idempotent replay.
+pub struct Created {
+    pub task: TaskRecord,
+    pub replayed: bool,
 }
 
 pub async fn create_task(
     gw: &Gateway,
     owner: &ApiKey,
     req: VideoRequest,
-) -> Result<TaskRecord, ApiError> {
-    let plan = plan_request(gw, &req)?;
+    idempotency_key: Option<String>,
+) -> Result<Created, ApiError> {
+    let plan = plan_request(gw, &req).await?;
     let id = new_task_id();
     let first = &plan.candidates[0];
     let budget_ms: i64 = plan
@@ -67,27 +103,64 @@ pub async fn create_task(
         .iter()
         .map(|c| c.upstream.config.request_timeout().as_millis() as i64)
         .sum();
-    gw.store
-        .insert_task(&NewTask {
-            id: id.clone(),
-            api_key_id: owner.id.clone(),
-            request: req.clone(),
-            provider: first.upstream.name.clone(),
-            sandbox: first.upstream.config.sandbox,
-            cost_estimated_usd: Some(first.estimate_usd),
-            routing_reason: plan.reason_for(0),
-            lease_owner: gw.instance_id.clone(),
-            lease_until: now_ms() + budget_ms + SUBMIT_LEASE_MARGIN_MS,
-        })
+    let claim = idempotency_key.map(|key| IdempotencyClaim {
+        key,
+        request_hash: request_hash(&req),
+        expires_at: now_ms() + gw.config.idempotency_ttl().as_millis() as i64,
+    });
+    let inserted = gw
+        .store
+        .insert_task(
+            &NewTask {
+                id: id.clone(),
+                api_key_id: owner.id.clone(),
+                request: req.clone(),
+                provider: first.upstream.name.clone(),
+                sandbox: first.upstream.config.sandbox,
+                cost_estimated_usd: Some(first.estimate_usd),
+                routing_reason: plan.reason_for(0),
+                lease_owner: gw.instance_id.clone(),
+                lease_until: now_ms() + budget_ms + SUBMIT_LEASE_MARGIN_MS,
+            },
+            claim.as_ref(),
+        )
         .await?;
+    if let Inserted::Existing { task_id, same_body } = inserted {
+        if !same_body {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was already used with a different request body".into(),
+            ));
+        }
+        return Ok(Created {
+            task: load(gw, &task_id).await?,
+            replayed: true,
+        });
+    }
+    submit_in_order(gw, &id, &plan, &req).await?;
+    Ok(Created {
+        task: load(gw, &id).await?,
+        replayed: false,
+    })
+}
 
+/// Tries the candidates in order until one accepts, the request itself is refused, or
+/// the outcome becomes unknown (then nobody else is tried).
+async fn submit_in_order(
+    gw: &Gateway,
+    id: &str,
+    plan: &Plan,
+    req: &VideoRequest,
+) -> Result<(), ApiError> {
     let mut last_error = None;
     for (i, candidate) in plan.candidates.iter().enumerate() {
+        let up = &candidate.upstream;
+        if candidate.probe && !gw.health.try_claim_probe(&up.name).await? {
+            continue;
+        }
         if i > 0 {
-            let up = &candidate.upstream;
             gw.store
                 .set_submit_target(
-                    &id,
+                    id,
                     &up.name,
                     up.config.sandbox,
                     Some(candidate.estimate_usd),
@@ -95,36 +168,51 @@ pub async fn create_task(
                 )
                 .await?;
         }
-        match attempt_submit(gw, &id, candidate, &req).await? {
+        match attempt_submit(gw, id, candidate, req).await? {
             Ok(submitted) => {
-                accept(gw, &id, candidate, &submitted).await?;
-                return load(gw, &id).await;
+                accept(gw, id, candidate, &submitted).await?;
+                return Ok(());
             }
             Err(e) if e.ambiguous => {
                 // The provider may have the task: never submit it elsewhere. The reconciler
-                // takes over at once (looks it up by external_task_id, or fails it clearly).
-                tracing::warn!(task_id = %id, provider = %candidate.upstream.name, error = %e, "submit outcome unknown; handing to the reconciler");
-                gw.store.release(&id, &gw.instance_id, now_ms()).await?;
-                return load(gw, &id).await;
+                // takes over at once (looks it up by external_task_id, or applies the
+                // provider's unknown_submit policy).
+                tracing::warn!(task_id = %id, provider = %up.name, error = %e, "submit outcome unknown; handing to the reconciler");
+                gw.store.mark_submit_unknown(id).await?;
+                return Ok(());
             }
             Err(e) if e.kind.is_final_for_request() => {
-                let provider = &candidate.upstream.name;
-                gw.store.fail_task(&id, &task_error(&e, provider)).await?;
+                gw.store.fail_task(id, &task_error(&e, &up.name)).await?;
                 return Err(ApiError::Unprocessable {
                     code: e.kind.code(),
                     param: None,
                     message: format!(
-                        "provider {provider} refused the request ({})",
+                        "provider {} refused the request ({})",
+                        up.name,
                         describe(e.kind)
                     ),
                     provider_message: Some(e.message),
                 });
             }
-            Err(e) => last_error = Some((candidate.upstream.name.clone(), e)),
+            Err(e) => last_error = Some((up.name.clone(), e)),
         }
     }
-    let (provider, e) = last_error.expect("the plan has at least one candidate and each failed");
-    gw.store.fail_task(&id, &task_error(&e, &provider)).await?;
+    let Some((provider, e)) = last_error else {
+        // Every candidate was a half-open circuit whose probe another request holds.
+        let err = TaskError {
+            code: "no_provider_available".into(),
+            message: "every capable provider is recovering from errors; try again shortly".into(),
+            provider_message: None,
+        };
+        gw.store.fail_task(id, &err).await?;
+        return Err(ApiError::Upstream {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "no_provider_available",
+            message: err.message,
+            provider_message: None,
+        });
+    };
+    gw.store.fail_task(id, &task_error(&e, &provider)).await?;
     let status = if e.kind == ErrorKind::Timeout {
         axum::http::StatusCode::GATEWAY_TIMEOUT
     } else {
@@ -141,6 +229,13 @@ pub async fn create_task(
     })
 }
 
+/// Identifies a body for idempotency: the parsed request re-serialized, so key order and
+/// whitespace do not matter.
+fn request_hash(req: &VideoRequest) -> String {
+    let canonical = serde_json::to_vec(req).unwrap_or_default();
+    hex::encode(Sha256::digest(&canonical))
+}
+
 /// One submit to one provider, recorded as an attempt on the task.
 async fn attempt_submit(
     gw: &Gateway,
@@ -150,6 +245,15 @@ async fn attempt_submit(
 ) -> anyhow::Result<Result<Submitted, ProviderError>> {
     let started = Instant::now();
     let result = candidate.upstream.adapter.submit(id, req).await;
+    gw.health
+        .record(
+            &candidate.upstream.name,
+            Phase::Submit,
+            result.as_ref().map(|_| ()).map_err(|e| e.kind),
+            result.as_ref().err().map(|e| e.message.as_str()),
+            started.elapsed(),
+        )
+        .await?;
     let (outcome, error_code, message) = match &result {
         Ok(_) => ("accepted", None, None),
         Err(e) if e.ambiguous => (

@@ -291,6 +291,10 @@ fn check_sound(req: &VideoRequest) -> Checked {
 }
 
 /// Rules 5 and 11 (videos).
+/// Input videos the providers accept (WIRE-NOTES: 3-10 s).
+const VIDEO_MIN_SECS: f64 = 3.0;
+const VIDEO_MAX_SECS: f64 = 10.0;
+
 fn check_video_list(req: &VideoRequest) -> Checked {
     if req.video_list.len() > MAX_VIDEOS {
         return Err(ValidationError::new(
@@ -305,6 +309,15 @@ fn check_video_list(req: &VideoRequest) -> Checked {
         check_media_source("video_url", &video.video_url, false).map_err(|message| {
             ValidationError::new(format!("video_list[{i}].video_url"), message)
         })?;
+        if video
+            .duration
+            .is_some_and(|d| !(d.is_finite() && (VIDEO_MIN_SECS..=VIDEO_MAX_SECS).contains(&d)))
+        {
+            return Err(ValidationError::new(
+                format!("video_list[{i}].duration"),
+                format!("an input video lasts {VIDEO_MIN_SECS}-{VIDEO_MAX_SECS} seconds."),
+            ));
+        }
     }
     Ok(())
 }

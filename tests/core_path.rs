@@ -25,7 +25,10 @@ async fn one_provider(db: &TestDb, dialect: SimDialect) -> (TestApp, Sim) {
     } else {
         BOTH
     };
-    let app = TestApp::spawn(db, vec![("up".into(), sim.provider_config(models, 0.1))]).await;
+    // One name per dialect: scenarios that loop over dialects share a database, and with
+    // it each provider's health.
+    let name = format!("{dialect:?}").to_lowercase();
+    let app = TestApp::spawn(db, vec![(name, sim.provider_config(models, 0.1))]).await;
     (app, sim)
 }
 
@@ -35,7 +38,7 @@ async fn completes_with_url(db: Db, dialect: SimDialect) {
     let task = app.create(&text_to_video("kling-v3-omni")).await;
     assert_eq!(task["status"], "queued");
     assert_eq!(task["object"], "video.generation");
-    assert_eq!(task["provider"], "up");
+    assert_eq!(task["provider"], format!("{dialect:?}").to_lowercase());
     assert_eq!(task["cost"]["estimated_usd"], 0.5);
     let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
     assert_eq!(done["status"], "completed", "{done}");
@@ -385,7 +388,7 @@ async fn a_request_no_provider_can_carry_is_422_naming_why(db: Db) {
     assert!(err["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("up: cannot carry element_list"));
+        .contains("modellix: cannot carry element_list"));
     assert_eq!(sim.submit_count(), 0);
 }
 on_both_stores!(a_request_no_provider_can_carry_is_422_naming_why);

@@ -288,17 +288,20 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
     let mut ids = HashSet::new();
     for i in 0..60 {
         let id = format!("vgt_claim{i:03}");
-        a.insert_task(&NewTask {
-            id: id.clone(),
-            api_key_id: key.id.clone(),
-            request: req.clone(),
-            provider: "up".into(),
-            sandbox: false,
-            cost_estimated_usd: Some(0.5),
-            routing_reason: "test".into(),
-            lease_owner: "nobody".into(),
-            lease_until: 0,
-        })
+        a.insert_task(
+            &NewTask {
+                id: id.clone(),
+                api_key_id: key.id.clone(),
+                request: req.clone(),
+                provider: "up".into(),
+                sandbox: false,
+                cost_estimated_usd: Some(0.5),
+                routing_reason: "test".into(),
+                lease_owner: "nobody".into(),
+                lease_until: 0,
+            },
+            None,
+        )
         .await
         .unwrap();
         a.mark_accepted(

@@ -1,5 +1,6 @@
 //! The HTTP API: routes, extractors, the task object and the error envelope.
 
+pub mod admin;
 mod auth;
 mod error;
 mod json;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -29,6 +30,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(tasks::list_or_query).post(tasks::create),
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
+        .route("/v1/video/quotes", post(tasks::quote))
+        .route("/admin/providers", get(admin::providers))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(

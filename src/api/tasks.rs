@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
@@ -16,15 +16,67 @@ use super::ApiError;
 use crate::app::Gateway;
 use crate::domain::{TaskStatus, VideoRequest};
 use crate::store::TaskRecord;
-use crate::submit;
+use crate::{routing, submit};
+
+/// Longest `Idempotency-Key` accepted (Stripe's limit).
+const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
+    headers: HeaderMap,
     ValidJson(req): ValidJson<VideoRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let task = submit::create_task(&gw, &key, req).await?;
-    Ok((StatusCode::ACCEPTED, Json(task_object(&task))))
+    let idempotency_key = idempotency_key(&headers)?;
+    let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
+    let mut resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
+    if created.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// `POST /v1/video/quotes`: what a create with this body would do, without doing it.
+pub async fn quote(
+    State(gw): State<Arc<Gateway>>,
+    Caller(_key): Caller,
+    ValidJson(req): ValidJson<VideoRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let plan = submit::plan_request(&gw, &req).await?;
+    let chosen = &plan.candidates[0];
+    let fallbacks = plan.candidates.iter().enumerate().skip(1).map(|(rank, c)| {
+        json!({"provider": c.upstream.name, "estimated_usd": c.estimate_usd, "rank": rank + 1,
+               "status": "fallback", "reason": "tried next if the providers before it refuse"})
+    });
+    let passed = plan.passed_over.iter().map(|p| {
+        json!({"provider": p.provider, "estimated_usd": p.estimate_usd, "status": "passed_over",
+               "why": p.why, "param": p.param, "reason": p.reason})
+    });
+    Ok(Json(json!({
+        "object": "video.quote",
+        "model": req.model.as_str(),
+        "provider": chosen.upstream.name,
+        "estimated_usd": chosen.estimate_usd,
+        "currency": "USD",
+        "billed_seconds": routing::billed_seconds(&req),
+        "reason": plan.reason_for(0),
+        "alternatives": fallbacks.chain(passed).collect::<Vec<_>>(),
+    })))
 }
 
 pub async fn get_one(

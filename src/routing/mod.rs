@@ -1,11 +1,12 @@
 //! Provider choice: which configured providers can carry a request, what each would
 //! charge, and in what order to try them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::ProviderConfig;
 use crate::domain::{FrameType, ReferType, VideoRequest};
+use crate::health::{Circuit, ProviderHealth};
 use crate::providers::{Capabilities, Provider};
 
 /// Input videos are 3-10 s; until a base video's length is known its edit is estimated
@@ -23,14 +24,28 @@ pub struct Upstream {
 pub struct Candidate {
     pub upstream: Arc<Upstream>,
     pub estimate_usd: f64,
+    /// Its circuit is half-open: the submit is the probe and must claim the probe slot.
+    pub probe: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassReason {
+    NotInRouting,
+    UnsupportedFeature,
+    NotPriced,
+    OverMaxCost,
+    CircuitOpen,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassedOver {
     pub provider: String,
-    /// The request field the provider cannot carry, when that is the reason.
+    pub why: PassReason,
+    /// The request field behind the reason, when there is one.
     pub param: Option<String>,
     pub reason: String,
+    pub estimate_usd: Option<f64>,
 }
 
 pub struct Plan {
@@ -77,52 +92,27 @@ impl Router {
         self.upstreams.keys().map(String::as_str)
     }
 
-    /// Ranks every provider for `req` (already validated).
-    pub fn plan(&self, req: &VideoRequest) -> Plan {
-        let allowed = req.routing.as_ref().and_then(|r| r.providers.as_ref());
-        let max_cost = req.routing.as_ref().and_then(|r| r.max_cost_usd);
+    /// Ranks every provider for `req` (already validated), given each one's health.
+    pub fn plan(&self, req: &VideoRequest, health: &HashMap<String, ProviderHealth>) -> Plan {
         let mut candidates = Vec::new();
         let mut passed_over = Vec::new();
         for up in self.upstreams.values() {
-            let pass = |param: Option<&str>, reason: String| PassedOver {
-                provider: up.name.clone(),
-                param: param.map(str::to_string),
-                reason,
-            };
-            if allowed.is_some_and(|a| !a.iter().any(|n| n == &up.name)) {
-                passed_over.push(pass(
-                    Some("routing.providers"),
-                    "not in routing.providers".into(),
-                ));
-                continue;
+            match assess(up, req, health.get(&up.name)) {
+                Ok(c) => candidates.push(c),
+                Err(p) => passed_over.push(p),
             }
-            if let Some((param, why)) = unsupported(&up.config, up.adapter.capabilities(), req) {
-                passed_over.push(pass(Some(param), why));
-                continue;
-            }
-            let Some(estimate_usd) = estimate(&up.config, req) else {
-                passed_over.push(pass(
-                    Some("mode"),
-                    format!("sells no {:?} mode with this audio option", req.mode()),
-                ));
-                continue;
-            };
-            if max_cost.is_some_and(|m| estimate_usd > m) {
-                passed_over.push(pass(
-                    Some("routing.max_cost_usd"),
-                    format!("estimate ${estimate_usd:.4} is over routing.max_cost_usd"),
-                ));
-                continue;
-            }
-            candidates.push(Candidate {
-                upstream: up.clone(),
-                estimate_usd,
-            });
         }
+        let rate = |c: &Candidate| {
+            health
+                .get(&c.upstream.name)
+                .and_then(|h| h.success_rate)
+                .unwrap_or(1.0)
+        };
         candidates.sort_by(|a, b| {
             a.estimate_usd
                 .total_cmp(&b.estimate_usd)
                 .then(a.upstream.config.priority.cmp(&b.upstream.config.priority))
+                .then(rate(b).total_cmp(&rate(a)))
                 .then(a.upstream.name.cmp(&b.upstream.name))
         });
         Plan {
@@ -132,9 +122,72 @@ impl Router {
     }
 }
 
-/// Seconds billed: the requested output, or for a base-video edit the input's length.
+/// Whether one provider can take the request, and at what price; or why not.
+fn assess(
+    up: &Arc<Upstream>,
+    req: &VideoRequest,
+    health: Option<&ProviderHealth>,
+) -> Result<Candidate, PassedOver> {
+    let pass = |why, param: Option<&str>, reason: String, estimate_usd| PassedOver {
+        provider: up.name.clone(),
+        why,
+        param: param.map(str::to_string),
+        reason,
+        estimate_usd,
+    };
+    let allowed = req.routing.as_ref().and_then(|r| r.providers.as_ref());
+    if allowed.is_some_and(|a| !a.iter().any(|n| n == &up.name)) {
+        let why = "not in routing.providers".into();
+        return Err(pass(
+            PassReason::NotInRouting,
+            Some("routing.providers"),
+            why,
+            None,
+        ));
+    }
+    if let Some((param, why)) = unsupported(&up.config, up.adapter.capabilities(), req) {
+        return Err(pass(PassReason::UnsupportedFeature, Some(param), why, None));
+    }
+    let Some(estimate_usd) = estimate(&up.config, req) else {
+        let why = format!(
+            "sells no {} mode with sound {}",
+            req.mode().as_str(),
+            req.sound().as_str()
+        );
+        return Err(pass(PassReason::NotPriced, Some("mode"), why, None));
+    };
+    if let Some(max) = req.routing.as_ref().and_then(|r| r.max_cost_usd) {
+        if estimate_usd > max {
+            let why = format!("estimate ${estimate_usd:.4} is over routing.max_cost_usd ${max}");
+            return Err(pass(
+                PassReason::OverMaxCost,
+                Some("routing.max_cost_usd"),
+                why,
+                Some(estimate_usd),
+            ));
+        }
+    }
+    let circuit = health.map(|h| h.circuit).unwrap_or(Circuit::Closed);
+    if circuit == Circuit::Open {
+        let why = "circuit open after recent failures".into();
+        return Err(pass(PassReason::CircuitOpen, None, why, Some(estimate_usd)));
+    }
+    Ok(Candidate {
+        upstream: up.clone(),
+        estimate_usd,
+        probe: circuit == Circuit::HalfOpen,
+    })
+}
+
+/// Seconds billed: the requested output, or for a base-video edit the input's length
+/// rounded to the nearest second (as the providers bill it), the longest if undeclared.
 pub fn billed_seconds(req: &VideoRequest) -> u32 {
-    req.output_seconds().unwrap_or(ASSUMED_BASE_VIDEO_SECONDS)
+    req.output_seconds().unwrap_or_else(|| {
+        req.base_video()
+            .and_then(|v| v.duration)
+            .map(|d| d.round() as u32)
+            .unwrap_or(ASSUMED_BASE_VIDEO_SECONDS)
+    })
 }
 
 /// Price x seconds on `cfg`, or None if it sells no such combination.

@@ -7,8 +7,8 @@ mod tasks;
 
 pub use keys::{ApiKey, NewApiKey};
 pub use tasks::{
-    Attempt, ClaimKind, NewTask, PollUpdate, StatusChange, TaskError, TaskPage, TaskRecord,
-    TaskState,
+    Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate, StatusChange, TaskError,
+    TaskPage, TaskRecord, TaskState,
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -10,10 +10,12 @@ use super::{affected, now_ms, Store};
 use crate::domain::{TaskStatus, VideoRequest, VideoResult};
 
 /// Where a task is in omnigate's own life cycle. `Submitting` is written before the
-/// upstream call; clients see it as `queued`.
+/// upstream call; `SubmitUnknown` means the call may have reached the provider but no
+/// answer came. Clients see both as `queued`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
     Submitting,
+    SubmitUnknown,
     Queued,
     InProgress,
     Completed,
@@ -24,6 +26,7 @@ impl TaskState {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Submitting => "submitting",
+            TaskState::SubmitUnknown => "submit_unknown",
             TaskState::Queued => "queued",
             TaskState::InProgress => "in_progress",
             TaskState::Completed => "completed",
@@ -34,6 +37,7 @@ impl TaskState {
     fn parse(s: &str) -> anyhow::Result<TaskState> {
         Ok(match s {
             "submitting" => TaskState::Submitting,
+            "submit_unknown" => TaskState::SubmitUnknown,
             "queued" => TaskState::Queued,
             "in_progress" => TaskState::InProgress,
             "completed" => TaskState::Completed,
@@ -44,7 +48,9 @@ impl TaskState {
 
     pub fn public(self) -> TaskStatus {
         match self {
-            TaskState::Submitting | TaskState::Queued => TaskStatus::Queued,
+            TaskState::Submitting | TaskState::SubmitUnknown | TaskState::Queued => {
+                TaskStatus::Queued
+            }
             TaskState::InProgress => TaskStatus::InProgress,
             TaskState::Completed => TaskStatus::Completed,
             TaskState::Failed => TaskStatus::Failed,
@@ -135,11 +141,29 @@ pub struct NewTask {
     pub lease_until: i64,
 }
 
+/// A client's `Idempotency-Key` and a hash of the body it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    pub request_hash: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The idempotency key was already taken, by this task.
+    Existing {
+        task_id: String,
+        same_body: bool,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimKind {
     /// Accepted upstream and unfinished: to be polled.
     Poll,
-    /// Written but the submit outcome is unknown (its submitter died or timed out).
+    /// Written but the submit outcome is unknown (its submitter died, or no answer came).
     Reconcile,
 }
 
@@ -204,6 +228,38 @@ fn from_micros(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
+/// Takes `claim.key` for `task_id` unless a live holder has it. A racing request blocks on
+/// the key's primary key until the first commits, then finds it taken.
+async fn take_idempotency_key(
+    tx: &mut Transaction<'_, Any>,
+    api_key_id: &str,
+    task_id: &str,
+    claim: &IdempotencyClaim,
+    now: i64,
+) -> anyhow::Result<bool> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 AND expires_at <= $3",
+    )
+    .bind(api_key_id)
+    .bind(&claim.key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let taken = sqlx::query(
+        "INSERT INTO idempotency_keys (api_key_id, key, request_hash, task_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (api_key_id, key) DO NOTHING",
+    )
+    .bind(api_key_id)
+    .bind(&claim.key)
+    .bind(&claim.request_hash)
+    .bind(task_id)
+    .bind(now)
+    .bind(claim.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(affected(taken))
+}
+
 async fn record_status(
     tx: &mut Transaction<'_, Any>,
     task_id: &str,
@@ -220,9 +276,22 @@ async fn record_status(
 }
 
 impl Store {
-    pub async fn insert_task(&self, t: &NewTask) -> anyhow::Result<()> {
+    /// Writes a new task in `submitting`, holding it for its submitter. With an
+    /// idempotency claim, the key is taken in the same transaction: if another request
+    /// already holds it, nothing is written and that request's task is returned instead.
+    pub async fn insert_task(
+        &self,
+        t: &NewTask,
+        idempotency: Option<&IdempotencyClaim>,
+    ) -> anyhow::Result<Inserted> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        if let Some(claim) = idempotency {
+            if !take_idempotency_key(&mut tx, &t.api_key_id, &t.id, claim, now).await? {
+                tx.rollback().await?;
+                return self.idempotency_holder(&t.api_key_id, claim).await;
+            }
+        }
         sqlx::query(
             "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
              routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until) \
@@ -243,6 +312,58 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
+        tx.commit().await?;
+        Ok(Inserted::New)
+    }
+
+    async fn idempotency_holder(
+        &self,
+        api_key_id: &str,
+        claim: &IdempotencyClaim,
+    ) -> anyhow::Result<Inserted> {
+        let row = sqlx::query(
+            "SELECT task_id, request_hash FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+        )
+        .bind(api_key_id)
+        .bind(&claim.key)
+        .fetch_one(&self.pool)
+        .await?;
+        let hash: String = row.try_get("request_hash")?;
+        Ok(Inserted::Existing {
+            task_id: row.try_get("task_id")?,
+            same_body: hash == claim.request_hash,
+        })
+    }
+
+    /// Forgets idempotency keys past their window. Returns how many.
+    pub async fn prune_idempotency_keys(&self) -> anyhow::Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// The submit may have reached the provider but no answer came: hand the task to the
+    /// reconciler now, and never to another provider.
+    pub async fn mark_submit_unknown(&self, id: &str) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let done = affected(
+            sqlx::query(
+                "UPDATE tasks SET state = 'submit_unknown', updated_at = $2, lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND state = 'submitting'",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?,
+        );
+        if done {
+            record_status(&mut tx, id, TaskState::SubmitUnknown, now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -303,7 +424,7 @@ impl Store {
         let done = affected(
             sqlx::query(
                 "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
-                 poll_failures = 0, lease_owner = NULL, lease_until = 0 WHERE id = $1 AND state = 'submitting'",
+                 poll_failures = 0, lease_owner = NULL, lease_until = 0 WHERE id = $1 AND state IN ('submitting', 'submit_unknown')",
             )
             .bind(id)
             .bind(state.as_str())
@@ -328,7 +449,7 @@ impl Store {
             sqlx::query(
                 "UPDATE tasks SET state = 'failed', error_code = $2, error_message = $3, error_provider_message = $4, \
                  updated_at = $5, lease_owner = NULL, lease_until = 0 \
-                 WHERE id = $1 AND state IN ('submitting', 'queued', 'in_progress')",
+                 WHERE id = $1 AND state IN ('submitting', 'submit_unknown', 'queued', 'in_progress')",
             )
             .bind(id)
             .bind(&error.code)
@@ -356,7 +477,7 @@ impl Store {
         let now = now_ms();
         let filter = match kind {
             ClaimKind::Poll => "state IN ('queued', 'in_progress') AND next_poll_at <= $3",
-            ClaimKind::Reconcile => "state = 'submitting'",
+            ClaimKind::Reconcile => "state IN ('submitting', 'submit_unknown')",
         };
         let sql = format!(
             "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
@@ -492,8 +613,10 @@ impl Store {
         limit: u32,
     ) -> anyhow::Result<TaskPage> {
         let states = match status {
-            None => "'submitting', 'queued', 'in_progress', 'completed', 'failed'",
-            Some(TaskStatus::Queued) => "'submitting', 'queued'",
+            None => {
+                "'submitting', 'submit_unknown', 'queued', 'in_progress', 'completed', 'failed'"
+            }
+            Some(TaskStatus::Queued) => "'submitting', 'submit_unknown', 'queued'",
             Some(TaskStatus::InProgress) => "'in_progress'",
             Some(TaskStatus::Completed) => "'completed'",
             Some(TaskStatus::Failed) => "'failed'",

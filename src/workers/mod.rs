@@ -24,10 +24,28 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             gw.clone(),
             |gw| async move { poller::poll_once(&gw).await },
         ),
-        spawn_loop("reconciler", tick, cancel, gw, |gw| async move {
-            reconciler::reconcile_once(&gw).await
+        spawn_loop(
+            "reconciler",
+            tick,
+            cancel.clone(),
+            gw.clone(),
+            |gw| async move { reconciler::reconcile_once(&gw).await },
+        ),
+        spawn_loop("janitor", JANITOR_TICK, cancel, gw, |gw| async move {
+            janitor_once(&gw).await
         }),
     ]
+}
+
+const JANITOR_TICK: Duration = Duration::from_secs(60);
+
+/// Forgets expired idempotency keys. Returns 0 so that its loop always sleeps a full tick.
+pub async fn janitor_once(gw: &Gateway) -> anyhow::Result<usize> {
+    let pruned = gw.store.prune_idempotency_keys().await?;
+    if pruned > 0 {
+        tracing::debug!(pruned, "expired idempotency keys removed");
+    }
+    Ok(0)
 }
 
 fn spawn_loop<F, Fut>(

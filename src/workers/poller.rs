@@ -7,6 +7,7 @@ use futures::StreamExt;
 
 use crate::app::Gateway;
 use crate::domain::TaskStatus;
+use crate::health::Phase;
 use crate::providers::UpstreamTask;
 use crate::routing::{self, round_usd};
 use crate::store::{now_ms, ClaimKind, PollUpdate, TaskError, TaskRecord, TaskState};
@@ -73,7 +74,18 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
     }
     let upstream_id = task.provider_task_id.as_deref().unwrap_or_default();
     let interval = up.config.poll_interval();
-    match up.adapter.query(upstream_id).await {
+    let started = std::time::Instant::now();
+    let result = up.adapter.query(upstream_id).await;
+    gw.health
+        .record(
+            provider,
+            Phase::Poll,
+            result.as_ref().map(|_| ()).map_err(|e| e.kind),
+            result.as_ref().err().map(|e| e.message.as_str()),
+            started.elapsed(),
+        )
+        .await?;
+    match result {
         Ok(seen) => record_seen(gw, task, &seen, interval).await,
         Err(e) => {
             let failures = task.poll_failures as u32 + 1;

@@ -3,6 +3,7 @@
 //! unless the provider positively says it does not have it.
 
 use crate::app::Gateway;
+use crate::config::UnknownSubmit;
 use crate::providers::Lookup;
 use crate::routing::Candidate;
 use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord};
@@ -44,16 +45,23 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
         )
         .await;
     };
-    if !up.adapter.capabilities().external_task_id {
-        return fail(gw, task, "submit_outcome_unknown", format!(
-            "the submit to {provider} was interrupted and {provider} cannot look tasks up by our id; \
-             the task was not resubmitted, so it is never run (or charged) twice"
-        )).await;
-    }
     let candidate = Candidate {
         upstream: up.clone(),
         estimate_usd: task.cost_estimated_usd.unwrap_or_default(),
+        probe: false,
     };
+    if !up.adapter.capabilities().external_task_id {
+        return match up.config.unknown_submit {
+            UnknownSubmit::Fail => fail(gw, task, "submit_outcome_unknown", format!(
+                "the submit to {provider} got no answer and {provider} cannot look tasks up by our id; \
+                 the task was not resubmitted, so it is never run (or charged) twice"
+            )).await,
+            UnknownSubmit::Resubmit => {
+                tracing::warn!(task_id = %task.id, provider, "submit outcome unknown; resubmitting as configured (unknown_submit = resubmit)");
+                resubmit(gw, task, &candidate).await
+            }
+        };
+    }
     match up.adapter.find_by_external_id(&task.id).await {
         Ok(Lookup::Found(seen)) => {
             tracing::info!(task_id = %task.id, provider, "found the interrupted submit upstream");
@@ -79,6 +87,24 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
         Err(e) => {
             tracing::warn!(task_id = %task.id, provider, error = %e, "lookup by external_task_id failed");
             retry_later(gw, task).await
+        }
+    }
+}
+
+/// Submits again to the same provider under the same id.
+async fn resubmit(gw: &Gateway, task: &TaskRecord, candidate: &Candidate) -> anyhow::Result<()> {
+    match candidate
+        .upstream
+        .adapter
+        .submit(&task.id, &task.request)
+        .await
+    {
+        Ok(submitted) => accept(gw, &task.id, candidate, &submitted).await,
+        Err(e) if e.ambiguous => retry_later(gw, task).await,
+        Err(e) => {
+            let err = task_error(&e, &candidate.upstream.name);
+            gw.store.fail_task(&task.id, &err).await?;
+            Ok(())
         }
     }
 }

@@ -58,6 +58,9 @@ pub fn config(db: &TestDb, providers: Vec<(String, ProviderConfig)>) -> Config {
     cfg.database.url = db.url.clone();
     cfg.database.max_connections = 5;
     cfg.poller.tick_ms = 50;
+    // Longer than a simulator call (2 s timeout), short enough that a killed gateway's
+    // claims run out within a test.
+    cfg.poller.lease_secs = 3;
     cfg.sandbox.enabled = SandboxMode::Never;
     cfg.providers = providers.into_iter().collect();
     cfg
