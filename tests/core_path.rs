@@ -392,3 +392,18 @@ async fn a_request_no_provider_can_carry_is_422_naming_why(db: Db) {
     assert_eq!(sim.submit_count(), 0);
 }
 on_both_stores!(a_request_no_provider_can_carry_is_422_naming_why);
+
+/// anyfast answers queries only under `text2video`; a config that leaves `query_path` out
+/// still reaches its tasks.
+async fn anyfast_without_a_query_path_still_completes(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Anyfast).await;
+    let mut cfg = sim.provider_config(&[Model::KlingV3Omni], 0.1);
+    cfg.query_path = None;
+    let app = TestApp::spawn(&db, vec![("anyfast".into(), cfg)]).await;
+    let task = app.create(&text_to_video("kling-v3-omni")).await;
+    let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(sim.created_count(), 1);
+}
+on_both_stores!(anyfast_without_a_query_path_still_completes);

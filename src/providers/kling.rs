@@ -72,6 +72,18 @@ impl Kling {
     }
 }
 
+impl Kling {
+    async fn query_at(&self, path: &str, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
+        let request = self.upstream.get(path);
+        self.upstream
+            .call(request, |reply| read_task(reply, upstream_id))
+            .await
+    }
+}
+
+/// The action anyfast's guide queries omni-video tasks under.
+const RELAY_QUERY_ACTION: &str = "text2video";
+
 /// `"/kling/"` and `"kling"` both become `"/kling"`; `""` stays empty.
 fn absolute_path(p: &str) -> String {
     let p = p.trim().trim_end_matches('/');
@@ -99,10 +111,19 @@ impl Provider for Kling {
     }
 
     async fn query(&self, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
-        let request = self.upstream.get(&self.query_path(upstream_id));
-        self.upstream
-            .call(request, |reply| read_task(reply, upstream_id))
-            .await
+        let first = self
+            .query_at(&self.query_path(upstream_id), upstream_id)
+            .await;
+        match first {
+            // Relays answer omni-video queries under another action (anyfast's guide uses
+            // text2video); without a configured query_path, try that before giving up.
+            Err(e) if e.http_status == Some(404) && self.query_path.is_none() => {
+                let id = http::path_segment(upstream_id);
+                let relay = format!("{}/v1/videos/{RELAY_QUERY_ACTION}/{id}", self.prefix);
+                self.query_at(&relay, upstream_id).await.map_err(|_| e)
+            }
+            other => other,
+        }
     }
 
     async fn find_by_external_id(&self, task_id: &str) -> Result<Lookup, ProviderError> {

@@ -260,3 +260,119 @@ fn unsupported(
         .find(|(fails, _, _)| *fails)
         .map(|(_, param, why)| (param, why.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn example_router() -> Router {
+        let toml = include_str!("../../config/omnigate.example.toml");
+        let cfg = Config::from_toml_str(toml, |v| Some(format!("value-of-{v}"))).unwrap();
+        let upstreams = cfg
+            .providers
+            .iter()
+            .map(|(name, c)| Upstream {
+                name: name.clone(),
+                config: c.clone(),
+                adapter: crate::providers::build(name, c).unwrap(),
+            })
+            .collect();
+        Router::new(upstreams)
+    }
+
+    /// The worked quote example in the README.
+    #[test]
+    fn the_readme_quote_example_ranks_as_documented() {
+        let req: VideoRequest = serde_json::from_value(serde_json::json!({
+            "model": "kling-v3-omni", "prompt": "hero <<<element_1>>> crosses the bridge",
+            "aspect_ratio": "16:9", "duration": 8, "mode": "std",
+            "element_list": [{"element_id": 835266081714884677u64}], "routing": {"max_cost_usd": 1.0}
+        }))
+        .unwrap();
+        let plan = example_router().plan(&req, &HashMap::new());
+        let ranked: Vec<(&str, f64)> = plan
+            .candidates
+            .iter()
+            .map(|c| (c.upstream.name.as_str(), c.estimate_usd))
+            .collect();
+        assert_eq!(
+            ranked,
+            vec![
+                ("anyfast", 0.5064),
+                ("apimodels", 0.5064),
+                ("kkiai", 0.5064)
+            ]
+        );
+        assert_eq!(plan.passed_over.len(), 1);
+        assert_eq!(plan.passed_over[0].provider, "modellix");
+        assert_eq!(plan.passed_over[0].param.as_deref(), Some("element_list"));
+    }
+
+    #[test]
+    fn an_open_circuit_is_passed_over_and_a_half_open_one_is_a_probe() {
+        let req: VideoRequest = serde_json::from_value(serde_json::json!({
+            "model": "kling-video-o1", "prompt": "p", "aspect_ratio": "1:1"
+        }))
+        .unwrap();
+        let health = HashMap::from([
+            (
+                "apimodels".to_string(),
+                ProviderHealth {
+                    circuit: Circuit::Open,
+                    success_rate: Some(0.1),
+                },
+            ),
+            (
+                "kkiai".to_string(),
+                ProviderHealth {
+                    circuit: Circuit::HalfOpen,
+                    success_rate: None,
+                },
+            ),
+        ]);
+        let plan = example_router().plan(&req, &health);
+        let names: Vec<&str> = plan
+            .candidates
+            .iter()
+            .map(|c| c.upstream.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["kkiai", "modellix"]);
+        assert!(plan.candidates[0].probe);
+        assert!(plan
+            .passed_over
+            .iter()
+            .any(|p| p.provider == "apimodels" && p.why == PassReason::CircuitOpen));
+    }
+
+    #[test]
+    fn a_better_success_rate_breaks_a_price_tie() {
+        let req: VideoRequest = serde_json::from_value(serde_json::json!({
+            "model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "1:1"
+        }))
+        .unwrap();
+        let health = HashMap::from([
+            (
+                "anyfast".to_string(),
+                ProviderHealth {
+                    circuit: Circuit::Closed,
+                    success_rate: Some(0.7),
+                },
+            ),
+            (
+                "apimodels".to_string(),
+                ProviderHealth {
+                    circuit: Circuit::Closed,
+                    success_rate: Some(0.99),
+                },
+            ),
+        ]);
+        let plan = example_router().plan(&req, &health);
+        let names: Vec<&str> = plan
+            .candidates
+            .iter()
+            .map(|c| c.upstream.name.as_str())
+            .collect();
+        assert_eq!(&names[..3], &["kkiai", "apimodels", "anyfast"]);
+    }
+}
