@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Mode, Model, OnOff};
+use crate::domain::{Feature, Mode, Model, OnOff};
 
 /// A credential: prints as `*****` in logs, debug output and errors.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -266,6 +266,14 @@ pub struct ProviderConfig {
     /// at `/kling/v1/videos/text2video/{task_id}`).
     #[serde(default)]
     pub query_path: Option<String>,
+    /// Request features this provider cannot carry although its dialect can; requests
+    /// using them go elsewhere.
+    #[serde(default)]
+    pub unsupported_features: Vec<Feature>,
+    /// Kling dialect: send `element_id` as a JSON string instead of a number (kkiai's
+    /// parameter table types it as a string).
+    #[serde(default)]
+    pub element_id_as_string: bool,
     /// What to do with a task whose submit may or may not have reached this provider when
     /// the provider cannot look tasks up by our id: `fail` it (never a double charge) or
     /// `resubmit` it (never a lost task, at the risk of a duplicate).
@@ -487,8 +495,10 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
             bail!("providers.{name}.{field}: must be a positive number of seconds");
         }
     }
-    if p.dialect != Dialect::Kling && (p.path_prefix.is_some() || p.query_path.is_some()) {
-        bail!("providers.{name}.path_prefix/query_path: only the kling dialect takes these");
+    if p.dialect != Dialect::Kling
+        && (p.path_prefix.is_some() || p.query_path.is_some() || p.element_id_as_string)
+    {
+        bail!("providers.{name}: path_prefix, query_path and element_id_as_string are for the kling dialect only");
     }
     for (model, table) in &p.prices {
         let Some(m) = Model::parse(model) else {

@@ -270,6 +270,54 @@ impl VideoRequest {
 
 pub const DEFAULT_DURATION: u32 = 5;
 
+/// A request feature that an individual provider may be configured as unable to carry,
+/// beyond what its dialect already rules out (e.g. anyfast documents no `negative_prompt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    NegativePrompt,
+    ElementList,
+    Watermark,
+    FrameImages,
+    FeatureVideo,
+    KeepOriginalSound,
+    MultiShot,
+}
+
+impl Feature {
+    pub fn used_by(self, req: &VideoRequest) -> bool {
+        match self {
+            Feature::NegativePrompt => req.negative_prompt.is_some(),
+            Feature::ElementList => !req.element_list.is_empty(),
+            Feature::Watermark => req.watermark.is_some(),
+            Feature::FrameImages => {
+                req.has_frame(FrameType::FirstFrame) || req.has_frame(FrameType::EndFrame)
+            }
+            Feature::FeatureVideo => req
+                .video_list
+                .iter()
+                .any(|v| v.refer_type() == ReferType::Feature),
+            Feature::KeepOriginalSound => req
+                .video_list
+                .iter()
+                .any(|v| v.keep_original_sound.is_some()),
+            Feature::MultiShot => req.is_multi_shot(),
+        }
+    }
+
+    /// The request field that carries the feature.
+    pub fn param(self) -> &'static str {
+        match self {
+            Feature::NegativePrompt => "negative_prompt",
+            Feature::ElementList => "element_list",
+            Feature::Watermark => "watermark",
+            Feature::FrameImages => "image_list",
+            Feature::FeatureVideo | Feature::KeepOriginalSound => "video_list",
+            Feature::MultiShot => "multi_shot",
+        }
+    }
+}
+
 /// The four states a client sees. Every provider's states map onto these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

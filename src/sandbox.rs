@@ -102,6 +102,8 @@ pub fn provider_configs(addr: SocketAddr) -> Vec<(String, ProviderConfig)> {
             priority: 0,
             path_prefix: None,
             query_path: None,
+            unsupported_features: Vec::new(),
+            element_id_as_string: false,
             unknown_submit: Default::default(),
             credential: Credential::Bearer(Secret::new(SANDBOX_KEY)),
             sandbox: true,

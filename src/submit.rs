@@ -1,6 +1,7 @@
 //! Taking a new task: validate, choose providers, write the task, then submit it,
 //! falling over to the next candidate only when the refusal proves nothing was accepted.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -90,11 +91,22 @@ pub struct Created {
 }
 
 pub async fn create_task(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     owner: &ApiKey,
     req: VideoRequest,
     idempotency_key: Option<String>,
 ) -> Result<Created, ApiError> {
+    let claim = idempotency_key.map(|key| IdempotencyClaim {
+        key,
+        request_hash: request_hash(&req),
+        expires_at: now_ms() + gw.config.idempotency_ttl().as_millis() as i64,
+    });
+    // A replay answers with the task it made, whatever the providers' state is now.
+    if let Some(claim) = &claim {
+        if let Some(existing) = gw.store.find_idempotency_key(&owner.id, claim).await? {
+            return replay(gw, existing).await;
+        }
+    }
     let plan = plan_request(gw, &req).await?;
     let id = new_task_id();
     let first = &plan.candidates[0];
@@ -103,11 +115,6 @@ pub async fn create_task(
         .iter()
         .map(|c| c.upstream.config.request_timeout().as_millis() as i64)
         .sum();
-    let claim = idempotency_key.map(|key| IdempotencyClaim {
-        key,
-        request_hash: request_hash(&req),
-        expires_at: now_ms() + gw.config.idempotency_ttl().as_millis() as i64,
-    });
     let inserted = gw
         .store
         .insert_task(
@@ -125,22 +132,48 @@ pub async fn create_task(
             claim.as_ref(),
         )
         .await?;
-    if let Inserted::Existing { task_id, same_body } = inserted {
-        if !same_body {
-            return Err(ApiError::Conflict(
-                "this Idempotency-Key was already used with a different request body".into(),
-            ));
-        }
-        return Ok(Created {
-            task: load(gw, &task_id).await?,
-            replayed: true,
-        });
+    if let existing @ Inserted::Existing { .. } = inserted {
+        return replay(gw, existing).await;
     }
-    submit_in_order(gw, &id, &plan, &req).await?;
+    // The submit runs on its own task: a client that hangs up (or a proxy timeout) must
+    // not cancel it between the provider's acceptance and our record of it.
+    let submit = {
+        let (gw, id) = (gw.clone(), id.clone());
+        tokio::spawn(async move { submit_in_order(&gw, &id, &plan, &req).await })
+    };
+    let outcome = submit
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("submit task ended abnormally: {e}")))?;
+    if let (Err(ApiError::Unprocessable { .. } | ApiError::Upstream { .. }), Some(claim)) =
+        (&outcome, &claim)
+    {
+        // No provider took the task: the key must not pin the client to this failure.
+        gw.store
+            .release_idempotency_key(&owner.id, &claim.key, &id)
+            .await?;
+    }
+    outcome?;
     Ok(Created {
         task: load(gw, &id).await?,
         replayed: false,
     })
+}
+
+async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, ApiError> {
+    match existing {
+        Inserted::Existing {
+            same_body: false, ..
+        } => Err(ApiError::Conflict(
+            "this Idempotency-Key was already used with a different request body".into(),
+        )),
+        Inserted::Existing { task_id, .. } => Ok(Created {
+            task: load(gw, &task_id).await?,
+            replayed: true,
+        }),
+        Inserted::New => Err(ApiError::Internal(anyhow::anyhow!(
+            "replay of a key that was not taken"
+        ))),
+    }
 }
 
 /// Tries the candidates in order until one accepts, the request itself is refused, or
@@ -178,11 +211,13 @@ async fn submit_in_order(
                 // takes over at once (looks it up by external_task_id, or applies the
                 // provider's unknown_submit policy).
                 tracing::warn!(task_id = %id, provider = %up.name, error = %e, "submit outcome unknown; handing to the reconciler");
-                gw.store.mark_submit_unknown(id).await?;
+                gw.store.mark_submit_unknown(id, &gw.instance_id).await?;
                 return Ok(());
             }
             Err(e) if e.kind.is_final_for_request() => {
-                gw.store.fail_task(id, &task_error(&e, &up.name)).await?;
+                gw.store
+                    .fail_task(id, &gw.instance_id, &task_error(&e, &up.name))
+                    .await?;
                 return Err(ApiError::Unprocessable {
                     code: e.kind.code(),
                     param: None,
@@ -204,7 +239,7 @@ async fn submit_in_order(
             message: "every capable provider is recovering from errors; try again shortly".into(),
             provider_message: None,
         };
-        gw.store.fail_task(id, &err).await?;
+        gw.store.fail_task(id, &gw.instance_id, &err).await?;
         return Err(ApiError::Upstream {
             status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
             code: "no_provider_available",
@@ -212,7 +247,9 @@ async fn submit_in_order(
             provider_message: None,
         });
     };
-    gw.store.fail_task(id, &task_error(&e, &provider)).await?;
+    gw.store
+        .fail_task(id, &gw.instance_id, &task_error(&e, &provider))
+        .await?;
     let status = if e.kind == ErrorKind::Timeout {
         axum::http::StatusCode::GATEWAY_TIMEOUT
     } else {
@@ -295,7 +332,13 @@ pub(crate) async fn accept(
     };
     let first_poll = now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64;
     gw.store
-        .mark_accepted(id, &submitted.upstream_id, state, first_poll)
+        .mark_accepted(
+            id,
+            &gw.instance_id,
+            &submitted.upstream_id,
+            state,
+            first_poll,
+        )
         .await?;
     Ok(())
 }

@@ -12,8 +12,9 @@
 //!
 //! 1. `prompt`: 1-2500 characters (blank counts as missing); required unless
 //!    `multi_shot` is true with `shot_type: customize`. `negative_prompt`: at most 2500.
-//! 2. `duration`: kling-video-o1 3-10, kling-v3-omni 3-15; o1 without a video only 5 or
-//!    10; v3-omni with a video at most 10; omitted for a base-video edit.
+//! 2. `duration`: kling-video-o1 3-10, kling-v3-omni 3-15; o1 text-to-video and
+//!    first-frame image-to-video only 5 or 10; v3-omni with a video at most 10; omitted for
+//!    a base-video edit.
 //! 3. `multi_shot`: without it, `shot_type` and `multi_prompt` are omitted; with it,
 //!    `shot_type` is required and a base-video edit is not allowed. `customize` needs
 //!    `multi_prompt` of 1-6 shots, each prompt 1-512 characters, each duration 1 to the
@@ -148,10 +149,12 @@ fn check_duration(req: &VideoRequest) -> Checked {
     let has_video = !req.video_list.is_empty();
     let model = req.model.as_str();
     match req.model {
-        Model::KlingVideoO1 if !has_video && seconds != 5 && seconds != 10 => invalid(format!(
-            "{model} without a reference video accepts a duration of 5 or 10 seconds only, \
-             got {seconds}."
-        )),
+        Model::KlingVideoO1 if is_o1_five_or_ten(req) && seconds != 5 && seconds != 10 => {
+            invalid(format!(
+                "{model} text-to-video and first-frame image-to-video accept a duration of 5 or \
+                 10 seconds only, got {seconds}."
+            ))
+        }
         Model::KlingVideoO1 if !(3..=10).contains(&seconds) => invalid(format!(
             "{model} accepts a duration of 3 to 10 seconds, got {seconds}."
         )),
@@ -164,6 +167,14 @@ fn check_duration(req: &VideoRequest) -> Checked {
         )),
         _ => Ok(()),
     }
+}
+
+/// Kling: "When using text-to-video or first frame image to video, only 5 and 10s are
+/// supported." Generation from reference images or elements alone is neither, so it keeps
+/// the full 3-10 (modellix, stricter, is passed over for it by routing).
+pub fn is_o1_five_or_ten(req: &VideoRequest) -> bool {
+    let text_only = req.image_list.is_empty() && req.element_list.is_empty();
+    req.video_list.is_empty() && (text_only || req.has_frame(FrameType::FirstFrame))
 }
 
 /// Rule 3.
@@ -674,6 +685,7 @@ mod tests {
             ("first_and_end_frame_without_aspect_ratio", json!({"model": "kling-video-o1", "prompt": "a cat", "duration": 10, "image_list": [end, first]})),
             ("base_video_edit_without_duration", json!({"model": "kling-v3-omni", "prompt": "make it snow", "video_list": [{"video_url": "https://a.example/v.mp4", "keep_original_sound": "yes"}]})),
             ("feature_video_v3_10s", json!({"model": "kling-v3-omni", "prompt": "in the style of <<<video_1>>>", "aspect_ratio": "16:9", "duration": 10, "video_list": [{"video_url": "https://a.example/v.mp4", "refer_type": "feature"}]})),
+            ("o1_reference_images_7s", json!({"model": "kling-video-o1", "prompt": "<<<image_1>>> on a beach", "aspect_ratio": "16:9", "duration": 7, "image_list": [{"image_url": "https://a.example/1.png"}]})),
             ("feature_video_o1_7s", json!({"model": "kling-video-o1", "prompt": "like <<<video_1>>>", "aspect_ratio": "16:9", "duration": 7, "video_list": [{"video_url": "http://a.example/v.mp4", "refer_type": "feature", "keep_original_sound": "no"}]})),
             ("multi_shot_customize_summing_to_duration", json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "duration": 12, "multi_shot": true, "shot_type": "customize", "multi_prompt": [{"index": 1, "prompt": "a door opens", "duration": 4}, {"index": 2, "prompt": "a cat walks in", "duration": "8"}]})),
             ("multi_shot_customize_default_duration", json!({"model": "kling-v3-omni", "prompt": "   ", "aspect_ratio": "16:9", "multi_shot": true, "shot_type": "customize", "multi_prompt": [{"prompt": "a", "duration": 2}, {"prompt": "b", "duration": 3}]})),

@@ -365,7 +365,7 @@ async fn a_crash_during_submit_is_reconciled_without_a_second_upstream_task(db: 
         .await
         .unwrap();
     // The dead process's claim runs out before the reconciler may act: expire it now.
-    sqlx::query("UPDATE tasks SET lease_until = 0")
+    sqlx::query("UPDATE tasks SET lease_until = 0, next_poll_at = 0")
         .execute(store.pool())
         .await
         .unwrap();

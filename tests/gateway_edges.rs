@@ -306,6 +306,7 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
         .unwrap();
         a.mark_accepted(
             &id,
+            "nobody",
             &format!("up-{i}"),
             omnigate::store::TaskState::Queued,
             0,

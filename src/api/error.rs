@@ -29,6 +29,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("this endpoint does not take that method")]
+    MethodNotAllowed,
+    #[error("the body is larger than this gateway accepts ({0} bytes at most)")]
+    PayloadTooLarge(usize),
     /// No provider could take the task (503), or the last one timed out (504).
     #[error("{message}")]
     Upstream {
@@ -57,6 +61,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upstream { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,6 +75,8 @@ impl ApiError {
             ApiError::Unauthorized => ("authentication_error", "invalid_api_key"),
             ApiError::NotFound(_) => ("invalid_request_error", "not_found"),
             ApiError::Conflict(_) => ("invalid_request_error", "idempotency_conflict"),
+            ApiError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
+            ApiError::PayloadTooLarge(_) => ("invalid_request_error", "body_too_large"),
             ApiError::Upstream { code, .. } => ("upstream_error", code),
             ApiError::Internal(_) => ("api_error", "internal_error"),
         }

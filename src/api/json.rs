@@ -2,9 +2,10 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::{ApiError, BodyLimit};
 
 pub struct ValidJson<T>(pub T);
 
@@ -12,13 +13,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|e| ApiError::InvalidRequest {
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit.unwrap_or_default())
+            } else {
+                ApiError::InvalidRequest {
                     param: None,
-                    message: format!("could not read the body: {e}"),
-                })?;
+                    message: format!("could not read the body: {}", e.body_text()),
+                }
+            }
+        })?;
         parse(&bytes).map(ValidJson)
     }
 }

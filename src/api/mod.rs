@@ -9,18 +9,21 @@ mod tasks;
 pub use error::ApiError;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::Gateway;
 
-/// Middleware, outermost first: tracing (one span per request), a 60 s ceiling so a stuck
-/// request cannot hang a connection forever, then the body size limit.
+/// The configured body limit, for the error that names it.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Middleware, outermost first: tracing (one span per request), then the body size limit.
+/// There is no blanket request timeout: a create is bounded by its providers' timeouts,
+/// and its submit runs on its own task so that a client hanging up cannot interrupt it.
 pub fn router(gw: Arc<Gateway>) -> Router {
     let max_body = gw.config.server.max_body_bytes;
     Router::new()
@@ -33,11 +36,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/video/quotes", post(tasks::quote))
         .route("/admin/providers", get(admin::providers))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(60),
-        ))
+        .layer(axum::Extension(BodyLimit(max_body)))
         .layer(TraceLayer::new_for_http())
         .with_state(gw)
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::http::{self, check, malformed, Call, Observed, Reply, Upstream, Verdict};
 use super::{Capabilities, Lookup, Provider, ProviderError, Submitted, UpstreamTask};
 use crate::config::ProviderConfig;
-use crate::domain::{ShotType, TaskStatus, VideoRequest};
+use crate::domain::{TaskStatus, VideoRequest};
 
 const GENERATIONS_PATH: &str = "/api/v1/video/generations";
 
@@ -18,7 +18,10 @@ static CAPABILITIES: Capabilities = Capabilities {
     frame_images: true,
     feature_video: true,
     keep_original_sound: true,
-    shot_types: &[ShotType::Customize],
+    o1_free_duration_from_references: true,
+    // Its document types multi_prompt as a string and needs a prompt in every request:
+    // Kling's storyboard cannot be carried faithfully, so multi-shot is not offered.
+    shot_types: &[],
     upstream_callback: true,
     external_task_id: false,
 };
@@ -370,6 +373,6 @@ mod tests {
         assert!(caps.element_list && caps.watermark && caps.frame_images);
         assert!(caps.feature_video && caps.keep_original_sound && caps.upstream_callback);
         assert!(!caps.negative_prompt && !caps.external_task_id);
-        assert_eq!(caps.shot_types, &[ShotType::Customize]);
+        assert!(caps.shot_types.is_empty());
     }
 }

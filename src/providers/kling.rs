@@ -16,7 +16,7 @@ use crate::domain::{
 const DEFAULT_PREFIX: &str = "/kling";
 const LIST_PAGE_SIZE: usize = 100;
 /// Lookups run shortly after a lost submit answer, and the list is newest first.
-const LIST_MAX_PAGES: u32 = 5;
+pub const LIST_MAX_PAGES: u32 = 5;
 
 static CAPABILITIES: Capabilities = Capabilities {
     element_list: true,
@@ -25,6 +25,7 @@ static CAPABILITIES: Capabilities = Capabilities {
     frame_images: true,
     feature_video: true,
     keep_original_sound: true,
+    o1_free_duration_from_references: true,
     shot_types: &[ShotType::Customize],
     upstream_callback: true,
     external_task_id: true,
@@ -35,6 +36,7 @@ pub struct Kling {
     upstream: Upstream,
     prefix: String,
     query_path: Option<String>,
+    element_id_as_string: bool,
 }
 
 impl Kling {
@@ -49,6 +51,7 @@ impl Kling {
             upstream: Upstream::new(cfg)?,
             prefix: absolute_path(cfg.path_prefix.as_deref().unwrap_or(DEFAULT_PREFIX)),
             query_path: cfg.query_path.as_deref().map(absolute_path),
+            element_id_as_string: cfg.element_id_as_string,
         })
     }
 
@@ -105,7 +108,10 @@ impl Provider for Kling {
     }
 
     async fn submit(&self, task_id: &str, req: &VideoRequest) -> Result<Submitted, ProviderError> {
-        let body = create_body(task_id, req);
+        let mut body = create_body(task_id, req);
+        if self.element_id_as_string {
+            stringify_element_ids(&mut body);
+        }
         let request = self.upstream.post(&self.create_path(), &body);
         self.upstream.call(request, read_created).await
     }
@@ -156,6 +162,16 @@ pub fn create_body(task_id: &str, req: &VideoRequest) -> Value {
     body.extend(shared_fields(req));
     body.insert("external_task_id".into(), json!(task_id));
     Value::Object(body)
+}
+
+/// kkiai's parameter table types `element_id` as a string (its example sends a number).
+fn stringify_element_ids(body: &mut Value) {
+    let elements = body.get_mut("element_list").and_then(Value::as_array_mut);
+    for e in elements.into_iter().flatten() {
+        if let Some(id) = e.get("element_id").and_then(Value::as_u64) {
+            e["element_id"] = json!(id.to_string());
+        }
+    }
 }
 
 /// The fields that every Kling-shaped body carries (apimodels takes them too). Absent
@@ -275,7 +291,9 @@ pub fn kind_for_code(code: i64) -> Option<ErrorKind> {
         1000..=1004 => ErrorKind::Auth,
         1100..=1102 => ErrorKind::Billing,
         1103 => ErrorKind::Auth,
-        1200..=1203 => ErrorKind::BadRequest,
+        1200..=1201 => ErrorKind::BadRequest,
+        // A path or model this reseller does not have says nothing against the request.
+        1202..=1203 => ErrorKind::NotFound,
         1300..=1301 => ErrorKind::ContentPolicy,
         1302 => ErrorKind::RateLimited,
         1303 => ErrorKind::ConcurrencyLimited,
@@ -541,6 +559,20 @@ mod tests {
     }
 
     #[test]
+    fn element_ids_can_be_sent_as_strings() {
+        let req = request(
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "1:1",
+                                 "element_list": [{"element_id": 835266081714884677_u64}]}),
+        );
+        let mut body = create_body("vgt_9", &req);
+        stringify_element_ids(&mut body);
+        assert_eq!(
+            body["element_list"],
+            json!([{"element_id": "835266081714884677"}])
+        );
+    }
+
+    #[test]
     fn base_video_edit_omits_duration() {
         let req = request(json!({
             "model": "kling-v3-omni",
@@ -730,8 +762,8 @@ mod tests {
             (403, 1103, ErrorKind::Auth),
             (400, 1200, ErrorKind::BadRequest),
             (400, 1201, ErrorKind::BadRequest),
-            (404, 1202, ErrorKind::BadRequest),
-            (404, 1203, ErrorKind::BadRequest),
+            (404, 1202, ErrorKind::NotFound),
+            (404, 1203, ErrorKind::NotFound),
             (400, 1300, ErrorKind::ContentPolicy),
             (400, 1301, ErrorKind::ContentPolicy),
             (429, 1302, ErrorKind::RateLimited),
@@ -926,7 +958,7 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Malformed);
         assert!(!err.ambiguous);
         let err = read_task(&reply(404, json!({"code": 1202, "message": "no"})), "86").unwrap_err();
-        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert_eq!(err.kind, ErrorKind::NotFound);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Capabilities {
     pub feature_video: bool,
     pub keep_original_sound: bool,
     pub shot_types: &'static [ShotType],
+    /// kling-video-o1 from reference images or elements alone may last 3-10 s (Kling);
+    /// false where the provider allows only 5 or 10 without a video (modellix).
+    pub o1_free_duration_from_references: bool,
     /// The provider can call us back on status changes.
     pub upstream_callback: bool,
     /// The provider accepts our own id as `external_task_id`, unique per account, and

@@ -18,6 +18,7 @@ static CAPABILITIES: Capabilities = Capabilities {
     // Its `videos` are videos to edit, never feature references.
     feature_video: false,
     keep_original_sound: false,
+    o1_free_duration_from_references: false,
     shot_types: &[ShotType::Intelligence],
     upstream_callback: false,
     external_task_id: false,

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::ProviderConfig;
-use crate::domain::{FrameType, ReferType, VideoRequest};
+use crate::domain::{FrameType, Model, ReferType, VideoRequest, DEFAULT_DURATION};
 use crate::health::{Circuit, ProviderHealth};
 use crate::providers::{Capabilities, Provider};
+use crate::validation::is_o1_five_or_ten;
 
 /// Input videos are 3-10 s; until a base video's length is known its edit is estimated
 /// at the longest, so a budget check never under-counts.
@@ -210,8 +211,22 @@ fn unsupported(
     caps: &Capabilities,
     req: &VideoRequest,
 ) -> Option<(&'static str, String)> {
-    let checks: [(bool, &'static str, &str); 8] = [
+    let o1_reference_duration = req.model == Model::KlingVideoO1
+        && req.video_list.is_empty()
+        && !is_o1_five_or_ten(req)
+        && !matches!(req.duration.unwrap_or(DEFAULT_DURATION), 5 | 10);
+    let checks: [(bool, &'static str, &str); 10] = [
         (!cfg.serves(req.model), "model", "does not serve this model"),
+        (
+            req.multi_shot == Some(true) && caps.shot_types.is_empty(),
+            "multi_shot",
+            "cannot carry multi_shot",
+        ),
+        (
+            o1_reference_duration && !caps.o1_free_duration_from_references,
+            "duration",
+            "allows kling-video-o1 only 5 or 10 s without a video",
+        ),
         (
             !req.element_list.is_empty() && !caps.element_list,
             "element_list",
@@ -255,10 +270,21 @@ fn unsupported(
             "does not offer this shot_type",
         ),
     ];
+    let configured = cfg
+        .unsupported_features
+        .iter()
+        .find(|f| f.used_by(req))
+        .map(|f| {
+            (
+                f.param(),
+                format!("is configured as unable to carry {}", f.param()),
+            )
+        });
     checks
         .into_iter()
         .find(|(fails, _, _)| *fails)
         .map(|(_, param, why)| (param, why.to_string()))
+        .or(configured)
 }
 
 #[cfg(test)]

@@ -289,7 +289,10 @@ impl Store {
         if let Some(claim) = idempotency {
             if !take_idempotency_key(&mut tx, &t.api_key_id, &t.id, claim, now).await? {
                 tx.rollback().await?;
-                return self.idempotency_holder(&t.api_key_id, claim).await;
+                return self
+                    .find_idempotency_key(&t.api_key_id, claim)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("idempotency key taken, then gone"));
             }
         }
         sqlx::query(
@@ -316,23 +319,46 @@ impl Store {
         Ok(Inserted::New)
     }
 
-    async fn idempotency_holder(
+    /// The live holder of an idempotency key, if any.
+    pub async fn find_idempotency_key(
         &self,
         api_key_id: &str,
         claim: &IdempotencyClaim,
-    ) -> anyhow::Result<Inserted> {
+    ) -> anyhow::Result<Option<Inserted>> {
         let row = sqlx::query(
-            "SELECT task_id, request_hash FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+            "SELECT task_id, request_hash FROM idempotency_keys \
+             WHERE api_key_id = $1 AND key = $2 AND expires_at > $3",
         )
         .bind(api_key_id)
         .bind(&claim.key)
-        .fetch_one(&self.pool)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
         .await?;
-        let hash: String = row.try_get("request_hash")?;
-        Ok(Inserted::Existing {
-            task_id: row.try_get("task_id")?,
-            same_body: hash == claim.request_hash,
+        row.map(|r| {
+            Ok(Inserted::Existing {
+                task_id: r.try_get("task_id")?,
+                same_body: r.try_get::<String, _>("request_hash")? == claim.request_hash,
+            })
         })
+        .transpose()
+    }
+
+    /// Frees a key whose task never reached a provider, so that a retry can create one.
+    pub async fn release_idempotency_key(
+        &self,
+        api_key_id: &str,
+        key: &str,
+        task_id: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 AND task_id = $3",
+        )
+        .bind(api_key_id)
+        .bind(key)
+        .bind(task_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Forgets idempotency keys past their window. Returns how many.
@@ -348,16 +374,18 @@ impl Store {
 
     /// The submit may have reached the provider but no answer came: hand the task to the
     /// reconciler now, and never to another provider.
-    pub async fn mark_submit_unknown(&self, id: &str) -> anyhow::Result<()> {
+    pub async fn mark_submit_unknown(&self, id: &str, owner: &str) -> anyhow::Result<()> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done = affected(
             sqlx::query(
-                "UPDATE tasks SET state = 'submit_unknown', updated_at = $2, lease_owner = NULL, lease_until = 0 \
-                 WHERE id = $1 AND state = 'submitting'",
+                "UPDATE tasks SET state = 'submit_unknown', updated_at = $2, next_poll_at = $2, \
+                 lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND state = 'submitting' AND lease_owner = $3",
             )
             .bind(id)
             .bind(now)
+            .bind(owner)
             .execute(&mut *tx)
             .await?,
         );
@@ -411,10 +439,12 @@ impl Store {
     }
 
     /// The provider accepted the task: record its id, schedule the first poll and
-    /// release the submitter's hold. False if the task was no longer submitting.
+    /// release the hold. Only the lease holder may write; false if the task was no longer
+    /// submitting or another process had taken it over.
     pub async fn mark_accepted(
         &self,
         id: &str,
+        owner: &str,
         upstream_id: &str,
         state: TaskState,
         first_poll_at: i64,
@@ -424,13 +454,15 @@ impl Store {
         let done = affected(
             sqlx::query(
                 "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
-                 poll_failures = 0, lease_owner = NULL, lease_until = 0 WHERE id = $1 AND state IN ('submitting', 'submit_unknown')",
+                 poll_failures = 0, lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND state IN ('submitting', 'submit_unknown') AND lease_owner = $6",
             )
             .bind(id)
             .bind(state.as_str())
             .bind(upstream_id)
             .bind(first_poll_at)
             .bind(now)
+            .bind(owner)
             .execute(&mut *tx)
             .await?,
         );
@@ -441,21 +473,29 @@ impl Store {
         Ok(done)
     }
 
-    /// Fails an unfinished task. False if it had already finished.
-    pub async fn fail_task(&self, id: &str, error: &TaskError) -> anyhow::Result<bool> {
+    /// Fails an unfinished task held by `owner`. False if it had already finished or
+    /// another process holds it.
+    pub async fn fail_task(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &TaskError,
+    ) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done = affected(
             sqlx::query(
                 "UPDATE tasks SET state = 'failed', error_code = $2, error_message = $3, error_provider_message = $4, \
                  updated_at = $5, lease_owner = NULL, lease_until = 0 \
-                 WHERE id = $1 AND state IN ('submitting', 'submit_unknown', 'queued', 'in_progress')",
+                 WHERE id = $1 AND state IN ('submitting', 'submit_unknown', 'queued', 'in_progress') \
+                 AND lease_owner = $6",
             )
             .bind(id)
             .bind(&error.code)
             .bind(&error.message)
             .bind(&error.provider_message)
             .bind(now)
+            .bind(owner)
             .execute(&mut *tx)
             .await?,
         );
@@ -477,7 +517,9 @@ impl Store {
         let now = now_ms();
         let filter = match kind {
             ClaimKind::Poll => "state IN ('queued', 'in_progress') AND next_poll_at <= $3",
-            ClaimKind::Reconcile => "state IN ('submitting', 'submit_unknown')",
+            ClaimKind::Reconcile => {
+                "state IN ('submitting', 'submit_unknown') AND next_poll_at <= $3"
+            }
         };
         let sql = format!(
             "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
@@ -565,19 +607,6 @@ impl Store {
             .execute(&self.pool)
             .await?,
         ))
-    }
-
-    /// Gives a task back without changing it (e.g. a reconcile that must wait).
-    pub async fn release(&self, id: &str, owner: &str, retry_at: i64) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE tasks SET lease_owner = NULL, lease_until = $3 WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(retry_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     pub async fn task(&self, id: &str) -> anyhow::Result<Option<TaskRecord>> {

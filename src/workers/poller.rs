@@ -45,6 +45,7 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
         gw.store
             .fail_task(
                 &task.id,
+                &gw.instance_id,
                 &TaskError {
                     code: "provider_unavailable".into(),
                     message: format!(
@@ -60,6 +61,7 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
         gw.store
             .fail_task(
                 &task.id,
+                &gw.instance_id,
                 &TaskError {
                     code: "upstream_timeout".into(),
                     message: format!(
@@ -96,7 +98,7 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
                     "{provider}: status polls kept failing ({})",
                     describe(e.kind)
                 );
-                gw.store.fail_task(&task.id, &err).await?;
+                gw.store.fail_task(&task.id, &gw.instance_id, &err).await?;
             } else {
                 let next = now_ms()
                     + backoff(interval, failures, gw.config.poller.max_backoff_secs).as_millis()
@@ -118,6 +120,7 @@ async fn record_seen(
         gw.store
             .fail_task(
                 &task.id,
+                &gw.instance_id,
                 &TaskError {
                     code: "generation_failed".into(),
                     message: format!(

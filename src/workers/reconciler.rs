@@ -4,7 +4,9 @@
 
 use crate::app::Gateway;
 use crate::config::UnknownSubmit;
-use crate::providers::Lookup;
+use futures::StreamExt;
+
+use crate::providers::{ErrorKind, Lookup};
 use crate::routing::Candidate;
 use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord};
 use crate::submit::{accept, task_error};
@@ -12,8 +14,27 @@ use crate::submit::{accept, task_error};
 /// How long to wait before asking a provider again when a lookup itself failed.
 const RETRY_LOOKUP_MS: i64 = 5_000;
 
+/// Lookups that fail this many times in a row end in the provider's `unknown_submit` policy.
+const MAX_LOOKUP_FAILURES: i64 = 5;
+/// Reconciles of one worker in flight at once.
+const RECONCILE_CONCURRENCY: usize = 8;
+
+/// A reconcile may page through the provider's task list and then resubmit: its lease
+/// covers that many calls at the slowest provider's timeout.
+fn reconcile_lease_ms(gw: &Gateway) -> i64 {
+    let slowest = gw
+        .router
+        .names()
+        .filter_map(|n| gw.router.get(n))
+        .map(|u| u.config.request_timeout().as_millis() as i64)
+        .max()
+        .unwrap_or_default();
+    let calls = crate::providers::kling::LIST_MAX_PAGES as i64 + 2;
+    (calls * slowest + 30_000).max(gw.config.poller.lease().as_millis() as i64)
+}
+
 pub async fn reconcile_once(gw: &Gateway) -> anyhow::Result<usize> {
-    let lease_until = now_ms() + gw.config.poller.lease().as_millis() as i64;
+    let lease_until = now_ms() + reconcile_lease_ms(gw);
     let tasks = gw
         .store
         .claim_due(
@@ -24,11 +45,13 @@ pub async fn reconcile_once(gw: &Gateway) -> anyhow::Result<usize> {
         )
         .await?;
     let n = tasks.len();
-    for t in tasks {
-        if let Err(e) = reconcile_task(gw, &t).await {
-            tracing::error!(task_id = %t.id, error = ?e, "reconcile failed to record");
-        }
-    }
+    futures::stream::iter(tasks)
+        .for_each_concurrent(RECONCILE_CONCURRENCY, |t| async move {
+            if let Err(e) = reconcile_task(gw, &t).await {
+                tracing::error!(task_id = %t.id, error = ?e, "reconcile failed to record");
+            }
+        })
+        .await;
     Ok(n)
 }
 
@@ -51,16 +74,7 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
         probe: false,
     };
     if !up.adapter.capabilities().external_task_id {
-        return match up.config.unknown_submit {
-            UnknownSubmit::Fail => fail(gw, task, "submit_outcome_unknown", format!(
-                "the submit to {provider} got no answer and {provider} cannot look tasks up by our id; \
-                 the task was not resubmitted, so it is never run (or charged) twice"
-            )).await,
-            UnknownSubmit::Resubmit => {
-                tracing::warn!(task_id = %task.id, provider, "submit outcome unknown; resubmitting as configured (unknown_submit = resubmit)");
-                resubmit(gw, task, &candidate).await
-            }
-        };
+        return apply_unknown_submit_policy(gw, task, &candidate).await;
     }
     match up.adapter.find_by_external_id(&task.id).await {
         Ok(Lookup::Found(seen)) => {
@@ -78,7 +92,7 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
                 Err(e) if e.ambiguous => retry_later(gw, task).await,
                 Err(e) => {
                     gw.store
-                        .fail_task(&task.id, &task_error(&e, provider))
+                        .fail_task(&task.id, &gw.instance_id, &task_error(&e, provider))
                         .await?;
                     Ok(())
                 }
@@ -86,7 +100,42 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
         }
         Err(e) => {
             tracing::warn!(task_id = %task.id, provider, error = %e, "lookup by external_task_id failed");
-            retry_later(gw, task).await
+            // A lookup the provider cannot serve (no list endpoint, refused, unreadable)
+            // will not start working by asking again.
+            let hopeless = matches!(
+                e.kind,
+                ErrorKind::NotFound
+                    | ErrorKind::BadRequest
+                    | ErrorKind::Auth
+                    | ErrorKind::Malformed
+            );
+            if hopeless || task.poll_failures + 1 >= MAX_LOOKUP_FAILURES {
+                apply_unknown_submit_policy(gw, task, &candidate).await
+            } else {
+                retry_later(gw, task).await
+            }
+        }
+    }
+}
+
+/// What the provider's config says to do when whether it has the task cannot be known.
+async fn apply_unknown_submit_policy(
+    gw: &Gateway,
+    task: &TaskRecord,
+    candidate: &Candidate,
+) -> anyhow::Result<()> {
+    let provider = &candidate.upstream.name;
+    match candidate.upstream.config.unknown_submit {
+        UnknownSubmit::Fail => {
+            let message = format!(
+                "the submit to {provider} got no answer and {provider} could not say whether it has \
+                 the task; it was not resubmitted, so it is never run (or charged) twice"
+            );
+            fail(gw, task, "submit_outcome_unknown", message).await
+        }
+        UnknownSubmit::Resubmit => {
+            tracing::warn!(task_id = %task.id, provider, "submit outcome unknown; resubmitting as configured (unknown_submit = resubmit)");
+            resubmit(gw, task, candidate).await
         }
     }
 }
@@ -103,7 +152,7 @@ async fn resubmit(gw: &Gateway, task: &TaskRecord, candidate: &Candidate) -> any
         Err(e) if e.ambiguous => retry_later(gw, task).await,
         Err(e) => {
             let err = task_error(&e, &candidate.upstream.name);
-            gw.store.fail_task(&task.id, &err).await?;
+            gw.store.fail_task(&task.id, &gw.instance_id, &err).await?;
             Ok(())
         }
     }
@@ -120,8 +169,9 @@ async fn retry_later(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
         .await;
     }
     gw.store
-        .release(&task.id, &gw.instance_id, now_ms() + RETRY_LOOKUP_MS)
-        .await
+        .poll_failed(task, &gw.instance_id, now_ms() + RETRY_LOOKUP_MS)
+        .await?;
+    Ok(())
 }
 
 async fn fail(gw: &Gateway, task: &TaskRecord, code: &str, message: String) -> anyhow::Result<()> {
@@ -129,6 +179,7 @@ async fn fail(gw: &Gateway, task: &TaskRecord, code: &str, message: String) -> a
     gw.store
         .fail_task(
             &task.id,
+            &gw.instance_id,
             &TaskError {
                 code: code.into(),
                 message,
