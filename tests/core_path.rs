@@ -407,3 +407,21 @@ async fn anyfast_without_a_query_path_still_completes(db: Db) {
     assert_eq!(sim.created_count(), 1);
 }
 on_both_stores!(anyfast_without_a_query_path_still_completes);
+
+/// A Kling reseller without the list endpoint cannot confirm a lost submit: the task ends
+/// by the provider's unknown_submit policy (fail) at once, not after hours of retries.
+async fn a_lookup_the_provider_cannot_serve_ends_in_the_policy(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, sim) = one_provider(&db, SimDialect::Kkiai).await;
+    sim.push_submit_fault(Fault::Slow(Duration::from_secs(4)));
+    sim.push_query_fault(Fault::Status(
+        404,
+        json!({"code": 1202, "message": "no such method"}),
+    ));
+    let task = app.create(&text_to_video("kling-v3-omni")).await;
+    let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "submit_outcome_unknown");
+    assert_eq!(sim.submit_count(), 1);
+}
+on_both_stores!(a_lookup_the_provider_cannot_serve_ends_in_the_policy);

@@ -340,3 +340,31 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
     assert_eq!(unique.len(), ids.len(), "every due task was claimed");
 }
 on_both_stores!(concurrent_claims_never_share_a_task);
+
+#[tokio::test]
+async fn wrong_methods_and_oversized_bodies_get_json_errors() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = support::app::config(&db, vec![]);
+    cfg.sandbox.enabled = SandboxMode::Always;
+    cfg.server.max_body_bytes = 1024;
+    let app = TestApp::start(cfg).await;
+    let resp = app
+        .client
+        .delete(format!("{}/v1/video/generations", app.base))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
+    let big = json!({"model": "kling-v3-omni", "prompt": "x".repeat(4096), "aspect_ratio": "16:9"});
+    let (status, err) = app.post("/v1/video/generations", &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(err["error"]["code"], "body_too_large");
+    let (status, err) = app.get("/v1/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+}

@@ -376,3 +376,76 @@ async fn a_quote_matches_what_a_create_then_does(db: Db) {
     assert_eq!(task["cost"]["estimated_usd"], quote["estimated_usd"]);
 }
 on_both_stores!(a_quote_matches_what_a_create_then_does);
+
+async fn a_key_whose_task_no_provider_took_can_be_retried(db: Db) {
+    let db = TestDb::new(db).await;
+    let mut three = Three::start(&db).await;
+    three.cfg.providers.retain(|name, _| name == "kling");
+    let app = TestApp::start(three.cfg.clone()).await;
+    let post = || {
+        app.client
+            .post(format!("{}/v1/video/generations", app.base))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", "retry-me")
+            .json(&plain())
+            .send()
+    };
+    three
+        .kling
+        .push_submit_fault(Fault::Error(SimError::Server));
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let second = post().await.unwrap();
+    assert_eq!(
+        second.status(),
+        StatusCode::ACCEPTED,
+        "the key was released, so a retry creates the task"
+    );
+    assert!(second.headers().get("idempotent-replayed").is_none());
+    let task: Value = second.json().await.unwrap();
+    // A replay answers with the task even when routing would now refuse the request.
+    three
+        .kling
+        .push_submit_fault(Fault::Error(SimError::Server));
+    let replay: Value = post().await.unwrap().json().await.unwrap();
+    assert_eq!(replay["id"], task["id"]);
+    assert_eq!(three.kling.created_count(), 1);
+}
+on_both_stores!(a_key_whose_task_no_provider_took_can_be_retried);
+
+/// Provider-specific limits: modellix allows o1 only 5 or 10 s without a video, apimodels
+/// carries no multi-shot, and a configured unsupported feature excludes a provider.
+async fn provider_specific_limits_route_around_a_provider(db: Db) {
+    let db = TestDb::new(db).await;
+    let mut three = Three::start(&db).await;
+    // modellix cheapest, then apimodels, then kling.
+    three.cfg.providers.get_mut("modellix").unwrap().prices =
+        three.modellix.provider_config(BOTH, 0.01).prices;
+    three.cfg.providers.get_mut("apimodels").unwrap().prices =
+        three.apimodels.provider_config(BOTH, 0.02).prices;
+    three
+        .cfg
+        .providers
+        .get_mut("apimodels")
+        .unwrap()
+        .unsupported_features = vec![omnigate::domain::Feature::Watermark];
+    let app = TestApp::start(three.cfg.clone()).await;
+    let references_7s = json!({"model": "kling-video-o1", "prompt": "<<<image_1>>> at sea", "aspect_ratio": "16:9",
+                               "duration": 7, "image_list": [{"image_url": "https://example.com/ship.png"}]});
+    assert_eq!(app.create(&references_7s).await["provider"], "apimodels");
+    let storyboard = json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "duration": 6, "multi_shot": true,
+        "shot_type": "customize", "multi_prompt": [{"index": 1, "prompt": "dawn", "duration": 3}, {"index": 2, "prompt": "dusk", "duration": 3}]});
+    assert_eq!(app.create(&storyboard).await["provider"], "kling");
+    let watermarked = with(plain(), json!({"watermark": true}));
+    let (_, quote) = app.post("/v1/video/quotes", &watermarked).await;
+    assert_eq!(quote["provider"], "kling", "{quote}");
+    let apimodels = quote["alternatives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["provider"] == "apimodels")
+        .unwrap();
+    assert_eq!(apimodels["param"], "watermark");
+    assert!(three.kling.rejections().is_empty() && three.apimodels.rejections().is_empty());
+}
+on_both_stores!(provider_specific_limits_route_around_a_provider);

@@ -327,6 +327,10 @@ fn valid_kling_bodies() -> Vec<(&'static str, Value)> {
             json!({"duration": "10", "video_list": [video("feature")]}),
         ),
         (
+            "o1 from reference images takes any duration up to 10",
+            json!({"model_name": "kling-video-o1", "duration": "7", "aspect_ratio": "16:9", "image_list": images(2)}),
+        ),
+        (
             "o1 with a feature video takes any duration up to 10",
             json!({"model_name": "kling-video-o1", "duration": "7", "video_list": [video("feature")]}),
         ),
@@ -377,8 +381,9 @@ fn invalid_kling_bodies() -> Vec<(&'static str, Value, &'static str)> {
             "only",
         ),
         (
-            "o1 image to video in 3 seconds",
-            json!({"model_name": "kling-video-o1", "duration": "3", "image_list": images(1)}),
+            "o1 first-frame image to video in 3 seconds",
+            json!({"model_name": "kling-video-o1", "duration": "3",
+                   "image_list": [{"image_url": "https://cdn.example/f.png", "type": "first_frame"}]}),
             "only",
         ),
         (

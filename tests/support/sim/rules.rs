@@ -122,7 +122,10 @@ pub(super) fn check<'a>(
                 "duration: {seconds} with a video; {V3} allows at most 10"
             ));
         }
-        if model == O1 && video.is_none() && seconds != 5 && seconds != 10 {
+        // kkiai: "When using text-to-video or first frame image to video, only 5 and 10s are
+        // supported"; reference images or elements alone keep the full 3-10.
+        let text_or_first_frame = (frames.count == 0 && elements == 0) || frames.first > 0;
+        if model == O1 && video.is_none() && text_or_first_frame && seconds != 5 && seconds != 10 {
             return Err(format!(
                 "duration: {seconds}; {O1} text/image-to-video takes only \"5\" or \"10\""
             ));
