@@ -85,30 +85,7 @@ fn classify_code(code: &Value) -> Option<Verdict> {
 }
 
 pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
-    let body = check(reply, Call::Submit, classify_code)?;
-    let data = body.get("data");
-    let upstream_id = data
-        .and_then(|d| d.get("taskId"))
-        .and_then(http::text)
-        .ok_or_else(|| malformed(reply, Call::Submit, "no data.taskId in the create answer"))?;
-    let state = data
-        .and_then(|d| d.get("state"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let observed = Observed {
-        upstream_id: upstream_id.clone(),
-        raw_state: state.to_string(),
-        status: if state.trim().is_empty() {
-            Some(TaskStatus::Queued)
-        } else {
-            apimodels_state(state)
-        },
-        ..Default::default()
-    };
-    Ok(Submitted {
-        upstream_id,
-        status: observed.settle().status,
-    })
+    http::read_data_created(reply, classify_code, "taskId", "state", apimodels_state)
 }
 
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {

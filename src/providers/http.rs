@@ -10,7 +10,7 @@ use reqwest::RequestBuilder;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{ErrorKind, ProviderError, UpstreamTask};
+use super::{ErrorKind, ProviderError, Submitted, UpstreamTask};
 use crate::config::{Credential, ProviderConfig};
 use crate::domain::{TaskStatus, VideoResult};
 
@@ -204,6 +204,44 @@ pub(super) fn classify_http_like(code: &Value, success: i64) -> Option<Verdict> 
 
 /// A 2xx answer we cannot read as the dialect's success shape. After a submit the task
 /// may exist upstream, so it is ambiguous there.
+/// A create answer shaped `{code, data: {<id_field>, <state_field>}}` (modellix and
+/// apimodels). A missing state means just queued.
+pub(super) fn read_data_created(
+    reply: &Reply,
+    classify: fn(&Value) -> Option<Verdict>,
+    id_field: &str,
+    state_field: &str,
+    map_state: fn(&str) -> Option<TaskStatus>,
+) -> Result<Submitted, ProviderError> {
+    let body = check(reply, Call::Submit, classify)?;
+    let data = body.get("data");
+    let upstream_id = data
+        .and_then(|d| d.get(id_field))
+        .and_then(text)
+        .ok_or_else(|| {
+            let what = format!("no data.{id_field} in the create answer");
+            malformed(reply, Call::Submit, &what)
+        })?;
+    let state = data
+        .and_then(|d| d.get(state_field))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let observed = Observed {
+        upstream_id: upstream_id.clone(),
+        raw_state: state.to_string(),
+        status: if state.trim().is_empty() {
+            Some(TaskStatus::Queued)
+        } else {
+            map_state(state)
+        },
+        ..Default::default()
+    };
+    Ok(Submitted {
+        upstream_id,
+        status: observed.settle().status,
+    })
+}
+
 pub(super) fn malformed(reply: &Reply, call: Call, what: &str) -> ProviderError {
     ProviderError {
         kind: ErrorKind::Malformed,

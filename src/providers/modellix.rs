@@ -122,30 +122,7 @@ fn classify_code(code: &Value) -> Option<Verdict> {
 }
 
 pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
-    let body = check(reply, Call::Submit, classify_code)?;
-    let data = body.get("data");
-    let upstream_id = data
-        .and_then(|d| d.get("task_id"))
-        .and_then(http::text)
-        .ok_or_else(|| malformed(reply, Call::Submit, "no data.task_id in the create answer"))?;
-    let state = data
-        .and_then(|d| d.get("status"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let observed = Observed {
-        upstream_id: upstream_id.clone(),
-        raw_state: state.to_string(),
-        status: if state.trim().is_empty() {
-            Some(TaskStatus::Queued)
-        } else {
-            modellix_state(state)
-        },
-        ..Default::default()
-    };
-    Ok(Submitted {
-        upstream_id,
-        status: observed.settle().status,
-    })
+    http::read_data_created(reply, classify_code, "task_id", "status", modellix_state)
 }
 
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
