@@ -425,3 +425,38 @@ async fn a_lookup_the_provider_cannot_serve_ends_in_the_policy(db: Db) {
     assert_eq!(sim.submit_count(), 1);
 }
 on_both_stores!(a_lookup_the_provider_cannot_serve_ends_in_the_policy);
+
+/// A submit that times out or is answered with garbage, on every dialect: the task always
+/// ends (completed where a lookup by our id can settle it, a clear failure elsewhere) and
+/// never becomes two upstream tasks.
+async fn submit_timeouts_and_garbage_end_cleanly_on_every_dialect(db: Db) {
+    let db = TestDb::new(db).await;
+    for dialect in SimDialect::ALL {
+        for fault in [Fault::Hang, Fault::Malformed] {
+            let (app, sim) = one_provider(&db, dialect).await;
+            sim.push_submit_fault(fault.clone());
+            let task = app.create(&text_to_video("kling-v3-omni")).await;
+            let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
+            if dialect.is_kling() {
+                assert_eq!(done["status"], "completed", "{dialect:?} {fault:?}: {done}");
+            } else {
+                assert_eq!(
+                    done["error"]["code"], "submit_outcome_unknown",
+                    "{dialect:?} {fault:?}: {done}"
+                );
+            }
+            assert!(sim.created_count() <= 1, "{dialect:?} {fault:?}");
+        }
+    }
+}
+on_both_stores!(submit_timeouts_and_garbage_end_cleanly_on_every_dialect);
+
+async fn a_poll_that_times_out_is_retried(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, sim) = one_provider(&db, SimDialect::Apimodels).await;
+    sim.push_query_fault(Fault::Hang);
+    let task = app.create(&text_to_video("kling-video-o1")).await;
+    let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+}
+on_both_stores!(a_poll_that_times_out_is_retried);
