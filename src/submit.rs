@@ -138,20 +138,23 @@ pub async fn create_task(
     // The submit runs on its own task: a client that hangs up (or a proxy timeout) must
     // not cancel it between the provider's acceptance and our record of it.
     let submit = {
-        let (gw, id) = (gw.clone(), id.clone());
-        tokio::spawn(async move { submit_in_order(&gw, &id, &plan, &req).await })
+        let (gw, id, owner_id) = (gw.clone(), id.clone(), owner.id.clone());
+        tokio::spawn(async move {
+            let outcome = submit_in_order(&gw, &id, &plan, &req).await;
+            if let (Err(ApiError::Unprocessable { .. } | ApiError::Upstream { .. }), Some(claim)) =
+                (&outcome, &claim)
+            {
+                // No provider took the task: the key must not pin the client to this failure.
+                gw.store
+                    .release_idempotency_key(&owner_id, &claim.key, &id)
+                    .await?;
+            }
+            outcome
+        })
     };
     let outcome = submit
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("submit task ended abnormally: {e}")))?;
-    if let (Err(ApiError::Unprocessable { .. } | ApiError::Upstream { .. }), Some(claim)) =
-        (&outcome, &claim)
-    {
-        // No provider took the task: the key must not pin the client to this failure.
-        gw.store
-            .release_idempotency_key(&owner.id, &claim.key, &id)
-            .await?;
-    }
     outcome?;
     Ok(Created {
         task: load(gw, &id).await?,
