@@ -449,3 +449,29 @@ async fn provider_specific_limits_route_around_a_provider(db: Db) {
     assert!(three.kling.rejections().is_empty() && three.apimodels.rejections().is_empty());
 }
 on_both_stores!(provider_specific_limits_route_around_a_provider);
+
+/// A provider that cannot even be reached (nothing listens) refused before anything was
+/// sent: the next one takes the task.
+async fn an_unreachable_provider_fails_over(db: Db) {
+    let db = TestDb::new(db).await;
+    let mut three = Three::start(&db).await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut dead = three.kling.provider_config(BOTH, 0.01);
+    dead.base_url = dead_url;
+    three.cfg.providers.insert("dead".into(), dead);
+    let app = TestApp::start(three.cfg.clone()).await;
+    let task = app.create(&plain()).await;
+    assert_eq!(task["provider"], "kling");
+    let (_, full) = app
+        .get(&format!(
+            "/v1/video/generations/{}",
+            task["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(full["attempts"][0]["provider"], "dead");
+    assert_eq!(full["attempts"][0]["outcome"], "refused");
+    assert_eq!(full["attempts"][0]["error_code"], "upstream_unavailable");
+}
+on_both_stores!(an_unreachable_provider_fails_over);
