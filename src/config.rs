@@ -367,7 +367,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("OMNIGATE_").ignore(&["CONFIG"]).split("__"));
+        // Every setting lives in a section, so only `OMNIGATE_<SECTION>__<KEY>` is config;
+        // other OMNIGATE_* variables (OMNIGATE_CONFIG, a token named by admin.token_env)
+        // are not.
+        let env = Env::prefixed("OMNIGATE_")
+            .split("__")
+            .filter(|k| k.as_str().contains('.'));
+        fig = fig.merge(env);
         let mut cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
@@ -577,6 +583,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dialect") || err.contains("sora"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_sections_and_ignores_other_omnigate_variables() {
+        std::env::set_var("OMNIGATE_POLLER__TICK_MS", "123");
+        std::env::set_var("OMNIGATE_ADMIN_TOKEN", "not-a-setting");
+        let cfg = Config::load(None).expect("stray OMNIGATE_* variables are not settings");
+        assert_eq!(cfg.poller.tick_ms, 123);
+        std::env::set_var("OMNIGATE_POLLER__TICK_MSS", "1");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("tick_mss"), "{err}");
+        std::env::remove_var("OMNIGATE_POLLER__TICK_MSS");
+        std::env::remove_var("OMNIGATE_POLLER__TICK_MS");
+        std::env::remove_var("OMNIGATE_ADMIN_TOKEN");
     }
 
     #[test]
