@@ -8,9 +8,7 @@ use serde_json::{json, Map, Value};
 use super::http::{self, check, malformed, Call, Observed, Reply, Upstream, Verdict};
 use super::{Capabilities, ErrorKind, Lookup, Provider, ProviderError, Submitted, UpstreamTask};
 use crate::config::ProviderConfig;
-use crate::domain::{
-    FrameType, Mode, ReferType, Shot, ShotType, TaskStatus, VideoRef, VideoRequest,
-};
+use crate::domain::{FrameType, ReferType, Shot, ShotType, TaskStatus, VideoRef, VideoRequest};
 
 /// Resellers mount Kling's paths under `/kling`; Kling's own host is configured with "".
 const DEFAULT_PREFIX: &str = "/kling";
@@ -181,7 +179,7 @@ pub(super) fn shared_fields(req: &VideoRequest) -> Map<String, Value> {
     if let Some(prompt) = &req.prompt {
         body.insert("prompt".into(), json!(prompt));
     }
-    body.insert("mode".into(), json!(mode_name(req)));
+    body.insert("mode".into(), json!(req.mode().as_str()));
     if let Some(ratio) = req.aspect_ratio {
         body.insert("aspect_ratio".into(), json!(ratio.as_str()));
     }
@@ -213,13 +211,6 @@ pub(super) fn shared_fields(req: &VideoRequest) -> Map<String, Value> {
         body.insert("watermark_info".into(), json!({ "enabled": enabled }));
     }
     body
-}
-
-fn mode_name(req: &VideoRequest) -> &'static str {
-    match req.mode() {
-        Mode::Std => "std",
-        Mode::Pro => "pro",
-    }
 }
 
 fn shot_type_name(shot_type: ShotType) -> &'static str {

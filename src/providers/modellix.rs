@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use super::http::{self, check, malformed, Call, Observed, Reply, Upstream, Verdict};
 use super::{Capabilities, Lookup, Provider, ProviderError, Submitted, UpstreamTask};
 use crate::config::ProviderConfig;
-use crate::domain::{Mode, Model, ShotType, TaskStatus, VideoRequest};
+use crate::domain::{Model, ShotType, TaskStatus, VideoRequest};
 
 static CAPABILITIES: Capabilities = Capabilities {
     element_list: false,
@@ -86,11 +86,7 @@ pub fn create_body(req: &VideoRequest) -> Value {
     if let Some(prompt) = &req.prompt {
         body.insert("prompt".into(), json!(prompt));
     }
-    let mode = match req.mode() {
-        Mode::Std => "std",
-        Mode::Pro => "pro",
-    };
-    body.insert("mode".into(), json!(mode));
+    body.insert("mode".into(), json!(req.mode().as_str()));
     if let Some(ratio) = req.aspect_ratio {
         body.insert("aspect_ratio".into(), json!(ratio.as_str()));
     }
