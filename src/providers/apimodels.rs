@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::http::{self, check, malformed, Call, Observed, Reply, Upstream, Verdict};
+use super::http::{self, Observed, Reply, Upstream, Verdict};
 use super::{Capabilities, Lookup, Provider, ProviderError, Submitted, UpstreamTask};
 use crate::config::ProviderConfig;
 use crate::domain::{TaskStatus, VideoRequest};
@@ -89,19 +89,12 @@ pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
 }
 
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
-    let body = check(reply, Call::Read, classify_code)?;
-    let data = body
-        .get("data")
-        .filter(|d| d.is_object())
-        .ok_or_else(|| malformed(reply, Call::Read, "no data object in the task answer"))?;
-    let state = data
-        .get("state")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (body, state) = http::read_data_task(reply, classify_code, "state")?;
+    let data = &body["data"];
     let observed = Observed {
         upstream_id: upstream_id.to_string(),
-        raw_state: state.to_string(),
-        status: apimodels_state(state),
+        status: apimodels_state(&state),
+        raw_state: state,
         videos: http::videos(data.get("resultUrls")),
         failure_message: data.get("failMsg").and_then(http::text),
         progress: data.get("progress").and_then(http::progress),
@@ -124,18 +117,8 @@ pub fn apimodels_state(state: &str) -> Option<TaskStatus> {
 mod tests {
     use super::*;
     use crate::domain::VideoResult;
+    use crate::providers::fixtures::{reply, request};
     use crate::providers::ErrorKind;
-
-    fn request(v: Value) -> VideoRequest {
-        serde_json::from_value(v).expect("test request parses")
-    }
-
-    fn reply(status: u16, body: Value) -> Reply {
-        Reply {
-            status,
-            body: body.to_string().into_bytes(),
-        }
-    }
 
     #[test]
     fn text_to_video_body_always_sends_mode_and_a_string_duration() {

@@ -242,6 +242,29 @@ pub(super) fn read_data_created(
     })
 }
 
+/// A task answer shaped `{code, data: {...}}` (modellix and apimodels): the checked body
+/// and the raw state found at `data.<state_field>`.
+pub(super) fn read_data_task(
+    reply: &Reply,
+    classify: fn(&Value) -> Option<Verdict>,
+    state_field: &str,
+) -> Result<(Value, String), ProviderError> {
+    let body = check(reply, Call::Read, classify)?;
+    if !body.get("data").is_some_and(Value::is_object) {
+        return Err(malformed(
+            reply,
+            Call::Read,
+            "no data object in the task answer",
+        ));
+    }
+    let state = body["data"]
+        .get(state_field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Ok((body, state))
+}
+
 pub(super) fn malformed(reply: &Reply, call: Call, what: &str) -> ProviderError {
     ProviderError {
         kind: ErrorKind::Malformed,

@@ -468,17 +468,7 @@ pub fn kling_state(state: &str) -> Option<TaskStatus> {
 mod tests {
     use super::*;
     use crate::domain::VideoResult;
-
-    fn request(v: Value) -> VideoRequest {
-        serde_json::from_value(v).expect("test request parses")
-    }
-
-    fn reply(status: u16, body: Value) -> Reply {
-        Reply {
-            status,
-            body: body.to_string().into_bytes(),
-        }
-    }
+    use crate::providers::fixtures::{reply, request};
 
     fn config(extra: Value) -> ProviderConfig {
         let mut v = json!({

@@ -3,6 +3,26 @@
 
 pub mod apimodels;
 mod http;
+
+/// Test fixtures shared by the adapters' unit tests.
+#[cfg(test)]
+mod fixtures {
+    use serde_json::Value;
+
+    use super::http::Reply;
+    use crate::domain::VideoRequest;
+
+    pub fn request(v: Value) -> VideoRequest {
+        serde_json::from_value(v).expect("test request parses")
+    }
+
+    pub fn reply(status: u16, body: Value) -> Reply {
+        Reply {
+            status,
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
 pub mod kling;
 pub mod modellix;
 

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, check, malformed, Call, Observed, Reply, Upstream, Verdict};
+use super::http::{self, Observed, Reply, Upstream, Verdict};
 use super::{Capabilities, Lookup, Provider, ProviderError, Submitted, UpstreamTask};
 use crate::config::ProviderConfig;
 use crate::domain::{Model, ShotType, TaskStatus, VideoRequest};
@@ -122,19 +122,12 @@ pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
 }
 
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
-    let body = check(reply, Call::Read, classify_code)?;
-    let data = body
-        .get("data")
-        .filter(|d| d.is_object())
-        .ok_or_else(|| malformed(reply, Call::Read, "no data object in the task answer"))?;
-    let state = data
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (body, state) = http::read_data_task(reply, classify_code, "status")?;
+    let data = &body["data"];
     let observed = Observed {
         upstream_id: upstream_id.to_string(),
-        raw_state: state.to_string(),
-        status: modellix_state(state),
+        status: modellix_state(&state),
+        raw_state: state,
         // Resource field names are unconfirmed (WIRE-NOTES): `http::video` accepts `url`,
         // `video_url` or a plain string entry.
         videos: http::videos(data.pointer("/result/resources")),
@@ -175,18 +168,8 @@ pub fn modellix_state(state: &str) -> Option<TaskStatus> {
 mod tests {
     use super::*;
     use crate::domain::VideoResult;
+    use crate::providers::fixtures::{reply, request};
     use crate::providers::ErrorKind;
-
-    fn request(v: Value) -> VideoRequest {
-        serde_json::from_value(v).expect("test request parses")
-    }
-
-    fn reply(status: u16, body: Value) -> Reply {
-        Reply {
-            status,
-            body: body.to_string().into_bytes(),
-        }
-    }
 
     #[test]
     fn each_model_has_its_own_slug() {

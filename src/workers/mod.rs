@@ -9,10 +9,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Gateway;
+use crate::store::{now_ms, ClaimKind, TaskRecord};
 
 pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
     let tick = Duration::from_millis(gw.config.poller.tick_ms);
@@ -35,6 +37,40 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             janitor_once(&gw).await
         }),
     ]
+}
+
+/// Claims up to a batch of due tasks of `kind` for `lease_ms` and runs `step` on each,
+/// `concurrency` at a time. Returns how many it claimed.
+async fn claim_and_run<'a, F, Fut>(
+    gw: &'a Gateway,
+    kind: ClaimKind,
+    lease_ms: i64,
+    concurrency: usize,
+    step: F,
+) -> anyhow::Result<usize>
+where
+    F: Fn(&'a Gateway, TaskRecord) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + 'a,
+{
+    let lease_until = now_ms() + lease_ms;
+    let batch = gw.config.poller.batch_size;
+    let tasks = gw
+        .store
+        .claim_due(kind, &gw.instance_id, lease_until, batch)
+        .await?;
+    let n = tasks.len();
+    futures::stream::iter(tasks)
+        .for_each_concurrent(concurrency, |t| {
+            let id = t.id.clone();
+            let run = step(gw, t);
+            async move {
+                if let Err(e) = run.await {
+                    tracing::error!(task_id = %id, ?kind, error = ?e, "task step failed to record");
+                }
+            }
+        })
+        .await;
+    Ok(n)
 }
 
 const JANITOR_TICK: Duration = Duration::from_secs(60);

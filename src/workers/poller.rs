@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use crate::app::Gateway;
 use crate::domain::TaskStatus;
 use crate::health::Phase;
@@ -18,25 +16,15 @@ const POLL_CONCURRENCY: usize = 8;
 
 /// Claims the due tasks and polls each once. Returns how many it claimed.
 pub async fn poll_once(gw: &Gateway) -> anyhow::Result<usize> {
-    let lease_until = now_ms() + gw.config.poller.lease().as_millis() as i64;
-    let tasks = gw
-        .store
-        .claim_due(
-            ClaimKind::Poll,
-            &gw.instance_id,
-            lease_until,
-            gw.config.poller.batch_size,
-        )
-        .await?;
-    let n = tasks.len();
-    futures::stream::iter(tasks)
-        .for_each_concurrent(POLL_CONCURRENCY, |t| async move {
-            if let Err(e) = poll_task(gw, &t).await {
-                tracing::error!(task_id = %t.id, error = ?e, "poll failed to record");
-            }
-        })
-        .await;
-    Ok(n)
+    let lease_ms = gw.config.poller.lease().as_millis() as i64;
+    super::claim_and_run(
+        gw,
+        ClaimKind::Poll,
+        lease_ms,
+        POLL_CONCURRENCY,
+        |gw, t| async move { poll_task(gw, &t).await },
+    )
+    .await
 }
 
 async fn poll_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {

@@ -4,8 +4,6 @@
 
 use crate::app::Gateway;
 use crate::config::UnknownSubmit;
-use futures::StreamExt;
-
 use crate::providers::{ErrorKind, Lookup};
 use crate::routing::Candidate;
 use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord};
@@ -34,25 +32,15 @@ fn reconcile_lease_ms(gw: &Gateway) -> i64 {
 }
 
 pub async fn reconcile_once(gw: &Gateway) -> anyhow::Result<usize> {
-    let lease_until = now_ms() + reconcile_lease_ms(gw);
-    let tasks = gw
-        .store
-        .claim_due(
-            ClaimKind::Reconcile,
-            &gw.instance_id,
-            lease_until,
-            gw.config.poller.batch_size,
-        )
-        .await?;
-    let n = tasks.len();
-    futures::stream::iter(tasks)
-        .for_each_concurrent(RECONCILE_CONCURRENCY, |t| async move {
-            if let Err(e) = reconcile_task(gw, &t).await {
-                tracing::error!(task_id = %t.id, error = ?e, "reconcile failed to record");
-            }
-        })
-        .await;
-    Ok(n)
+    let lease_ms = reconcile_lease_ms(gw);
+    super::claim_and_run(
+        gw,
+        ClaimKind::Reconcile,
+        lease_ms,
+        RECONCILE_CONCURRENCY,
+        |gw, t| async move { reconcile_task(gw, &t).await },
+    )
+    .await
 }
 
 async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {

@@ -180,6 +180,19 @@ impl Drop for TestApp {
     }
 }
 
+/// The statuses a task went through, in order, from its `status_history`.
+pub fn history(task: &Value) -> Vec<String> {
+    task["status_history"]
+        .as_array()
+        .map(|changes| {
+            changes
+                .iter()
+                .filter_map(|c| c["status"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let text = resp.text().await.expect("body");
