@@ -10,20 +10,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::routing::{Router, Upstream};
 use crate::store::Store;
 use crate::{api, providers, sandbox, workers};
-
-/// Everything a request handler or worker needs, shared behind an `Arc`.
-pub struct Gateway {
-    pub store: Store,
-    pub router: Router,
-    /// Provider circuits and outcome statistics, shared with other processes through the store.
-    pub health: crate::health::Health,
-    pub config: Config,
-    /// Names this process in leases, so a lease shows who holds a task.
-    pub instance_id: String,
-}
 
 pub struct RunningApp {
     pub addr: SocketAddr,
@@ -106,6 +96,8 @@ pub async fn build_gateway(
             hostname(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ),
+        submits: tokio_util::task::TaskTracker::new(),
+        draining: CancellationToken::new(),
     });
     if sb.is_some() {
         bootstrap_sandbox_key(&gw).await?;

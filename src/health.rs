@@ -198,6 +198,7 @@ fn counts_against(kind: ErrorKind) -> bool {
         ErrorKind::Retryable
         | ErrorKind::Timeout
         | ErrorKind::Malformed
+        | ErrorKind::Unreadable
         | ErrorKind::RateLimited
         | ErrorKind::ConcurrencyLimited
         | ErrorKind::Billing

@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod health;
 pub mod providers;
 pub mod routing;

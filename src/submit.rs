@@ -7,8 +7,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::api::ApiError;
-use crate::app::Gateway;
 use crate::domain::{TaskStatus, VideoRequest};
+use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
 use crate::routing::{Candidate, PassReason, Plan};
@@ -373,5 +373,6 @@ pub fn describe(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "the provider does not know the task or model",
         ErrorKind::Timeout => "the provider did not answer in time",
         ErrorKind::Malformed => "the provider's answer could not be read",
+        ErrorKind::Unreadable => "the provider's answer could not be interpreted",
     }
 }

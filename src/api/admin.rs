@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::auth::bearer_token;
 use super::ApiError;
-use crate::app::Gateway;
 use crate::config::AdminConfig;
+use crate::gateway::Gateway;
 
 /// `GET /admin/providers`: each configured provider's circuit, success rate, submit
 /// latency, in-flight tasks and last error.

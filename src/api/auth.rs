@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use super::ApiError;
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::store::ApiKey;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is a non-empty one.

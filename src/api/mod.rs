@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 
 /// The configured body limit, for the error that names it.
 #[derive(Clone, Copy)]

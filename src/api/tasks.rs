@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::json::ValidJson;
 use super::ApiError;
-use crate::app::Gateway;
 use crate::domain::{TaskStatus, VideoRequest};
+use crate::gateway::Gateway;
 use crate::store::TaskRecord;
 use crate::{routing, submit};
 

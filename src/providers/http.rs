@@ -171,6 +171,7 @@ pub(super) fn check(
         // A gateway that timed out waiting on the origin may still have let the task
         // through, exactly like our own timeout; an explicit error code says it did not.
         ambiguous: call == Call::Submit && verdict.is_none() && matches!(reply.status, 504 | 524),
+        raw_body: None,
     })
 }
 
@@ -272,6 +273,7 @@ pub(super) fn malformed(reply: &Reply, call: Call, what: &str) -> ProviderError 
         http_status: Some(reply.status),
         code: None,
         ambiguous: call == Call::Submit,
+        raw_body: None,
     }
 }
 

@@ -84,6 +84,9 @@ pub enum ErrorKind {
     /// No answer in time, or an answer we could not read.
     Timeout,
     Malformed,
+    /// A well-formed answer we cannot interpret (an unknown state word, finished with no
+    /// video URL): the message names the field and `raw_body` keeps the answer.
+    Unreadable,
 }
 
 impl ErrorKind {
@@ -99,6 +102,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "upstream_not_found",
             ErrorKind::Timeout => "upstream_timeout",
             ErrorKind::Malformed => "upstream_malformed_response",
+            ErrorKind::Unreadable => "upstream_unreadable",
         }
     }
 
@@ -119,6 +123,8 @@ pub struct ProviderError {
     /// The request may have reached the provider and been accepted even though we did
     /// not get (or could not read) the answer. Submitting elsewhere could make a duplicate.
     pub ambiguous: bool,
+    /// The provider's answer (truncated), kept where it could not be interpreted.
+    pub raw_body: Option<String>,
 }
 
 impl ProviderError {
@@ -129,6 +135,7 @@ impl ProviderError {
             http_status: None,
             code: None,
             ambiguous: false,
+            raw_body: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::store::{now_ms, ClaimKind, TaskRecord};
 
 pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {

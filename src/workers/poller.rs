@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::app::Gateway;
 use crate::domain::TaskStatus;
+use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::UpstreamTask;
 use crate::routing::{self, round_usd};

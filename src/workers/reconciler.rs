@@ -2,8 +2,8 @@
 //! took the request but the answer was lost. Such a task is never submitted a second time
 //! unless the provider positively says it does not have it.
 
-use crate::app::Gateway;
 use crate::config::UnknownSubmit;
+use crate::gateway::Gateway;
 use crate::providers::{ErrorKind, Lookup};
 use crate::routing::Candidate;
 use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord};

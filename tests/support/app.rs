@@ -108,7 +108,7 @@ impl TestApp {
         }
     }
 
-    pub fn gateway(&self) -> &omnigate::app::Gateway {
+    pub fn gateway(&self) -> &omnigate::gateway::Gateway {
         &self.app.as_ref().expect("running").gateway
     }
 

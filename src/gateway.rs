@@ -1,0 +1,25 @@
+//! The shared state of one gateway process: what every request handler and worker
+//! needs. It sits below `api/`, `workers/` and `submit.rs`; `app.rs` builds it and
+//! wires them together.
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::routing::Router;
+use crate::store::Store;
+
+/// Everything a request handler or worker needs, shared behind an `Arc`.
+pub struct Gateway {
+    pub store: Store,
+    pub router: Router,
+    /// Provider circuits and outcome statistics, shared with other processes through the store.
+    pub health: crate::health::Health,
+    pub config: Config,
+    /// Names this process in leases, so a lease shows who holds a task.
+    pub instance_id: String,
+    /// Submits in flight (each runs on its own task); a graceful shutdown waits on them.
+    pub submits: TaskTracker,
+    /// Cancelled when a graceful shutdown begins: creates are refused from then on.
+    pub draining: CancellationToken,
+}
