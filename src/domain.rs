@@ -175,6 +175,13 @@ pub struct Shot {
     pub duration: u32,
 }
 
+impl Shot {
+    /// The shot's number: its own `index`, or its 1-based position when it has none.
+    pub fn number(&self, position: usize) -> u64 {
+        self.index.map_or(position as u64 + 1, u64::from)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
@@ -240,6 +247,13 @@ impl VideoRequest {
         self.multi_shot.unwrap_or(false)
     }
 
+    /// The negative prompt, if it says anything: `""` does not use the feature.
+    pub fn negative_prompt(&self) -> Option<&str> {
+        self.negative_prompt
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+    }
+
     /// The base video being edited, if this is a video-edit request.
     pub fn base_video(&self) -> Option<&VideoRef> {
         self.video_list
@@ -287,7 +301,7 @@ pub enum Feature {
 impl Feature {
     pub fn used_by(self, req: &VideoRequest) -> bool {
         match self {
-            Feature::NegativePrompt => req.negative_prompt.is_some(),
+            Feature::NegativePrompt => req.negative_prompt().is_some(),
             Feature::ElementList => !req.element_list.is_empty(),
             Feature::Watermark => req.watermark.is_some(),
             Feature::FrameImages => {

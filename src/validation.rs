@@ -261,13 +261,23 @@ fn check_customized_shots(req: &VideoRequest) -> Checked {
                 ),
             ));
         }
-        if let Some(index) = shot.index {
-            if !indexes.insert(index) {
-                return Err(ValidationError::new(
-                    format!("multi_prompt[{i}].index"),
-                    format!("shot index {index} is used twice; shot indexes must be unique."),
-                ));
-            }
+        let number = shot.number(i);
+        if !(1..=MAX_SHOTS as u64).contains(&number) {
+            return Err(ValidationError::new(
+                format!("multi_prompt[{i}].index"),
+                format!("shot indexes must be 1 to {MAX_SHOTS}, got {number}."),
+            ));
+        }
+        // A shot without an index is numbered by its position, which may collide with
+        // another shot's explicit index.
+        if !indexes.insert(number) {
+            return Err(ValidationError::new(
+                format!("multi_prompt[{i}].index"),
+                format!(
+                    "shot number {number} is used twice (a shot without an index is numbered \
+                     by its position); shot indexes must be unique."
+                ),
+            ));
         }
     }
     // Each shot is at most `total` (at most 15) and there are at most 6: no overflow.
@@ -516,13 +526,16 @@ fn check_media_source(field: &str, value: &str, base64_allowed: bool) -> Result<
     }
     match Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
-        Ok(url) if base64_allowed && url.scheme() == "data" => check_data_url(field, value),
+        Ok(url) if base64_allowed && url.scheme() == "data" => {
+            check_data_url(field, value)?;
+            check_image_size(field, value.split_once(',').unwrap_or_default().1)
+        }
         Ok(url) => Err(format!(
             "{field} must be {expected}; the {} scheme is not accepted.",
             url.scheme()
         )),
         // Base64 has no `:`, so it never parses as an absolute URL and lands here.
-        Err(_) if base64_allowed && is_base64(value) => Ok(()),
+        Err(_) if base64_allowed && is_base64(value) => check_image_size(field, value),
         Err(_) => Err(format!("{field} must be {expected}.")),
     }
 }
@@ -545,6 +558,22 @@ fn check_data_url(field: &str, value: &str) -> Result<(), String> {
             "a data URL in {field} must read data:image/<type>;base64,<base64 data>."
         ))
     }
+}
+
+/// The largest image any provider takes (anyfast documents 10 MB); a larger one would be
+/// refused upstream after routing, so it is refused here, before any provider call.
+const IMAGE_MAX_BYTES: usize = 10 * 1024 * 1024;
+
+fn check_image_size(field: &str, base64: &str) -> Result<(), String> {
+    let padding = base64.bytes().rev().take_while(|b| *b == b'=').count();
+    let decoded = (base64.len() - padding) * 3 / 4;
+    if decoded > IMAGE_MAX_BYTES {
+        return Err(format!(
+            "{field} decodes to {decoded} bytes; an image may be at most 10 MB \
+             ({IMAGE_MAX_BYTES} bytes). Prefer an image URL for large images."
+        ));
+    }
+    Ok(())
 }
 
 fn is_base64(s: &str) -> bool {
@@ -630,6 +659,9 @@ mod tests {
             case("r3_shot_durations_must_sum_to_duration", v3(json!({"duration": 10, "multi_shot": true, "shot_type": "customize", "multi_prompt": [shot("a", 4), shot("b", 4)]})), "multi_prompt", "add up to the task duration of 10"),
             case("r3_shot_durations_sum_to_default_5", v3(json!({"multi_shot": true, "shot_type": "customize", "multi_prompt": [shot("a", 3), shot("b", 3)]})), "multi_prompt", "the default, as duration is omitted"),
             case("r3_shot_indexes_unique", v3(json!({"multi_shot": true, "shot_type": "customize", "multi_prompt": [{"index": 1, "prompt": "a", "duration": 2}, {"index": 1, "prompt": "b", "duration": 3}]})), "multi_prompt[1].index", "unique"),
+            case("r3_unindexed_shot_collides_with_given_index", v3(json!({"multi_shot": true, "shot_type": "customize", "multi_prompt": [{"prompt": "a", "duration": 2}, {"index": 1, "prompt": "b", "duration": 3}]})), "multi_prompt[1].index", "used twice"),
+            case("r3_shot_index_at_most_6", v3(json!({"multi_shot": true, "shot_type": "customize", "multi_prompt": [{"index": 7, "prompt": "a", "duration": 5}]})), "multi_prompt[0].index", "1 to 6"),
+            case("r3_shot_index_at_least_1", v3(json!({"multi_shot": true, "shot_type": "customize", "multi_prompt": [{"index": 0, "prompt": "a", "duration": 5}]})), "multi_prompt[0].index", "1 to 6"),
             case("r3_intelligence_forbids_multi_prompt", v3(json!({"multi_shot": true, "shot_type": "intelligence", "multi_prompt": [shot("a", 5)]})), "multi_prompt", "omitted with shot_type intelligence"),
             case("r3_multi_shot_not_with_base_edit", v3(json!({"multi_shot": true, "shot_type": "intelligence", "video_list": [base]})), "multi_shot", "editing a video"),
             // 4. sound
@@ -668,6 +700,8 @@ mod tests {
             case("r11_image_neither_url_nor_base64", v3(json!({"image_list": [img("cat.png")]})), "image_list[0].image_url", "base64 image data"),
             case("r11_image_data_url_not_image", v3(json!({"image_list": [img(&format!("data:text/plain;base64,{B64}"))]})), "image_list[0].image_url", "data:image/<type>;base64"),
             case("r11_image_data_url_bad_payload", v3(json!({"image_list": [img("data:image/png;base64,not base64!")]})), "image_list[0].image_url", "data:image/<type>;base64"),
+            case("r11_base64_image_at_most_10_mb", v3(json!({"image_list": [img("https://a.example/x.png"), img(&"A".repeat(14_000_004))]})), "image_list[1].image_url", "at most 10 MB"),
+            case("r11_data_url_image_at_most_10_mb", v3(json!({"image_list": [img(&format!("data:image/png;base64,{}", "A".repeat(14_000_004)))]})), "image_list[0].image_url", "at most 10 MB"),
             case("r11_video_base64_rejected", v3(json!({"video_list": [{"video_url": B64, "refer_type": "feature"}]})), "video_list[0].video_url", "an http(s) URL"),
             case("r11_video_file_rejected", v3(json!({"video_list": [{"video_url": "file:///tmp/v.mp4", "refer_type": "feature"}]})), "video_list[0].video_url", "the file scheme is not accepted"),
         ]
@@ -687,6 +721,7 @@ mod tests {
             ("feature_video_v3_10s", json!({"model": "kling-v3-omni", "prompt": "in the style of <<<video_1>>>", "aspect_ratio": "16:9", "duration": 10, "video_list": [{"video_url": "https://a.example/v.mp4", "refer_type": "feature"}]})),
             ("o1_reference_images_7s", json!({"model": "kling-video-o1", "prompt": "<<<image_1>>> on a beach", "aspect_ratio": "16:9", "duration": 7, "image_list": [{"image_url": "https://a.example/1.png"}]})),
             ("feature_video_o1_7s", json!({"model": "kling-video-o1", "prompt": "like <<<video_1>>>", "aspect_ratio": "16:9", "duration": 7, "video_list": [{"video_url": "http://a.example/v.mp4", "refer_type": "feature", "keep_original_sound": "no"}]})),
+            ("multi_shot_unindexed_then_next_index", json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "duration": 5, "multi_shot": true, "shot_type": "customize", "multi_prompt": [{"prompt": "a door opens", "duration": 2}, {"index": 2, "prompt": "a cat walks in", "duration": 3}]})),
             ("multi_shot_customize_summing_to_duration", json!({"model": "kling-v3-omni", "aspect_ratio": "16:9", "duration": 12, "multi_shot": true, "shot_type": "customize", "multi_prompt": [{"index": 1, "prompt": "a door opens", "duration": 4}, {"index": 2, "prompt": "a cat walks in", "duration": "8"}]})),
             ("multi_shot_customize_default_duration", json!({"model": "kling-v3-omni", "prompt": "   ", "aspect_ratio": "16:9", "multi_shot": true, "shot_type": "customize", "multi_prompt": [{"prompt": "a", "duration": 2}, {"prompt": "b", "duration": 3}]})),
             ("multi_shot_intelligence", json!({"model": "kling-v3-omni", "prompt": "a heist in three acts", "aspect_ratio": "16:9", "duration": 15, "multi_shot": true, "shot_type": "intelligence"})),

@@ -233,7 +233,7 @@ fn unsupported(
             "cannot carry element_list",
         ),
         (
-            req.negative_prompt.is_some() && !caps.negative_prompt,
+            req.negative_prompt().is_some() && !caps.negative_prompt,
             "negative_prompt",
             "cannot carry negative_prompt",
         ),
@@ -333,6 +333,25 @@ mod tests {
         assert_eq!(plan.passed_over.len(), 1);
         assert_eq!(plan.passed_over[0].provider, "modellix");
         assert_eq!(plan.passed_over[0].param.as_deref(), Some("element_list"));
+    }
+
+    #[test]
+    fn an_empty_negative_prompt_does_not_pass_over_providers_without_the_feature() {
+        let with = |negative: &str| -> Vec<String> {
+            let req: VideoRequest = serde_json::from_value(serde_json::json!({
+                "model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9",
+                "negative_prompt": negative
+            }))
+            .unwrap();
+            let plan = example_router().plan(&req, &HashMap::new());
+            plan.candidates
+                .iter()
+                .map(|c| c.upstream.name.clone())
+                .collect()
+        };
+        assert!(with("").contains(&"apimodels".to_string()));
+        assert!(with("  ").contains(&"apimodels".to_string()));
+        assert!(!with("blurry").contains(&"apimodels".to_string()));
     }
 
     #[test]
