@@ -42,6 +42,8 @@ pub struct Config {
     pub poller: PollerConfig,
     pub sandbox: SandboxConfig,
     pub idempotency: IdempotencyConfig,
+    pub submit: SubmitConfig,
+    pub retention: RetentionConfig,
     pub health: HealthConfig,
     pub admin: AdminConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
@@ -98,6 +100,9 @@ pub struct PollerConfig {
     pub max_task_age_secs: u64,
     /// Consecutive failed polls after which a task is failed.
     pub max_poll_failures: u32,
+    /// Consecutive status answers that cannot be interpreted (an unknown state word, a
+    /// finished task without a video URL) after which a task fails with `upstream_unreadable`.
+    pub max_unreadable_answers: u32,
 }
 
 impl Default for PollerConfig {
@@ -109,6 +114,7 @@ impl Default for PollerConfig {
             max_backoff_secs: 300.0,
             max_task_age_secs: 6 * 3600,
             max_poll_failures: 30,
+            max_unreadable_answers: 5,
         }
     }
 }
@@ -130,6 +136,51 @@ impl Default for IdempotencyConfig {
     fn default() -> Self {
         IdempotencyConfig {
             ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// How a create goes round its candidate providers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmitConfig {
+    /// Rounds over the candidates, in all, when every one refused with a transient code
+    /// (rate or concurrency limits, 5xx): 1 tries each candidate once.
+    pub rounds: u32,
+    /// Pause before another round, in milliseconds; each pause is jittered by up to 50%.
+    pub round_backoff_ms: u64,
+}
+
+impl Default for SubmitConfig {
+    fn default() -> Self {
+        SubmitConfig {
+            rounds: 2,
+            round_backoff_ms: 500,
+        }
+    }
+}
+
+impl SubmitConfig {
+    /// The pause before round `round` (1-based past the first), with jitter.
+    pub fn round_backoff(&self) -> Duration {
+        let jitter = 1.0 + rand::random::<f64>() * 0.5;
+        Duration::from_millis(self.round_backoff_ms).mul_f64(jitter)
+    }
+}
+
+/// How long the details of finished tasks are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days after which a finished task's stored request body, status history and submit
+    /// attempts are deleted (the task itself, its status and result stay). 0 keeps them.
+    pub finished_task_details_days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            finished_task_details_days: 30,
         }
     }
 }

@@ -271,6 +271,26 @@ impl VideoRequest {
             .any(|v| v.keep_original_sound == Some(YesNo::Yes))
     }
 
+    /// The request without its inline (base64) images, each replaced by a note of its size,
+    /// or None when it has none. Kept once a provider has the task: the images are no
+    /// longer needed and would make every later read of the row heavy.
+    pub fn without_inline_images(&self) -> Option<VideoRequest> {
+        let inline = |i: &ImageRef| {
+            !i.image_url.starts_with("http://") && !i.image_url.starts_with("https://")
+        };
+        if !self.image_list.iter().any(inline) {
+            return None;
+        }
+        let mut slim = self.clone();
+        for image in slim.image_list.iter_mut().filter(|i| inline(i)) {
+            image.image_url = format!(
+                "omitted:base64 image of {} characters, removed once a provider accepted the task",
+                image.image_url.len()
+            );
+        }
+        Some(slim)
+    }
+
     /// Seconds of output the request asks for: the declared duration or the default 5.
     /// A base-video edit has no duration of its own (the output matches the input video).
     pub fn output_seconds(&self) -> Option<u32> {

@@ -1,45 +1,99 @@
 //! Taking a new task: validate, choose providers, write the task, then submit it,
 //! falling over to the next candidate only when the refusal proves nothing was accepted.
+//!
+//! The order of writes is what keeps a task from being lost or paid twice: the task row
+//! exists (held by this submit's own lease token) before any provider is called, the
+//! provider's acceptance is recorded before anything else, and statistics come last and
+//! may fail without consequence.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
 use crate::domain::{TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
 use crate::routing::{Candidate, PassReason, Plan};
 use crate::store::{
-    now_ms, ApiKey, Attempt, IdempotencyClaim, Inserted, NewTask, TaskError, TaskRecord, TaskState,
+    lease_token, now_ms, Acceptance, ApiKey, Attempt, IdempotencyClaim, Inserted, NewTask,
+    TaskError, TaskRecord, TaskState,
 };
 use crate::validation;
 
-/// Extra time on top of the upstream timeouts before another process may decide the
-/// submitter died.
+/// Extra time on top of an upstream call's timeout before another claim may decide the
+/// submitter died. The lease is pushed ahead while a call is in flight.
 const SUBMIT_LEASE_MARGIN_MS: i64 = 30_000;
+/// Pauses before each retry of recording an acceptance (the provider has the task, and
+/// will bill it: its id must not be lost to a blip of the database).
+const RECORD_RETRY_DELAYS_MS: [u64; 4] = [50, 200, 500, 1_000];
+
+/// Why a create did not produce an accepted task. The API maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The request breaks a rule; names the field.
+    #[error("{message}")]
+    Invalid {
+        param: Option<String>,
+        message: String,
+    },
+    /// Well-formed, but no configured provider can carry it.
+    #[error("{message}")]
+    NoCapableProvider {
+        param: Option<String>,
+        message: String,
+    },
+    /// A provider refused the request itself: content policy, or every candidate refused
+    /// the parameters.
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: String,
+        provider_message: Option<String>,
+    },
+    /// No provider could take the task now; `timed_out` when the last one did not answer.
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        provider_message: Option<String>,
+        timed_out: bool,
+    },
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyConflict,
+    /// The store failed after the task was written: the id lets the client find it.
+    #[error("task {task_id}: the store failed while recording it")]
+    StoreAfterWrite {
+        task_id: String,
+        #[source]
+        source: anyhow::Error,
+    },
+    /// The store failed before anything was written.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
 
 pub fn new_task_id() -> String {
     format!("vgt_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Checks a request against the rules and the configured providers without writing
-/// anything: the plan is what a create would try, in order.
 /// Checks a request against the rules and the configured providers (and their health)
 /// without writing anything: the plan is what a create would try, in order.
-pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, ApiError> {
-    validation::validate(req).map_err(|e| ApiError::invalid(e.param, e.message))?;
+pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, SubmitError> {
+    validation::validate(req).map_err(|e| SubmitError::Invalid {
+        param: Some(e.param),
+        message: e.message,
+    })?;
     if let Some(names) = req.routing.as_ref().and_then(|r| r.providers.as_ref()) {
         if let Some(unknown) = names.iter().find(|n| gw.router.get(n).is_none()) {
-            return Err(ApiError::invalid(
-                "routing.providers",
-                format!(
+            return Err(SubmitError::Invalid {
+                param: Some("routing.providers".into()),
+                message: format!(
                     "unknown provider {unknown:?}; configured: {}",
                     gw.router.names().collect::<Vec<_>>().join(", ")
                 ),
-            ));
+            });
         }
     }
     let health = gw.health.snapshot().await?;
@@ -50,7 +104,7 @@ pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, ApiE
     Ok(plan)
 }
 
-fn nobody_can_take(plan: &Plan) -> ApiError {
+fn nobody_can_take(plan: &Plan) -> SubmitError {
     let reasons: Vec<String> = plan
         .passed_over
         .iter()
@@ -63,24 +117,22 @@ fn nobody_can_take(plan: &Plan) -> ApiError {
         .iter()
         .any(|p| p.why == PassReason::CircuitOpen)
     {
-        return ApiError::Upstream {
-            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        return SubmitError::Unavailable {
             code: "no_provider_available",
             message: format!(
                 "every capable provider is unavailable ({})",
                 reasons.join("; ")
             ),
             provider_message: None,
+            timed_out: false,
         };
     }
-    ApiError::Unprocessable {
-        code: "no_capable_provider",
+    SubmitError::NoCapableProvider {
         param: plan.passed_over.iter().find_map(|p| p.param.clone()),
         message: format!(
             "no configured provider can serve this request ({})",
             reasons.join("; ")
         ),
-        provider_message: None,
     }
 }
 
@@ -90,12 +142,31 @@ pub struct Created {
     pub replayed: bool,
 }
 
+/// One written task on its way to a provider.
+struct Job {
+    task: NewTask,
+    /// This submit's lease token: every write of the task checks it.
+    token: String,
+    plan: Plan,
+}
+
+/// How a submit ended when it did not fail the task.
+enum SubmitOutcome {
+    /// A provider accepted it; `recorded` is false while the record of that is still being
+    /// retried in the background.
+    Accepted { provider: String, recorded: bool },
+    /// The outcome is unknown: the reconciler has the task now.
+    HandedToReconciler,
+    /// Another claim took the task over mid-submit: it answers for the task.
+    TakenOver,
+}
+
 pub async fn create_task(
     gw: &Arc<Gateway>,
     owner: &ApiKey,
     req: VideoRequest,
     idempotency_key: Option<String>,
-) -> Result<Created, ApiError> {
+) -> Result<Created, SubmitError> {
     let claim = idempotency_key.map(|key| IdempotencyClaim {
         key,
         request_hash: request_hash(&req),
@@ -108,165 +179,288 @@ pub async fn create_task(
         }
     }
     let plan = plan_request(gw, &req).await?;
-    let id = new_task_id();
     let first = &plan.candidates[0];
-    let budget_ms: i64 = plan
-        .candidates
-        .iter()
-        .map(|c| c.upstream.config.request_timeout().as_millis() as i64)
-        .sum();
-    let inserted = gw
-        .store
-        .insert_task(
-            &NewTask {
-                id: id.clone(),
-                api_key_id: owner.id.clone(),
-                request: req.clone(),
-                provider: first.upstream.name.clone(),
-                sandbox: first.upstream.config.sandbox,
-                cost_estimated_usd: Some(first.estimate_usd),
-                routing_reason: plan.reason_for(0),
-                lease_owner: gw.instance_id.clone(),
-                lease_until: now_ms() + budget_ms + SUBMIT_LEASE_MARGIN_MS,
-            },
-            claim.as_ref(),
-        )
-        .await?;
-    if let existing @ Inserted::Existing { .. } = inserted {
+    let token = lease_token(&gw.instance_id);
+    let task = NewTask {
+        id: new_task_id(),
+        api_key_id: owner.id.clone(),
+        provider: first.upstream.name.clone(),
+        sandbox: first.upstream.config.sandbox,
+        cost_estimated_usd: Some(first.estimate_usd),
+        routing_reason: plan.reason_for(0),
+        lease_owner: token.clone(),
+        lease_until: now_ms() + submit_lease_ms(first),
+        request: req,
+    };
+    if let existing @ Inserted::Existing { .. } =
+        gw.store.insert_task(&task, claim.as_ref()).await?
+    {
         return replay(gw, existing).await;
     }
+    let job = Job { task, token, plan };
+    let id = job.task.id.clone();
     // The submit runs on its own task: a client that hangs up (or a proxy timeout) must
-    // not cancel it between the provider's acceptance and our record of it.
+    // not cancel it between the provider's acceptance and our record of it. It is tracked
+    // so that a graceful shutdown waits for it.
     let submit = {
-        let (gw, id, owner_id) = (gw.clone(), id.clone(), owner.id.clone());
-        tokio::spawn(async move {
-            let outcome = submit_in_order(&gw, &id, &plan, &req).await;
-            if let (Err(ApiError::Unprocessable { .. } | ApiError::Upstream { .. }), Some(claim)) =
+        let gw = gw.clone();
+        gw.submits.clone().spawn(async move {
+            let outcome = submit_in_order(&gw, &job).await;
+            if let (Err(SubmitError::Refused { .. } | SubmitError::Unavailable { .. }), Some(c)) =
                 (&outcome, &claim)
             {
                 // No provider took the task: the key must not pin the client to this failure.
-                gw.store
-                    .release_idempotency_key(&owner_id, &claim.key, &id)
-                    .await?;
+                if let Err(e) = gw
+                    .store
+                    .release_idempotency_key(&job.task.api_key_id, &c.key, &job.task.id)
+                    .await
+                {
+                    tracing::warn!(task_id = %job.task.id, error = ?e, "could not release the idempotency key");
+                }
             }
-            outcome
+            outcome.map(|o| (o, job))
         })
     };
-    let outcome = submit
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("submit task ended abnormally: {e}")))?;
-    outcome?;
+    let (outcome, job) = submit.await.map_err(|e| SubmitError::StoreAfterWrite {
+        task_id: id.clone(),
+        source: anyhow::anyhow!("the submit ended abnormally: {e}"),
+    })??;
+    let task = match gw.store.task(&id).await {
+        Ok(Some(task)) => task,
+        // The provider has the task and its record is being retried: answer with what we
+        // know rather than an error that would make the client pay for a second one.
+        _ if matches!(
+            outcome,
+            SubmitOutcome::Accepted {
+                recorded: false,
+                ..
+            }
+        ) =>
+        {
+            let SubmitOutcome::Accepted { provider, .. } = outcome else {
+                unreachable!()
+            };
+            let mut pending = TaskRecord::pending(&job.task, TaskState::Queued, now_ms());
+            pending.provider = Some(provider);
+            pending
+        }
+        Ok(None) => {
+            return Err(SubmitError::StoreAfterWrite {
+                task_id: id,
+                source: anyhow::anyhow!("the task vanished after it was written"),
+            })
+        }
+        Err(source) => {
+            return Err(SubmitError::StoreAfterWrite {
+                task_id: id,
+                source,
+            })
+        }
+    };
     Ok(Created {
-        task: load(gw, &id).await?,
+        task,
         replayed: false,
     })
 }
 
-async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, ApiError> {
+async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, SubmitError> {
     match existing {
         Inserted::Existing {
             same_body: false, ..
-        } => Err(ApiError::Conflict(
-            "this Idempotency-Key was already used with a different request body".into(),
-        )),
-        Inserted::Existing { task_id, .. } => Ok(Created {
-            task: load(gw, &task_id).await?,
-            replayed: true,
-        }),
-        Inserted::New => Err(ApiError::Internal(anyhow::anyhow!(
+        } => Err(SubmitError::IdempotencyConflict),
+        Inserted::Existing { task_id, .. } => match gw.store.task(&task_id).await? {
+            Some(task) => Ok(Created {
+                task,
+                replayed: true,
+            }),
+            None => Err(SubmitError::Store(anyhow::anyhow!(
+                "idempotency key points at a missing task {task_id}"
+            ))),
+        },
+        Inserted::New => Err(SubmitError::Store(anyhow::anyhow!(
             "replay of a key that was not taken"
         ))),
     }
 }
 
 /// Tries the candidates in order until one accepts, the request itself is refused, or
-/// the outcome becomes unknown (then nobody else is tried).
-async fn submit_in_order(
-    gw: &Gateway,
-    id: &str,
-    plan: &Plan,
-    req: &VideoRequest,
-) -> Result<(), ApiError> {
-    let mut last_error = None;
-    for (i, candidate) in plan.candidates.iter().enumerate() {
-        let up = &candidate.upstream;
-        if candidate.probe && !gw.health.try_claim_probe(&up.name).await? {
-            continue;
+/// the outcome becomes unknown (then nobody else is tried). When every candidate refused
+/// with a transient code, goes round again after a short jittered pause.
+async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, SubmitError> {
+    let id = &job.task.id;
+    let after_write = |source: anyhow::Error| SubmitError::StoreAfterWrite {
+        task_id: id.clone(),
+        source,
+    };
+    let mut refusals: Vec<(String, ProviderError)> = Vec::new();
+    let mut target = job.task.provider.clone();
+    let mut round: Vec<&Candidate> = job.plan.candidates.iter().collect();
+    for n in 0..gw.config.submit.rounds.max(1) {
+        if n > 0 {
+            tokio::time::sleep(gw.config.submit.round_backoff()).await;
+            tracing::info!(task_id = %id, round = n + 1, "every candidate refused transiently; going round again");
         }
-        if i > 0 {
-            gw.store
-                .set_submit_target(
-                    id,
-                    &up.name,
-                    up.config.sandbox,
-                    Some(candidate.estimate_usd),
-                    &plan.reason_for(i),
-                )
-                .await?;
+        let mut again = Vec::new();
+        for candidate in round {
+            let up = &candidate.upstream;
+            // A half-open circuit gets one probe, in the first round only.
+            if candidate.probe
+                && (n > 0
+                    || !gw
+                        .health
+                        .try_claim_probe(&up.name)
+                        .await
+                        .map_err(after_write)?)
+            {
+                continue;
+            }
+            if up.name != target {
+                let i = job
+                    .plan
+                    .candidates
+                    .iter()
+                    .position(|c| c.upstream.name == up.name)
+                    .unwrap_or_default();
+                let still_ours = gw
+                    .store
+                    .set_submit_target(
+                        id,
+                        &job.token,
+                        &up.name,
+                        up.config.sandbox,
+                        Some(candidate.estimate_usd),
+                        &job.plan.reason_for(i),
+                    )
+                    .await
+                    .map_err(after_write)?;
+                if !still_ours {
+                    return Ok(SubmitOutcome::TakenOver);
+                }
+                target = up.name.clone();
+            }
+            match attempt_submit(gw, id, &job.token, candidate, &job.task.request).await {
+                Attempted::Accepted { recorded } => {
+                    return Ok(SubmitOutcome::Accepted {
+                        provider: up.name.clone(),
+                        recorded,
+                    })
+                }
+                Attempted::Refused(e) if e.ambiguous => {
+                    // The provider may have the task: never submit it elsewhere. The
+                    // reconciler takes over at once (looks it up by external_task_id, or
+                    // applies the provider's unknown_submit policy).
+                    tracing::warn!(task_id = %id, provider = %up.name, error = ?e, "submit outcome unknown; handing to the reconciler");
+                    gw.store
+                        .mark_submit_unknown(id, &job.token)
+                        .await
+                        .map_err(after_write)?;
+                    return Ok(SubmitOutcome::HandedToReconciler);
+                }
+                Attempted::Refused(e) if e.kind == ErrorKind::ContentPolicy => {
+                    let err = task_error(&e, &up.name);
+                    gw.store
+                        .fail_task(id, &job.token, &err)
+                        .await
+                        .map_err(after_write)?;
+                    return Err(SubmitError::Refused {
+                        code: e.kind.code(),
+                        message: format!(
+                            "provider {} refused the request ({})",
+                            up.name,
+                            describe(e.kind)
+                        ),
+                        provider_message: Some(e.message),
+                    });
+                }
+                Attempted::Refused(e) => {
+                    if is_transient(e.kind) {
+                        again.push(candidate);
+                    }
+                    refusals.retain(|(p, _)| p != &up.name);
+                    refusals.push((up.name.clone(), e));
+                }
+            }
         }
-        match attempt_submit(gw, id, candidate, req).await? {
-            Ok(submitted) => {
-                accept(gw, id, candidate, &submitted).await?;
-                return Ok(());
-            }
-            Err(e) if e.ambiguous => {
-                // The provider may have the task: never submit it elsewhere. The reconciler
-                // takes over at once (looks it up by external_task_id, or applies the
-                // provider's unknown_submit policy).
-                tracing::warn!(task_id = %id, provider = %up.name, error = %e, "submit outcome unknown; handing to the reconciler");
-                gw.store.mark_submit_unknown(id, &gw.instance_id).await?;
-                return Ok(());
-            }
-            Err(e) if e.kind.is_final_for_request() => {
-                gw.store
-                    .fail_task(id, &gw.instance_id, &task_error(&e, &up.name))
-                    .await?;
-                return Err(ApiError::Unprocessable {
-                    code: e.kind.code(),
-                    param: None,
-                    message: format!(
-                        "provider {} refused the request ({})",
-                        up.name,
-                        describe(e.kind)
-                    ),
-                    provider_message: Some(e.message),
-                });
-            }
-            Err(e) => last_error = Some((up.name.clone(), e)),
+        if again.is_empty() {
+            break;
         }
+        round = again;
     }
-    let Some((provider, e)) = last_error else {
-        // Every candidate was a half-open circuit whose probe another request holds.
-        let err = TaskError {
-            code: "no_provider_available".into(),
-            message: "every capable provider is recovering from errors; try again shortly".into(),
-            provider_message: None,
+    give_up(gw, job, refusals).await
+}
+
+/// Refusals that may pass within a second: worth another round at the same provider.
+fn is_transient(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Retryable | ErrorKind::RateLimited | ErrorKind::ConcurrencyLimited
+    )
+}
+
+/// Every candidate refused: fails the task and says why, naming every provider's answer.
+async fn give_up(
+    gw: &Gateway,
+    job: &Job,
+    refusals: Vec<(String, ProviderError)>,
+) -> Result<SubmitOutcome, SubmitError> {
+    let id = &job.task.id;
+    let all_bad_request = !refusals.is_empty()
+        && refusals
+            .iter()
+            .all(|(_, e)| e.kind == ErrorKind::BadRequest);
+    let answers = refusals
+        .iter()
+        .map(|(p, e)| format!("{p}: {}", describe(e.kind)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let provider_messages = refusals
+        .iter()
+        .filter(|(_, e)| !e.message.is_empty())
+        .map(|(p, e)| format!("{p}: {}", e.message))
+        .collect::<Vec<_>>();
+    let provider_message = (!provider_messages.is_empty()).then(|| provider_messages.join("\n"));
+    let (error, result) = if all_bad_request {
+        let message = format!("every capable provider refused the parameters ({answers})");
+        let error = TaskError {
+            code: ErrorKind::BadRequest.code().into(),
+            message: message.clone(),
+            provider_message: provider_message.clone(),
         };
-        gw.store.fail_task(id, &gw.instance_id, &err).await?;
-        return Err(ApiError::Upstream {
-            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        let result = SubmitError::Refused {
+            code: ErrorKind::BadRequest.code(),
+            message,
+            provider_message,
+        };
+        (error, result)
+    } else {
+        let message = if refusals.is_empty() {
+            "every capable provider is recovering from errors; try again shortly".to_string()
+        } else {
+            format!("no provider could take the task {id} ({answers})")
+        };
+        let error = TaskError {
+            code: "no_provider_available".into(),
+            message: message.clone(),
+            provider_message: provider_message.clone(),
+        };
+        let result = SubmitError::Unavailable {
             code: "no_provider_available",
-            message: err.message,
-            provider_message: None,
-        });
+            message,
+            provider_message,
+            timed_out: refusals
+                .last()
+                .is_some_and(|(_, e)| e.kind == ErrorKind::Timeout),
+        };
+        (error, result)
     };
     gw.store
-        .fail_task(id, &gw.instance_id, &task_error(&e, &provider))
-        .await?;
-    let status = if e.kind == ErrorKind::Timeout {
-        axum::http::StatusCode::GATEWAY_TIMEOUT
-    } else {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    Err(ApiError::Upstream {
-        status,
-        code: "no_provider_available",
-        message: format!(
-            "no provider could take the task {id}; the last, {provider}, answered: {}",
-            describe(e.kind)
-        ),
-        provider_message: Some(e.message),
-    })
+        .fail_task(id, &job.token, &error)
+        .await
+        .map_err(|source| SubmitError::StoreAfterWrite {
+            task_id: id.clone(),
+            source,
+        })?;
+    Err(result)
 }
 
 /// Identifies a body for idempotency: the parsed request re-serialized, so key order and
@@ -276,81 +470,181 @@ fn request_hash(req: &VideoRequest) -> String {
     hex::encode(Sha256::digest(&canonical))
 }
 
-/// One submit to one provider, recorded as an attempt on the task.
-async fn attempt_submit(
-    gw: &Gateway,
-    id: &str,
-    candidate: &Candidate,
-    req: &VideoRequest,
-) -> anyhow::Result<Result<Submitted, ProviderError>> {
-    let started = Instant::now();
-    let result = candidate.upstream.adapter.submit(id, req).await;
-    gw.health
-        .record(
-            &candidate.upstream.name,
-            Phase::Submit,
-            result.as_ref().map(|_| ()).map_err(|e| e.kind),
-            result.as_ref().err().map(|e| e.message.as_str()),
-            started.elapsed(),
-        )
-        .await?;
-    let (outcome, error_code, message) = match &result {
-        Ok(_) => ("accepted", None, None),
-        Err(e) if e.ambiguous => (
-            "unknown",
-            Some(e.kind.code().to_string()),
-            Some(e.message.clone()),
-        ),
-        Err(e) => (
-            "refused",
-            Some(e.kind.code().to_string()),
-            Some(e.message.clone()),
-        ),
-    };
-    gw.store
-        .record_attempt(
-            id,
-            &Attempt {
-                provider: candidate.upstream.name.clone(),
-                outcome: outcome.into(),
-                error_code,
-                message,
-                latency_ms: started.elapsed().as_millis() as i64,
-                at: now_ms(),
-            },
-        )
-        .await?;
-    Ok(result)
+/// How long a submit to this provider may hold its task before the lease is pushed ahead.
+fn submit_lease_ms(candidate: &Candidate) -> i64 {
+    candidate.upstream.config.request_timeout().as_millis() as i64 + SUBMIT_LEASE_MARGIN_MS
 }
 
-pub(crate) async fn accept(
+/// What one submit to one provider came to.
+pub(crate) enum Attempted {
+    /// `recorded` is false while the record of the acceptance is retried in the background.
+    Accepted {
+        recorded: bool,
+    },
+    Refused(ProviderError),
+}
+
+/// One submit to one provider by the holder of `token`: the acceptance is recorded first
+/// (retried briefly, then in the background), the attempt and health statistics after it
+/// and only best-effort.
+pub(crate) async fn attempt_submit(
     gw: &Gateway,
     id: &str,
+    token: &str,
+    candidate: &Candidate,
+    req: &VideoRequest,
+) -> Attempted {
+    let up = &candidate.upstream;
+    let started = Instant::now();
+    let lease_ms = submit_lease_ms(candidate);
+    let result = gw
+        .store
+        .while_leased(id, token, lease_ms, up.adapter.submit(id, req))
+        .await;
+    let latency = started.elapsed();
+    let mut attempt = Attempt {
+        provider: up.name.clone(),
+        outcome: "accepted".into(),
+        provider_task_id: None,
+        error_code: None,
+        message: None,
+        latency_ms: latency.as_millis() as i64,
+        at: now_ms(),
+    };
+    let attempted = match result {
+        Ok(submitted) => {
+            attempt.provider_task_id = Some(submitted.upstream_id.clone());
+            let slim = req
+                .without_inline_images()
+                .and_then(|r| serde_json::to_string(&r).ok());
+            let recorded =
+                record_acceptance(gw, id, token, candidate, &submitted, &attempt, slim).await;
+            Attempted::Accepted { recorded }
+        }
+        Err(e) => {
+            attempt.outcome = if e.ambiguous { "unknown" } else { "refused" }.into();
+            attempt.error_code = Some(e.kind.code().to_string());
+            attempt.message = Some(e.message.clone());
+            if let Err(err) = gw.store.record_attempt(id, &attempt).await {
+                tracing::warn!(task_id = %id, error = ?err, "could not record a submit attempt");
+            }
+            Attempted::Refused(e)
+        }
+    };
+    let outcome = match &attempted {
+        Attempted::Accepted { .. } => Ok(()),
+        Attempted::Refused(e) => Err(e),
+    };
+    record_health(gw, &up.name, Phase::Submit, outcome, latency).await;
+    attempted
+}
+
+/// Statistics are never worth failing a task over.
+pub(crate) async fn record_health(
+    gw: &Gateway,
+    provider: &str,
+    phase: Phase,
+    outcome: Result<(), &ProviderError>,
+    latency: Duration,
+) {
+    let recorded = gw
+        .health
+        .record(
+            provider,
+            phase,
+            outcome.map_err(|e| e.kind),
+            outcome.err().map(|e| e.message.as_str()),
+            latency,
+        )
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(provider, error = ?e, "could not record a provider outcome");
+    }
+}
+
+/// Records a provider's acceptance, retrying a failed write briefly and then in the
+/// background for as long as the lease lasts. False while the record is still pending.
+async fn record_acceptance(
+    gw: &Gateway,
+    id: &str,
+    token: &str,
+    candidate: &Candidate,
+    submitted: &Submitted,
+    attempt: &Attempt,
+    slim_request: Option<String>,
+) -> bool {
+    let acceptance = Acceptance {
+        upstream_id: &submitted.upstream_id,
+        state: first_state(submitted),
+        first_poll_at: now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64,
+        attempt: Some(attempt),
+        slim_request: slim_request.as_deref(),
+    };
+    for delay in RECORD_RETRY_DELAYS_MS {
+        match gw.store.mark_accepted(id, token, &acceptance).await {
+            Ok(true) => return true,
+            Ok(false) => {
+                // Another claim holds the task (it found our submit late): it answers for it,
+                // and the attempt row just written lets it recover the provider's id.
+                tracing::warn!(task_id = %id, upstream_id = %submitted.upstream_id, "accepted after another claim took the task over");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(task_id = %id, upstream_id = %submitted.upstream_id, error = ?e, "recording the acceptance failed; retrying");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+        }
+    }
+    tracing::error!(task_id = %id, provider = %candidate.upstream.name, upstream_id = %submitted.upstream_id,
+        "could not record the provider's acceptance; retrying in the background");
+    let (store, id, token) = (gw.store.clone(), id.to_string(), token.to_string());
+    let (upstream_id, attempt) = (submitted.upstream_id.clone(), attempt.clone());
+    let (state, first_poll_at) = (acceptance.state, acceptance.first_poll_at);
+    let deadline = Instant::now() + Duration::from_millis(submit_lease_ms(candidate) as u64);
+    gw.submits.spawn(async move {
+        let acceptance = Acceptance {
+            upstream_id: &upstream_id,
+            state,
+            first_poll_at,
+            attempt: Some(&attempt),
+            slim_request: slim_request.as_deref(),
+        };
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if store.mark_accepted(&id, &token, &acceptance).await.is_ok() {
+                tracing::info!(task_id = %id, %upstream_id, "acceptance recorded after retries");
+                return;
+            }
+        }
+        tracing::error!(task_id = %id, %upstream_id, "acceptance never recorded; the reconciler will look the task up");
+    });
+    false
+}
+
+fn first_state(submitted: &Submitted) -> TaskState {
+    match submitted.status {
+        TaskStatus::InProgress => TaskState::InProgress,
+        _ => TaskState::Queued,
+    }
+}
+
+/// Records a task the reconciler found at its provider (no submit attempt of ours got it).
+pub(crate) async fn accept_found(
+    gw: &Gateway,
+    id: &str,
+    token: &str,
     candidate: &Candidate,
     submitted: &Submitted,
 ) -> anyhow::Result<()> {
-    let state = match submitted.status {
-        TaskStatus::InProgress => TaskState::InProgress,
-        _ => TaskState::Queued,
+    let acceptance = Acceptance {
+        upstream_id: &submitted.upstream_id,
+        state: first_state(submitted),
+        first_poll_at: now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64,
+        attempt: None,
+        slim_request: None,
     };
-    let first_poll = now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64;
-    gw.store
-        .mark_accepted(
-            id,
-            &gw.instance_id,
-            &submitted.upstream_id,
-            state,
-            first_poll,
-        )
-        .await?;
+    gw.store.mark_accepted(id, token, &acceptance).await?;
     Ok(())
-}
-
-async fn load(gw: &Gateway, id: &str) -> Result<TaskRecord, ApiError> {
-    gw.store
-        .task(id)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("task {id} vanished after insert")))
 }
 
 pub fn task_error(e: &ProviderError, provider: &str) -> TaskError {

@@ -233,9 +233,21 @@ async fn upstream_refusals_give_clear_errors(db: Db) {
         ),
     ];
     for dialect in SimDialect::ALL {
-        let (app, sim) = one_provider(&db, dialect).await;
+        let sim = Sim::start(dialect).await;
+        let name = format!("{dialect:?}").to_lowercase();
+        let mut cfg = config(&db, vec![(name, sim.provider_config(BOTH, 0.1))]);
+        // Seven refusals in a row must not open the circuit half-way through the cases.
+        cfg.health.consecutive_failures = 100;
+        let app = TestApp::start(cfg).await;
         for (fault, status, code) in cases.clone() {
-            sim.push_submit_fault(fault.clone());
+            // Transient refusals go round twice: refuse both rounds.
+            let transient = matches!(
+                fault,
+                Fault::Error(SimError::Server | SimError::RateLimited)
+            );
+            for _ in 0..if transient { 2 } else { 1 } {
+                sim.push_submit_fault(fault.clone());
+            }
             let (got, body) = app
                 .post("/v1/video/generations", &text_to_video("kling-v3-omni"))
                 .await;

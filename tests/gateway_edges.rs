@@ -304,15 +304,15 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
         )
         .await
         .unwrap();
-        a.mark_accepted(
-            &id,
-            "nobody",
-            &format!("up-{i}"),
-            omnigate::store::TaskState::Queued,
-            0,
-        )
-        .await
-        .unwrap();
+        let upstream_id = format!("up-{i}");
+        let accepted = omnigate::store::Acceptance {
+            upstream_id: &upstream_id,
+            state: omnigate::store::TaskState::Queued,
+            first_poll_at: 0,
+            attempt: None,
+            slim_request: None,
+        };
+        a.mark_accepted(&id, "nobody", &accepted).await.unwrap();
         ids.insert(id);
     }
     let far = omnigate::store::now_ms() + 60_000;

@@ -385,6 +385,10 @@ async fn a_key_whose_task_no_provider_took_can_be_retried(db: Db) {
             .json(&plain())
             .send()
     };
+    // Refused in both rounds.
+    three
+        .kling
+        .push_submit_fault(Fault::Error(SimError::Server));
     three
         .kling
         .push_submit_fault(Fault::Error(SimError::Server));

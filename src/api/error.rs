@@ -125,3 +125,59 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The task logic says what went wrong; the API alone decides the status codes.
+impl From<crate::submit::SubmitError> for ApiError {
+    fn from(e: crate::submit::SubmitError) -> Self {
+        use crate::submit::SubmitError as S;
+        match e {
+            S::Invalid { param, message } => ApiError::InvalidRequest { param, message },
+            S::NoCapableProvider { param, message } => ApiError::Unprocessable {
+                code: "no_capable_provider",
+                param,
+                message,
+                provider_message: None,
+            },
+            S::Refused {
+                code,
+                message,
+                provider_message,
+            } => ApiError::Unprocessable {
+                code,
+                param: None,
+                message,
+                provider_message,
+            },
+            S::Unavailable {
+                code,
+                message,
+                provider_message,
+                timed_out,
+            } => ApiError::Upstream {
+                status: if timed_out {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                code,
+                message,
+                provider_message,
+            },
+            e @ S::IdempotencyConflict => ApiError::Conflict(e.to_string()),
+            S::StoreAfterWrite { task_id, source } => {
+                tracing::error!(%task_id, error = ?source, "store failed after the task was written");
+                ApiError::Upstream {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "store_unavailable",
+                    message: format!(
+                        "task {task_id} was written, but the store failed while recording its \
+                         submit; read it with GET /v1/video/generations/{task_id} before creating \
+                         it again (an Idempotency-Key makes a retry safe)"
+                    ),
+                    provider_message: None,
+                }
+            }
+            S::Store(source) => ApiError::from(source),
+        }
+    }
+}

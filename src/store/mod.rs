@@ -7,8 +7,8 @@ mod tasks;
 
 pub use keys::{ApiKey, NewApiKey};
 pub use tasks::{
-    Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate, StatusChange, TaskError,
-    TaskPage, TaskRecord, TaskState,
+    lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
+    StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +27,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Acceptance writes still to fail on purpose (see `fail_next_acceptance_writes`).
+    injected_faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -67,7 +69,11 @@ impl Store {
             .run(&pool)
             .await
             .context("running database migrations")?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            injected_faults: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -85,6 +91,25 @@ impl Store {
         match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
+        }
+    }
+
+    /// Fault drill: the next `n` writes that record a provider's acceptance fail as a
+    /// database error would, to show that an accepted task is neither lost nor paid twice.
+    pub fn fail_next_acceptance_writes(&self, n: u32) {
+        self.injected_faults
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Takes one injected fault, if any is left.
+    fn injected_fault(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self
+            .injected_faults
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match left {
+            Ok(_) => anyhow::bail!("injected store fault (drill)"),
+            Err(_) => Ok(()),
         }
     }
 

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{affected, now_ms, Store};
-use crate::domain::{TaskStatus, VideoRequest, VideoResult};
+use crate::domain::{Model, TaskStatus, VideoRequest, VideoResult};
 
 /// Where a task is in omnigate's own life cycle. `Submitting` is written before the
 /// upstream call; `SubmitUnknown` means the call may have reached the provider but no
@@ -79,7 +79,10 @@ pub struct TaskError {
 pub struct TaskRecord {
     pub id: String,
     pub api_key_id: String,
-    pub request: VideoRequest,
+    /// The request body itself is not loaded with the task (it may hold base64 images):
+    /// `Store::task_request` reads it where it is needed.
+    pub model: Model,
+    pub metadata: Option<serde_json::Value>,
     pub state: TaskState,
     pub progress: i64,
     pub provider: Option<String>,
@@ -95,12 +98,47 @@ pub struct TaskRecord {
     pub completed_at: Option<i64>,
     pub next_poll_at: i64,
     pub poll_failures: i64,
+    pub resubmits: i64,
+    pub unreadable_answers: i64,
+}
+
+impl TaskRecord {
+    /// The task as it was just written, for answering a create when the store cannot be
+    /// read back (the provider accepted it; its record follows).
+    pub fn pending(t: &NewTask, state: TaskState, at: i64) -> TaskRecord {
+        TaskRecord {
+            id: t.id.clone(),
+            api_key_id: t.api_key_id.clone(),
+            model: t.request.model,
+            metadata: t.request.metadata.clone(),
+            state,
+            progress: 0,
+            provider: Some(t.provider.clone()),
+            provider_task_id: None,
+            sandbox: t.sandbox,
+            videos: Vec::new(),
+            error: None,
+            cost_estimated_usd: t.cost_estimated_usd,
+            cost_final_usd: None,
+            routing_reason: Some(t.routing_reason.clone()),
+            created_at: at,
+            updated_at: at,
+            completed_at: None,
+            next_poll_at: at,
+            poll_failures: 0,
+            resubmits: 0,
+            unreadable_answers: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
     pub provider: String,
     pub outcome: String,
+    /// The provider's id for the task, on the attempt it accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_task_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,6 +163,18 @@ pub struct PollUpdate<'a> {
     pub next_poll_at: i64,
 }
 
+/// A provider's acceptance, as the store records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Acceptance<'a> {
+    pub upstream_id: &'a str,
+    pub state: TaskState,
+    pub first_poll_at: i64,
+    /// The submit attempt that was accepted (None when a lookup found the task).
+    pub attempt: Option<&'a Attempt>,
+    /// The request without its base64 images, to replace the stored one.
+    pub slim_request: Option<&'a str>,
+}
+
 /// What the API writes before it calls any provider.
 #[derive(Debug, Clone)]
 pub struct NewTask {
@@ -135,8 +185,8 @@ pub struct NewTask {
     pub sandbox: bool,
     pub cost_estimated_usd: Option<f64>,
     pub routing_reason: String,
-    /// The submitting process holds the task until this time; after it, a reconciler
-    /// may assume the process died mid-submit.
+    /// The submit's own lease token (see `lease_token`); until `lease_until` passes, no
+    /// reconciler may take the task over.
     pub lease_owner: String,
     pub lease_until: i64,
 }
@@ -172,13 +222,22 @@ pub struct TaskPage {
     pub has_more: bool,
 }
 
+/// Every column a task read returns: the request body is left out on purpose.
 const TASK_COLUMNS: &str =
-    "id, api_key_id, request, state, progress, provider, provider_task_id, sandbox, \
+    "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
-    routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures";
+    routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, resubmits, \
+    unreadable_answers";
+
+/// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
+/// claims, even in one process, can never both write the same task.
+pub fn lease_token(instance_id: &str) -> String {
+    format!("{instance_id}/{}", uuid::Uuid::new_v4().simple())
+}
 
 fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
-    let request: String = row.try_get("request")?;
+    let model: String = row.try_get("model")?;
+    let metadata: Option<String> = row.try_get("metadata")?;
     let result: Option<String> = row.try_get("result")?;
     let error_code: Option<String> = row.try_get("error_code")?;
     let error = match error_code {
@@ -194,7 +253,11 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
     Ok(TaskRecord {
         id: row.try_get("id")?,
         api_key_id: row.try_get("api_key_id")?,
-        request: serde_json::from_str(&request).context("stored request")?,
+        model: Model::parse(&model).with_context(|| format!("stored model {model:?}"))?,
+        metadata: metadata
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .context("stored metadata")?,
         state: TaskState::parse(&row.try_get::<String, _>("state")?)?,
         progress: row.try_get("progress")?,
         provider: row.try_get("provider")?,
@@ -217,6 +280,8 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
         completed_at: row.try_get("completed_at")?,
         next_poll_at: row.try_get("next_poll_at")?,
         poll_failures: row.try_get("poll_failures")?,
+        resubmits: row.try_get("resubmits")?,
+        unreadable_answers: row.try_get("unreadable_answers")?,
     })
 }
 
@@ -258,6 +323,28 @@ async fn take_idempotency_key(
     .execute(&mut **tx)
     .await?;
     Ok(affected(taken))
+}
+
+async fn insert_attempt<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    task_id: &str,
+    a: &Attempt,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO task_attempts (task_id, provider, outcome, provider_task_id, error_code, message, latency_ms, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(task_id)
+    .bind(&a.provider)
+    .bind(&a.outcome)
+    .bind(&a.provider_task_id)
+    .bind(&a.error_code)
+    .bind(&a.message)
+    .bind(a.latency_ms)
+    .bind(a.at)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 async fn record_status(
@@ -397,77 +484,153 @@ impl Store {
     }
 
     /// Points a still-submitting task at the provider about to be tried, so that a crash
-    /// during the call leaves a record of where the request may have gone.
+    /// during the call leaves a record of where the request may have gone. False if the
+    /// claim `token` no longer holds the task.
     pub async fn set_submit_target(
         &self,
         id: &str,
+        token: &str,
         provider: &str,
         sandbox: bool,
         cost_estimated_usd: Option<f64>,
         routing_reason: &str,
-    ) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_micros = $4, routing_reason = $5, updated_at = $6 \
-             WHERE id = $1 AND state = 'submitting'",
+    ) -> anyhow::Result<bool> {
+        Ok(affected(
+            sqlx::query(
+                "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_micros = $4, routing_reason = $5, updated_at = $6 \
+                 WHERE id = $1 AND state = 'submitting' AND lease_owner = $7",
+            )
+            .bind(id)
+            .bind(provider)
+            .bind(sandbox as i64)
+            .bind(cost_estimated_usd.map(to_micros))
+            .bind(routing_reason)
+            .bind(now_ms())
+            .bind(token)
+            .execute(&self.pool)
+            .await?,
+        ))
+    }
+
+    /// Runs `call` (an upstream call) while holding the task for claim `token`: the lease is
+    /// pushed `lease_ms` ahead every third of that, so a slow provider cannot let another
+    /// claim take over a call that is still in flight.
+    pub async fn while_leased<T>(
+        &self,
+        id: &str,
+        token: &str,
+        lease_ms: i64,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(call);
+        let every = std::time::Duration::from_millis((lease_ms / 3).max(100) as u64);
+        loop {
+            tokio::select! {
+                out = &mut call => return out,
+                _ = tokio::time::sleep(every) => {
+                    match self.extend_lease(id, token, now_ms() + lease_ms).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(task_id = %id, "lease lost during an upstream call"),
+                        Err(e) => tracing::warn!(task_id = %id, error = ?e, "could not extend a lease"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds the task for claim `token` until `until`; false if the claim was lost.
+    pub async fn extend_lease(&self, id: &str, token: &str, until: i64) -> anyhow::Result<bool> {
+        Ok(affected(
+            sqlx::query("UPDATE tasks SET lease_until = $3 WHERE id = $1 AND lease_owner = $2")
+                .bind(id)
+                .bind(token)
+                .bind(until)
+                .execute(&self.pool)
+                .await?,
+        ))
+    }
+
+    /// Counts a resubmit of an unconfirmed submit; false (and nothing counted) when the task
+    /// was already resubmitted once or the claim was lost.
+    pub async fn count_resubmit(&self, id: &str, token: &str) -> anyhow::Result<bool> {
+        Ok(affected(
+            sqlx::query(
+                "UPDATE tasks SET resubmits = resubmits + 1 \
+                 WHERE id = $1 AND lease_owner = $2 AND resubmits < 1",
+            )
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await?,
+        ))
+    }
+
+    /// The provider's id from an accepted submit attempt of `provider`, if one was recorded:
+    /// an acceptance whose task update was lost can be recovered from it.
+    pub async fn accepted_attempt(
+        &self,
+        id: &str,
+        provider: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT provider_task_id FROM task_attempts WHERE task_id = $1 AND provider = $2 \
+             AND outcome = 'accepted' AND provider_task_id IS NOT NULL ORDER BY at DESC LIMIT 1",
         )
         .bind(id)
         .bind(provider)
-        .bind(sandbox as i64)
-        .bind(cost_estimated_usd.map(to_micros))
-        .bind(routing_reason)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        Ok(row.map(|r| r.try_get("provider_task_id")).transpose()?)
+    }
+
+    /// The request as the client sent it (base64 images removed once a provider accepted).
+    pub async fn task_request(&self, id: &str) -> anyhow::Result<VideoRequest> {
+        let row = sqlx::query("SELECT request FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        let body: String = row.try_get("request")?;
+        serde_json::from_str(&body).context("stored request")
     }
 
     pub async fn record_attempt(&self, task_id: &str, a: &Attempt) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO task_attempts (task_id, provider, outcome, error_code, message, latency_ms, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(task_id)
-        .bind(&a.provider)
-        .bind(&a.outcome)
-        .bind(&a.error_code)
-        .bind(&a.message)
-        .bind(a.latency_ms)
-        .bind(a.at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_attempt(&self.pool, task_id, a).await
     }
 
-    /// The provider accepted the task: record its id, schedule the first poll and
-    /// release the hold. Only the lease holder may write; false if the task was no longer
-    /// submitting or another process had taken it over.
+    /// The provider accepted the task: record its id (with the attempt that got it, in the
+    /// same transaction), slim the stored request, schedule the first poll and release the
+    /// hold. Only the claim `token` may write; false if the task was no longer submitting or
+    /// another claim had taken it over.
     pub async fn mark_accepted(
         &self,
         id: &str,
-        owner: &str,
-        upstream_id: &str,
-        state: TaskState,
-        first_poll_at: i64,
+        token: &str,
+        a: &Acceptance<'_>,
     ) -> anyhow::Result<bool> {
+        self.injected_fault()?;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done = affected(
             sqlx::query(
                 "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
-                 poll_failures = 0, lease_owner = NULL, lease_until = 0 \
+                 poll_failures = 0, lease_owner = NULL, lease_until = 0, request = COALESCE($7, request) \
                  WHERE id = $1 AND state IN ('submitting', 'submit_unknown') AND lease_owner = $6",
             )
             .bind(id)
-            .bind(state.as_str())
-            .bind(upstream_id)
-            .bind(first_poll_at)
+            .bind(a.state.as_str())
+            .bind(a.upstream_id)
+            .bind(a.first_poll_at)
             .bind(now)
-            .bind(owner)
+            .bind(token)
+            .bind(a.slim_request)
             .execute(&mut *tx)
             .await?,
         );
         if done {
-            record_status(&mut tx, id, state, now).await?;
+            record_status(&mut tx, id, a.state, now).await?;
+        }
+        if let Some(attempt) = a.attempt {
+            insert_attempt(&mut *tx, id, attempt).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -567,7 +730,7 @@ impl Store {
             sqlx::query(
                 "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
                  completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
-                 next_poll_at = $8, poll_failures = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
+                 next_poll_at = $8, poll_failures = 0, unreadable_answers = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
                  WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress')",
             )
             .bind(&task.id)
@@ -607,6 +770,75 @@ impl Store {
             .execute(&self.pool)
             .await?,
         ))
+    }
+
+    /// A status answer could not be interpreted: count it, keep the answer and poll again at
+    /// `next_poll_at`. Releases the lease.
+    pub async fn poll_unreadable(
+        &self,
+        task: &TaskRecord,
+        owner: &str,
+        raw_answer: Option<&str>,
+        next_poll_at: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(affected(
+            sqlx::query(
+                "UPDATE tasks SET unreadable_answers = unreadable_answers + 1, \
+                 last_unreadable_answer = $3, next_poll_at = $4, lease_owner = NULL, lease_until = 0 \
+                 WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(&task.id)
+            .bind(owner)
+            .bind(raw_answer)
+            .bind(next_poll_at)
+            .execute(&self.pool)
+            .await?,
+        ))
+    }
+
+    /// Deletes the request body, status history and attempts of up to `limit` tasks that
+    /// finished before `before`. Returns how many tasks it pruned.
+    pub async fn prune_finished_details(&self, before: i64, limit: u32) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM tasks WHERE state IN ('completed', 'failed') AND details_pruned_at IS NULL \
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let list = |first: usize| {
+            (first..first + ids.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let prune = format!(
+            "UPDATE tasks SET request = '{{}}', details_pruned_at = $1 WHERE id IN ({})",
+            list(2)
+        );
+        let mut q = sqlx::query(&prune).bind(now_ms());
+        for id in &ids {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+        for table in ["task_status_changes", "task_attempts"] {
+            let sql = format!("DELETE FROM {table} WHERE task_id IN ({})", list(1));
+            let mut q = sqlx::query(&sql);
+            for id in &ids {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
     }
 
     pub async fn task(&self, id: &str) -> anyhow::Result<Option<TaskRecord>> {
@@ -694,7 +926,7 @@ impl Store {
 
     pub async fn attempts(&self, id: &str) -> anyhow::Result<Vec<Attempt>> {
         let rows = sqlx::query(
-            "SELECT provider, outcome, error_code, message, latency_ms, at FROM task_attempts WHERE task_id = $1 ORDER BY at",
+            "SELECT provider, outcome, provider_task_id, error_code, message, latency_ms, at FROM task_attempts WHERE task_id = $1 ORDER BY at",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -704,6 +936,7 @@ impl Store {
                 Ok(Attempt {
                     provider: r.try_get("provider")?,
                     outcome: r.try_get("outcome")?,
+                    provider_task_id: r.try_get("provider_task_id")?,
                     error_code: r.try_get("error_code")?,
                     message: r.try_get("message")?,
                     latency_ms: r.try_get("latency_ms")?,

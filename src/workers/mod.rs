@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
-use crate::store::{now_ms, ClaimKind, TaskRecord};
+use crate::store::{lease_token, now_ms, ClaimKind, TaskRecord};
 
 pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
     let tick = Duration::from_millis(gw.config.poller.tick_ms);
@@ -39,8 +39,8 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
     ]
 }
 
-/// Claims up to a batch of due tasks of `kind` for `lease_ms` and runs `step` on each,
-/// `concurrency` at a time. Returns how many it claimed.
+/// Claims up to a batch of due tasks of `kind` for `lease_ms` under a fresh lease token and
+/// runs `step` on each, `concurrency` at a time. Returns how many it claimed.
 async fn claim_and_run<'a, F, Fut>(
     gw: &'a Gateway,
     kind: ClaimKind,
@@ -49,20 +49,18 @@ async fn claim_and_run<'a, F, Fut>(
     step: F,
 ) -> anyhow::Result<usize>
 where
-    F: Fn(&'a Gateway, TaskRecord) -> Fut,
+    F: Fn(&'a Gateway, TaskRecord, String) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + 'a,
 {
     let lease_until = now_ms() + lease_ms;
     let batch = gw.config.poller.batch_size;
-    let tasks = gw
-        .store
-        .claim_due(kind, &gw.instance_id, lease_until, batch)
-        .await?;
+    let token = lease_token(&gw.instance_id);
+    let tasks = gw.store.claim_due(kind, &token, lease_until, batch).await?;
     let n = tasks.len();
     futures::stream::iter(tasks)
         .for_each_concurrent(concurrency, |t| {
             let id = t.id.clone();
-            let run = step(gw, t);
+            let run = step(gw, t, token.clone());
             async move {
                 if let Err(e) = run.await {
                     tracing::error!(task_id = %id, ?kind, error = ?e, "task step failed to record");
@@ -75,11 +73,27 @@ where
 
 const JANITOR_TICK: Duration = Duration::from_secs(60);
 
-/// Forgets expired idempotency keys. Returns 0 so that its loop always sleeps a full tick.
+/// Finished tasks whose details one janitor step deletes at most.
+const RETENTION_BATCH: u32 = 500;
+
+/// Forgets expired idempotency keys and, past the retention period, finished tasks'
+/// request bodies, status history and attempts. Returns 0 so that its loop always sleeps a
+/// full tick.
 pub async fn janitor_once(gw: &Gateway) -> anyhow::Result<usize> {
     let pruned = gw.store.prune_idempotency_keys().await?;
     if pruned > 0 {
         tracing::debug!(pruned, "expired idempotency keys removed");
+    }
+    let days = gw.config.retention.finished_task_details_days;
+    if days > 0 {
+        let before = now_ms() - (days as i64).saturating_mul(86_400_000);
+        let pruned = gw
+            .store
+            .prune_finished_details(before, RETENTION_BATCH)
+            .await?;
+        if pruned > 0 {
+            tracing::info!(pruned, days, "details of old finished tasks deleted");
+        }
     }
     Ok(0)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::domain::TaskStatus;
 use crate::gateway::Gateway;
 use crate::health::Phase;
-use crate::providers::UpstreamTask;
+use crate::providers::{ErrorKind, ProviderError, UpstreamTask};
 use crate::routing::{self, round_usd};
 use crate::store::{now_ms, ClaimKind, PollUpdate, TaskError, TaskRecord, TaskState};
 use crate::submit::{describe, task_error};
@@ -22,114 +22,154 @@ pub async fn poll_once(gw: &Gateway) -> anyhow::Result<usize> {
         ClaimKind::Poll,
         lease_ms,
         POLL_CONCURRENCY,
-        |gw, t| async move { poll_task(gw, &t).await },
+        |gw, t, token| async move { poll_task(gw, &t, &token).await },
     )
     .await
 }
 
-async fn poll_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
+async fn poll_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Result<()> {
     let provider = task.provider.as_deref().unwrap_or_default();
     let Some(up) = gw.router.get(provider) else {
-        gw.store
-            .fail_task(
-                &task.id,
-                &gw.instance_id,
-                &TaskError {
-                    code: "provider_unavailable".into(),
-                    message: format!(
-                        "provider {provider:?} is no longer configured on this gateway"
-                    ),
-                    provider_message: None,
-                },
-            )
-            .await?;
-        return Ok(());
+        let message = format!("provider {provider:?} is no longer configured on this gateway");
+        return fail(gw, task, token, "provider_unavailable", message, None).await;
     };
-    if now_ms() - task.created_at > gw.config.poller.max_task_age_secs as i64 * 1000 {
-        gw.store
-            .fail_task(
-                &task.id,
-                &gw.instance_id,
-                &TaskError {
-                    code: "upstream_timeout".into(),
-                    message: format!(
-                        "{provider} did not finish the task within {} s",
-                        gw.config.poller.max_task_age_secs
-                    ),
-                    provider_message: None,
-                },
-            )
-            .await?;
-        return Ok(());
-    }
     let upstream_id = task.provider_task_id.as_deref().unwrap_or_default();
     let interval = up.config.poll_interval();
+    let lease_ms = gw.config.poller.lease().as_millis() as i64;
     let started = std::time::Instant::now();
-    let result = up.adapter.query(upstream_id).await;
-    gw.health
-        .record(
-            provider,
-            Phase::Poll,
-            result.as_ref().map(|_| ()).map_err(|e| e.kind),
-            result.as_ref().err().map(|e| e.message.as_str()),
-            started.elapsed(),
-        )
-        .await?;
+    let result = gw
+        .store
+        .while_leased(&task.id, token, lease_ms, up.adapter.query(upstream_id))
+        .await;
+    crate::submit::record_health(
+        gw,
+        provider,
+        Phase::Poll,
+        result.as_ref().map(|_| ()),
+        started.elapsed(),
+    )
+    .await;
+    // The age limit is checked after this last look, so a task that finished while its
+    // provider (or omnigate) was unreachable is not reported failed.
+    let finished = matches!(&result, Ok(seen) if matches!(seen.status, TaskStatus::Completed | TaskStatus::Failed));
+    if !finished && now_ms() - task.created_at > gw.config.poller.max_task_age_secs as i64 * 1000 {
+        let message = format!(
+            "{provider} did not finish the task within {} s",
+            gw.config.poller.max_task_age_secs
+        );
+        return fail(gw, task, token, "upstream_timeout", message, None).await;
+    }
     match result {
-        Ok(seen) => record_seen(gw, task, &seen, interval).await,
+        Ok(seen) => record_seen(gw, task, token, &seen, interval).await,
+        Err(e) if e.kind == ErrorKind::Unreadable => {
+            record_unreadable(gw, task, token, &e, interval).await
+        }
         Err(e) => {
             let failures = task.poll_failures as u32 + 1;
-            tracing::warn!(task_id = %task.id, provider, failures, error = %e, "poll failed");
+            tracing::warn!(task_id = %task.id, provider, failures, error = ?e, "poll failed");
             if failures >= gw.config.poller.max_poll_failures {
                 let mut err = task_error(&e, provider);
                 err.message = format!(
                     "{provider}: status polls kept failing ({})",
                     describe(e.kind)
                 );
-                gw.store.fail_task(&task.id, &gw.instance_id, &err).await?;
+                gw.store.fail_task(&task.id, token, &err).await?;
             } else {
                 let next = now_ms()
                     + backoff(interval, failures, gw.config.poller.max_backoff_secs).as_millis()
                         as i64;
-                gw.store.poll_failed(task, &gw.instance_id, next).await?;
+                gw.store.poll_failed(task, token, next).await?;
             }
             Ok(())
         }
     }
 }
 
+/// A status answer omnigate cannot interpret is kept and counted; after
+/// `max_unreadable_answers` of them in a row the task fails rather than waiting, as if in
+/// progress, until the age limit.
+async fn record_unreadable(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: &str,
+    e: &ProviderError,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let provider = task.provider.as_deref().unwrap_or_default();
+    let seen = task.unreadable_answers + 1;
+    tracing::warn!(task_id = %task.id, provider, seen, error = ?e, raw = ?e.raw_body, "status answer could not be interpreted");
+    if seen >= i64::from(gw.config.poller.max_unreadable_answers.max(1)) {
+        let message = format!(
+            "{provider}'s status answer could not be interpreted {seen} times in a row ({})",
+            e.message
+        );
+        return fail(
+            gw,
+            task,
+            token,
+            "upstream_unreadable",
+            message,
+            e.raw_body.clone(),
+        )
+        .await;
+    }
+    let next = now_ms() + interval.as_millis() as i64;
+    gw.store
+        .poll_unreadable(task, token, e.raw_body.as_deref(), next)
+        .await?;
+    Ok(())
+}
+
+async fn fail(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: &str,
+    code: &str,
+    message: String,
+    provider_message: Option<String>,
+) -> anyhow::Result<()> {
+    let error = TaskError {
+        code: code.into(),
+        message,
+        provider_message,
+    };
+    gw.store.fail_task(&task.id, token, &error).await?;
+    Ok(())
+}
+
 async fn record_seen(
     gw: &Gateway,
     task: &TaskRecord,
+    token: &str,
     seen: &UpstreamTask,
     interval: Duration,
 ) -> anyhow::Result<()> {
     if seen.status == TaskStatus::Failed {
-        gw.store
-            .fail_task(
-                &task.id,
-                &gw.instance_id,
-                &TaskError {
-                    code: "generation_failed".into(),
-                    message: format!(
-                        "{} failed the generation",
-                        task.provider.as_deref().unwrap_or_default()
-                    ),
-                    provider_message: seen.failure_message.clone(),
-                },
-            )
-            .await?;
-        return Ok(());
+        let message = format!(
+            "{} failed the generation",
+            task.provider.as_deref().unwrap_or_default()
+        );
+        let provider_message = seen.failure_message.clone();
+        return fail(
+            gw,
+            task,
+            token,
+            "generation_failed",
+            message,
+            provider_message,
+        )
+        .await;
     }
     let state = TaskState::from_public(seen.status);
-    let final_cost = (state == TaskState::Completed)
-        .then(|| final_cost(gw, task, seen))
-        .flatten();
+    let final_cost = match state {
+        TaskState::Completed => final_cost(gw, task, seen).await?,
+        _ => None,
+    };
     let next = now_ms() + interval.as_millis() as i64;
     gw.store
         .apply_poll(
             task,
-            &gw.instance_id,
+            token,
             &PollUpdate {
                 state,
                 progress: seen.progress,
@@ -144,15 +184,22 @@ async fn record_seen(
 
 /// A base-video edit is billed on the input's rounded length, which the result reveals;
 /// anything else costs what was estimated.
-fn final_cost(gw: &Gateway, task: &TaskRecord, seen: &UpstreamTask) -> Option<f64> {
-    if task.request.base_video().is_none() {
-        return task.cost_estimated_usd;
+async fn final_cost(
+    gw: &Gateway,
+    task: &TaskRecord,
+    seen: &UpstreamTask,
+) -> anyhow::Result<Option<f64>> {
+    let request = gw.store.task_request(&task.id).await?;
+    if request.base_video().is_none() {
+        return Ok(task.cost_estimated_usd);
     }
-    let up = gw.router.get(task.provider.as_deref()?)?;
-    let seconds = seen.videos.first()?.duration?.round();
-    Some(round_usd(
-        routing::price_per_second(&up.config, &task.request)? * seconds,
-    ))
+    let Some(up) = task.provider.as_deref().and_then(|p| gw.router.get(p)) else {
+        return Ok(task.cost_estimated_usd);
+    };
+    let seconds = seen.videos.first().and_then(|v| v.duration).map(f64::round);
+    Ok(seconds
+        .zip(routing::price_per_second(&up.config, &request))
+        .map(|(s, per_second)| round_usd(per_second * s)))
 }
 
 fn backoff(interval: Duration, failures: u32, max_secs: f64) -> Duration {

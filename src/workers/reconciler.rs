@@ -1,24 +1,24 @@
 //! Settles tasks whose submit outcome is unknown: the submitter crashed, or the provider
 //! took the request but the answer was lost. Such a task is never submitted a second time
-//! unless the provider positively says it does not have it.
+//! unless the provider positively says it does not have it, or its `unknown_submit`
+//! policy says so; either way at most once.
 
 use crate::config::UnknownSubmit;
 use crate::gateway::Gateway;
-use crate::providers::{ErrorKind, Lookup};
+use crate::providers::{ErrorKind, Lookup, Submitted};
 use crate::routing::Candidate;
 use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord};
-use crate::submit::{accept, task_error};
+use crate::submit::{accept_found, attempt_submit, task_error, Attempted};
 
-/// How long to wait before asking a provider again when a lookup itself failed.
+/// First pause before asking a provider again when a lookup itself failed; it doubles
+/// with each failure up to `RETRY_LOOKUP_MAX_MS`.
 const RETRY_LOOKUP_MS: i64 = 5_000;
-
-/// Lookups that fail this many times in a row end in the provider's `unknown_submit` policy.
-const MAX_LOOKUP_FAILURES: i64 = 5;
+const RETRY_LOOKUP_MAX_MS: i64 = 120_000;
 /// Reconciles of one worker in flight at once.
 const RECONCILE_CONCURRENCY: usize = 8;
 
-/// A reconcile may page through the provider's task list and then resubmit: its lease
-/// covers that many calls at the slowest provider's timeout.
+/// A reconcile makes a lookup and perhaps a submit; the lease is pushed ahead while either
+/// is in flight, so it need only cover one call at the slowest provider's timeout.
 fn reconcile_lease_ms(gw: &Gateway) -> i64 {
     let slowest = gw
         .router
@@ -27,8 +27,7 @@ fn reconcile_lease_ms(gw: &Gateway) -> i64 {
         .map(|u| u.config.request_timeout().as_millis() as i64)
         .max()
         .unwrap_or_default();
-    let calls = crate::providers::kling::LIST_MAX_PAGES as i64 + 2;
-    (calls * slowest + 30_000).max(gw.config.poller.lease().as_millis() as i64)
+    (slowest + 30_000).max(gw.config.poller.lease().as_millis() as i64)
 }
 
 pub async fn reconcile_once(gw: &Gateway) -> anyhow::Result<usize> {
@@ -38,69 +37,72 @@ pub async fn reconcile_once(gw: &Gateway) -> anyhow::Result<usize> {
         ClaimKind::Reconcile,
         lease_ms,
         RECONCILE_CONCURRENCY,
-        |gw, t| async move { reconcile_task(gw, &t).await },
+        |gw, t, token| async move { reconcile_task(gw, &t, &token).await },
     )
     .await
 }
 
-async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
+async fn reconcile_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Result<()> {
     let provider = task.provider.as_deref().unwrap_or_default();
     let Some(up) = gw.router.get(provider) else {
-        return fail(
-            gw,
-            task,
-            "provider_unavailable",
-            format!(
+        let message = format!(
             "the submit to {provider:?} was interrupted and that provider is no longer configured"
-        ),
-        )
-        .await;
+        );
+        return fail(gw, task, token, "provider_unavailable", message).await;
     };
     let candidate = Candidate {
         upstream: up.clone(),
         estimate_usd: task.cost_estimated_usd.unwrap_or_default(),
         probe: false,
     };
-    if !up.adapter.capabilities().external_task_id {
-        return apply_unknown_submit_policy(gw, task, &candidate).await;
+    // A submit that was accepted but whose task update was lost left the provider's id on
+    // its attempt row.
+    if let Some(upstream_id) = gw.store.accepted_attempt(&task.id, provider).await? {
+        tracing::info!(task_id = %task.id, provider, %upstream_id, "recovered an acceptance from its attempt record");
+        let submitted = Submitted {
+            upstream_id,
+            status: crate::domain::TaskStatus::Queued,
+        };
+        return accept_found(gw, &task.id, token, &candidate, &submitted).await;
     }
-    match up.adapter.find_by_external_id(&task.id).await {
+    if !up.adapter.capabilities().external_task_id {
+        return apply_unknown_submit_policy(gw, task, token, &candidate).await;
+    }
+    let lookup = gw
+        .store
+        .while_leased(
+            &task.id,
+            token,
+            reconcile_lease_ms(gw),
+            up.adapter.find_by_external_id(&task.id),
+        )
+        .await;
+    match lookup {
         Ok(Lookup::Found(seen)) => {
             tracing::info!(task_id = %task.id, provider, "found the interrupted submit upstream");
-            let submitted = crate::providers::Submitted {
+            let submitted = Submitted {
                 upstream_id: seen.upstream_id,
                 status: seen.status,
             };
-            accept(gw, &task.id, &candidate, &submitted).await
+            accept_found(gw, &task.id, token, &candidate, &submitted).await
         }
         Ok(Lookup::Absent) => {
             tracing::info!(task_id = %task.id, provider, "interrupted submit never landed; submitting again");
-            match up.adapter.submit(&task.id, &task.request).await {
-                Ok(submitted) => accept(gw, &task.id, &candidate, &submitted).await,
-                Err(e) if e.ambiguous => retry_later(gw, task).await,
-                Err(e) => {
-                    gw.store
-                        .fail_task(&task.id, &gw.instance_id, &task_error(&e, provider))
-                        .await?;
-                    Ok(())
-                }
-            }
+            resubmit_once(gw, task, token, &candidate).await
         }
         Err(e) => {
-            tracing::warn!(task_id = %task.id, provider, error = %e, "lookup by external_task_id failed");
-            // A lookup the provider cannot serve (no list endpoint, refused, unreadable)
-            // will not start working by asking again.
+            tracing::warn!(task_id = %task.id, provider, error = ?e, "lookup by external_task_id failed");
+            // A lookup the provider cannot serve (no such endpoint, refused) will not start
+            // working by asking again; anything else may be a blip while the task is running
+            // and billing, so it is asked again until the task's age limit.
             let hopeless = matches!(
                 e.kind,
-                ErrorKind::NotFound
-                    | ErrorKind::BadRequest
-                    | ErrorKind::Auth
-                    | ErrorKind::Malformed
+                ErrorKind::NotFound | ErrorKind::BadRequest | ErrorKind::Auth
             );
-            if hopeless || task.poll_failures + 1 >= MAX_LOOKUP_FAILURES {
-                apply_unknown_submit_policy(gw, task, &candidate).await
+            if hopeless {
+                apply_unknown_submit_policy(gw, task, token, &candidate).await
             } else {
-                retry_later(gw, task).await
+                retry_later(gw, task, token).await
             }
         }
     }
@@ -110,6 +112,7 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
 async fn apply_unknown_submit_policy(
     gw: &Gateway,
     task: &TaskRecord,
+    token: &str,
     candidate: &Candidate,
 ) -> anyhow::Result<()> {
     let provider = &candidate.upstream.name;
@@ -119,61 +122,66 @@ async fn apply_unknown_submit_policy(
                 "the submit to {provider} got no answer and {provider} could not say whether it has \
                  the task; it was not resubmitted, so it is never run (or charged) twice"
             );
-            fail(gw, task, "submit_outcome_unknown", message).await
+            fail(gw, task, token, "submit_outcome_unknown", message).await
         }
         UnknownSubmit::Resubmit => {
             tracing::warn!(task_id = %task.id, provider, "submit outcome unknown; resubmitting as configured (unknown_submit = resubmit)");
-            resubmit(gw, task, candidate).await
+            resubmit_once(gw, task, token, candidate).await
         }
     }
 }
 
-/// Submits again to the same provider under the same id.
-async fn resubmit(gw: &Gateway, task: &TaskRecord, candidate: &Candidate) -> anyhow::Result<()> {
-    match candidate
-        .upstream
-        .adapter
-        .submit(&task.id, &task.request)
-        .await
-    {
-        Ok(submitted) => accept(gw, &task.id, candidate, &submitted).await,
-        Err(e) if e.ambiguous => retry_later(gw, task).await,
-        Err(e) => {
-            let err = task_error(&e, &candidate.upstream.name);
-            gw.store.fail_task(&task.id, &gw.instance_id, &err).await?;
+/// Submits again to the same provider under the same id, at most once in a task's life:
+/// a provider that keeps answering ambiguously must not get a paid task every few seconds.
+async fn resubmit_once(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: &str,
+    candidate: &Candidate,
+) -> anyhow::Result<()> {
+    let provider = &candidate.upstream.name;
+    if !gw.store.count_resubmit(&task.id, token).await? {
+        let message = format!(
+            "the submit to {provider} got no answer, and neither did the one resubmit allowed; \
+             it is not submitted again, so it is never run (or charged) more than twice"
+        );
+        return fail(gw, task, token, "submit_outcome_unknown", message).await;
+    }
+    let request = gw.store.task_request(&task.id).await?;
+    match attempt_submit(gw, &task.id, token, candidate, &request).await {
+        Attempted::Accepted { .. } => Ok(()),
+        Attempted::Refused(e) if e.ambiguous => retry_later(gw, task, token).await,
+        Attempted::Refused(e) => {
+            let err = task_error(&e, provider);
+            gw.store.fail_task(&task.id, token, &err).await?;
             Ok(())
         }
     }
 }
 
-async fn retry_later(gw: &Gateway, task: &TaskRecord) -> anyhow::Result<()> {
+async fn retry_later(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Result<()> {
     if now_ms() - task.created_at > gw.config.poller.max_task_age_secs as i64 * 1000 {
-        return fail(
-            gw,
-            task,
-            "submit_outcome_unknown",
-            "the provider could not confirm the interrupted submit in time".into(),
-        )
-        .await;
+        let message = "the provider could not confirm the interrupted submit in time".into();
+        return fail(gw, task, token, "submit_outcome_unknown", message).await;
     }
-    gw.store
-        .poll_failed(task, &gw.instance_id, now_ms() + RETRY_LOOKUP_MS)
-        .await?;
+    let pause = (RETRY_LOOKUP_MS << task.poll_failures.clamp(0, 10)).min(RETRY_LOOKUP_MAX_MS);
+    gw.store.poll_failed(task, token, now_ms() + pause).await?;
     Ok(())
 }
 
-async fn fail(gw: &Gateway, task: &TaskRecord, code: &str, message: String) -> anyhow::Result<()> {
+async fn fail(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: &str,
+    code: &str,
+    message: String,
+) -> anyhow::Result<()> {
     tracing::warn!(task_id = %task.id, code, %message, "failing task");
-    gw.store
-        .fail_task(
-            &task.id,
-            &gw.instance_id,
-            &TaskError {
-                code: code.into(),
-                message,
-                provider_message: None,
-            },
-        )
-        .await?;
+    let error = TaskError {
+        code: code.into(),
+        message,
+        provider_message: None,
+    };
+    gw.store.fail_task(&task.id, token, &error).await?;
     Ok(())
 }

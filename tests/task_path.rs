@@ -1,0 +1,323 @@
+//! Hardening of the task path: an accepted task is never lost or paid for twice, leases
+//! belong to one claim, a resubmit happens at most once, refusals fail over or go round
+//! again, odd status answers surface, and stored rows stay light.
+
+mod support;
+
+use std::time::Duration;
+
+use omnigate::config::UnknownSubmit;
+use omnigate::domain::{Model, VideoRequest};
+use omnigate::store::{lease_token, Acceptance, ClaimKind, NewTask, Store, TaskState};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::Row;
+use support::app::{config, Db, TestApp, TestDb};
+use support::sim::{Fault, Script, Sim, SimDialect, SimError};
+
+const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
+const WAIT: Duration = Duration::from_secs(15);
+
+fn plain() -> Value {
+    json!({"model": "kling-v3-omni", "prompt": "a cat in the garden", "aspect_ratio": "16:9", "duration": 5})
+}
+
+async fn detail(app: &TestApp, id: &str) -> Value {
+    let (status, task) = app.get(&format!("/v1/video/generations/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    task
+}
+
+async fn acceptance_writes_that_fail_briefly_are_retried_and_the_id_kept(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    let app = TestApp::spawn(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]).await;
+    app.gateway().store.fail_next_acceptance_writes(2);
+    let task = app.create(&plain()).await;
+    let id = task["id"].as_str().unwrap();
+    let full = detail(&app, id).await;
+    let accepted = &full["attempts"][0];
+    assert_eq!(accepted["outcome"], "accepted", "{full}");
+    assert!(accepted["provider_task_id"].as_str().is_some(), "{full}");
+    let done = app.wait_terminal(id, WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(sim.created_count(), 1, "exactly one upstream task");
+}
+on_both_stores!(acceptance_writes_that_fail_briefly_are_retried_and_the_id_kept);
+
+async fn a_longer_store_failure_after_acceptance_still_answers_202_and_completes(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    let app = TestApp::spawn(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]).await;
+    // More failures than the inline retries: the record is finished in the background.
+    app.gateway().store.fail_next_acceptance_writes(6);
+    let (status, task) = app.post("/v1/video/generations", &plain()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    assert_eq!(task["status"], "queued");
+    assert_eq!(task["provider"], "up");
+    let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        sim.created_count(),
+        1,
+        "the client was never made to pay twice"
+    );
+}
+on_both_stores!(a_longer_store_failure_after_acceptance_still_answers_202_and_completes);
+
+async fn insert_submitting(store: &Store, id: &str, token: &str, lease_until: i64) {
+    let key = store.create_api_key("k").await.unwrap();
+    let req: VideoRequest = serde_json::from_value(plain()).unwrap();
+    store
+        .insert_task(
+            &NewTask {
+                id: id.into(),
+                api_key_id: key.id,
+                request: req,
+                provider: "up".into(),
+                sandbox: false,
+                cost_estimated_usd: Some(0.5),
+                routing_reason: "test".into(),
+                lease_owner: token.into(),
+                lease_until,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+async fn two_claims_in_one_process_cannot_both_write(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url, 4).await.unwrap();
+    let submitter = lease_token("same-process");
+    let reconciler = lease_token("same-process");
+    assert_ne!(submitter, reconciler);
+    // The submit's lease has run out (a very slow provider): the reconciler takes over.
+    insert_submitting(&store, "vgt_claims", &submitter, 0).await;
+    let far = omnigate::store::now_ms() + 60_000;
+    let claimed = store
+        .claim_due(ClaimKind::Reconcile, &reconciler, far, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let accepted = |upstream_id| Acceptance {
+        upstream_id,
+        state: TaskState::Queued,
+        first_poll_at: 0,
+        attempt: None,
+        slim_request: None,
+    };
+    assert!(!store
+        .set_submit_target("vgt_claims", &submitter, "other", false, None, "r")
+        .await
+        .unwrap());
+    assert!(!store
+        .extend_lease("vgt_claims", &submitter, far)
+        .await
+        .unwrap());
+    assert!(!store
+        .mark_accepted("vgt_claims", &submitter, &accepted("late"))
+        .await
+        .unwrap());
+    assert!(store
+        .mark_accepted("vgt_claims", &reconciler, &accepted("found"))
+        .await
+        .unwrap());
+    let task = store.task("vgt_claims").await.unwrap().unwrap();
+    assert_eq!(task.provider_task_id.as_deref(), Some("found"));
+    assert_eq!(task.provider.as_deref(), Some("up"));
+}
+on_both_stores!(two_claims_in_one_process_cannot_both_write);
+
+async fn a_lease_is_extended_while_a_slow_call_is_in_flight(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = Store::connect(&db.url, 4).await.unwrap();
+    let token = lease_token("p");
+    let now = omnigate::store::now_ms();
+    insert_submitting(&store, "vgt_slow", &token, now + 300).await;
+    let slow_call = tokio::time::sleep(Duration::from_millis(1_000));
+    store.while_leased("vgt_slow", &token, 300, slow_call).await;
+    let other = lease_token("p");
+    let claimed = store
+        .claim_due(ClaimKind::Reconcile, &other, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert!(
+        claimed.is_empty(),
+        "the lease ran out while the call was in flight"
+    );
+}
+on_both_stores!(a_lease_is_extended_while_a_slow_call_is_in_flight);
+
+async fn an_ambiguous_resubmit_is_not_resubmitted_again(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    let mut provider = sim.provider_config(BOTH, 0.1);
+    provider.unknown_submit = UnknownSubmit::Resubmit;
+    let app = TestApp::spawn(&db, vec![("up".into(), provider)]).await;
+    for _ in 0..5 {
+        sim.push_submit_fault(Fault::Hang);
+    }
+    let task = app.create(&plain()).await;
+    let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["error"]["code"], "submit_outcome_unknown", "{done}");
+    assert_eq!(sim.submit_count(), 2, "the submit and one resubmit");
+    let attempts = done["attempts"].as_array().unwrap();
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["unknown", "unknown"], "{done}");
+}
+on_both_stores!(an_ambiguous_resubmit_is_not_resubmitted_again);
+
+async fn a_parameter_refusal_fails_over_and_all_refusals_are_422(db: Db) {
+    let db = TestDb::new(db).await;
+    let cheap = Sim::start(SimDialect::Kkiai).await;
+    let dear = Sim::start(SimDialect::Apimodels).await;
+    let app = TestApp::spawn(
+        &db,
+        vec![
+            ("cheap".into(), cheap.provider_config(BOTH, 0.08)),
+            ("dear".into(), dear.provider_config(BOTH, 0.10)),
+        ],
+    )
+    .await;
+    cheap.push_submit_fault(Fault::Error(SimError::BadRequest));
+    let task = app.create(&plain()).await;
+    assert_eq!(task["provider"], "dear", "{task}");
+    cheap.push_submit_fault(Fault::Error(SimError::BadRequest));
+    dear.push_submit_fault(Fault::Error(SimError::BadRequest));
+    let (status, err) = app.post("/v1/video/generations", &plain()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["code"], "upstream_bad_request");
+    let message = err["error"]["provider_message"].as_str().unwrap();
+    assert!(
+        message.contains("cheap:") && message.contains("dear:"),
+        "{message}"
+    );
+    assert_eq!(cheap.created_count() + dear.created_count(), 1);
+}
+on_both_stores!(a_parameter_refusal_fails_over_and_all_refusals_are_422);
+
+async fn a_concurrency_refusal_of_the_only_provider_is_retried_there(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Kkiai).await;
+    let app = TestApp::spawn(&db, vec![("only".into(), sim.provider_config(BOTH, 0.1))]).await;
+    sim.push_submit_fault(Fault::Error(SimError::TooManyParallel));
+    let task = app.create(&plain()).await;
+    assert_eq!(task["provider"], "only");
+    assert_eq!(
+        sim.submit_count(),
+        2,
+        "refused once, accepted on the second round"
+    );
+    assert_eq!(sim.created_count(), 1);
+    // Two refusals in a row use up the default two rounds: a clean 503.
+    sim.push_submit_fault(Fault::Error(SimError::TooManyParallel));
+    sim.push_submit_fault(Fault::Error(SimError::TooManyParallel));
+    let (status, err) = app.post("/v1/video/generations", &plain()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["error"]["code"], "no_provider_available");
+    assert_eq!(sim.created_count(), 1);
+}
+on_both_stores!(a_concurrency_refusal_of_the_only_provider_is_retried_there);
+
+async fn a_task_that_finished_past_the_age_limit_is_not_reported_failed(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(Script {
+        queued_polls: 0,
+        processing_polls: 0,
+        ..Script::default()
+    });
+    let mut provider = sim.provider_config(BOTH, 0.1);
+    // The first poll comes after the age limit, as after a long outage.
+    provider.poll_interval_secs = 2.0;
+    let mut cfg = config(&db, vec![("up".into(), provider)]);
+    cfg.poller.max_task_age_secs = 1;
+    let app = TestApp::start(cfg).await;
+    let task = app.create(&plain()).await;
+    let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+}
+on_both_stores!(a_task_that_finished_past_the_age_limit_is_not_reported_failed);
+
+async fn an_unknown_modellix_state_fails_the_task_with_the_answer_kept(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Modellix).await;
+    let mut cfg = config(&db, vec![("mx".into(), sim.provider_config(BOTH, 0.1))]);
+    cfg.poller.max_unreadable_answers = 3;
+    let app = TestApp::start(cfg).await;
+    let task = app.create(&plain()).await;
+    let id = task["id"].as_str().unwrap();
+    let odd = json!({"code": 0, "message": "success", "data": {"status": "frobnicating", "task_id": "x"}});
+    for _ in 0..3 {
+        sim.push_query_fault(Fault::Status(200, odd.clone()));
+    }
+    let done = app.wait_terminal(id, WAIT).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "upstream_unreadable", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(message.contains("3 times"), "{message}");
+    let kept = done["error"]["provider_message"].as_str().unwrap();
+    assert!(kept.contains("frobnicating"), "{kept}");
+}
+on_both_stores!(an_unknown_modellix_state_fails_the_task_with_the_answer_kept);
+
+async fn base64_images_leave_the_stored_request_once_accepted_and_reads_stay_light(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    let app = TestApp::spawn(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]).await;
+    let image = "iVBORw0KGgo".repeat(3_000);
+    let body = json!({"model": "kling-v3-omni", "prompt": "<<<image_1>>> at sea", "aspect_ratio": "16:9",
+                      "duration": 5, "image_list": [{"image_url": image}]});
+    let task = app.create(&body).await;
+    let id = task["id"].as_str().unwrap();
+    let received = &sim.created_bodies()[0];
+    assert!(
+        received.to_string().contains(&image),
+        "the provider got the image"
+    );
+    let store = &app.gateway().store;
+    let stored: String = sqlx::query("SELECT request FROM tasks WHERE id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get("request");
+    assert!(!stored.contains(&image), "base64 kept after acceptance");
+    assert!(stored.contains("omitted:base64 image"), "{stored}");
+    let done = app.wait_terminal(id, WAIT).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["model"], "kling-v3-omni");
+}
+on_both_stores!(base64_images_leave_the_stored_request_once_accepted_and_reads_stay_light);
+
+async fn retention_deletes_old_finished_details_but_keeps_the_task(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    let app = TestApp::spawn(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]).await;
+    let task = app.create(&plain()).await;
+    let id = task["id"].as_str().unwrap();
+    app.wait_terminal(id, WAIT).await;
+    sim.set_script(Script {
+        queued_polls: 100_000,
+        ..Script::default()
+    });
+    let unfinished = app.create(&plain()).await;
+    let store = &app.gateway().store;
+    let later = omnigate::store::now_ms() + 1;
+    let pruned = store.prune_finished_details(later, 100).await.unwrap();
+    assert!(pruned >= 1);
+    let kept = detail(&app, id).await;
+    assert_eq!(kept["status"], "completed");
+    assert!(kept["result"]["videos"][0]["url"].as_str().is_some());
+    assert_eq!(kept["status_history"], json!([]));
+    assert_eq!(kept["attempts"], json!([]));
+    // An unfinished task's details are never pruned.
+    let still = detail(&app, unfinished["id"].as_str().unwrap()).await;
+    assert!(!still["attempts"].as_array().unwrap().is_empty(), "{still}");
+}
+on_both_stores!(retention_deletes_old_finished_details_but_keeps_the_task);
