@@ -5,7 +5,7 @@
 mod keys;
 mod tasks;
 
-pub use keys::{ApiKey, NewApiKey};
+pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
