@@ -299,6 +299,7 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
                 routing_reason: "test".into(),
                 lease_owner: "nobody".into(),
                 lease_until: 0,
+                holds: Default::default(),
             },
             None,
         )

@@ -41,6 +41,13 @@ pub enum ApiError {
         message: String,
         provider_message: Option<String>,
     },
+    /// A limit of the caller's key: 429 (tasks in flight) or 402 (budget).
+    #[error("{message}")]
+    Limited {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// Logged with its details; the client sees only that something went wrong.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -64,6 +71,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upstream { status, .. } => *status,
+            ApiError::Limited { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +86,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => ("invalid_request_error", "body_too_large"),
             ApiError::Upstream { code, .. } => ("upstream_error", code),
+            ApiError::Limited { status, code, .. } if *status == StatusCode::PAYMENT_REQUIRED => {
+                ("insufficient_quota", code)
+            }
+            ApiError::Limited { code, .. } => ("rate_limit_error", code),
             ApiError::Internal(_) => ("api_error", "internal_error"),
         }
     }
@@ -164,6 +176,17 @@ impl From<crate::submit::SubmitError> for ApiError {
                 provider_message,
             },
             e @ S::IdempotencyConflict => ApiError::Conflict(e.to_string()),
+            S::Limited(refusal) => ApiError::Limited {
+                status: match refusal {
+                    crate::store::LimitRefusal::Concurrency { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    crate::store::LimitRefusal::Budget { .. } => StatusCode::PAYMENT_REQUIRED,
+                },
+                code: match refusal {
+                    crate::store::LimitRefusal::Concurrency { .. } => "concurrency_limited",
+                    crate::store::LimitRefusal::Budget { .. } => "budget_exceeded",
+                },
+                message: S::Limited(refusal).to_string(),
+            },
             S::StoreAfterWrite { task_id, source } => {
                 tracing::error!(%task_id, error = ?source, "store failed after the task was written");
                 ApiError::Upstream {

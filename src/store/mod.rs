@@ -3,9 +3,11 @@
 //! on SQLite (the embedded single-machine default), chosen by the database URL.
 
 mod keys;
+mod limits;
 mod tasks;
 
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey};
+pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
