@@ -1496,6 +1496,91 @@ async fn error_faults_render_each_dialects_status_and_code_then_normal_service_r
 }
 
 #[tokio::test]
+async fn twisted_answers_carry_an_unknown_word_or_success_without_a_url_then_service_resumes() {
+    for dialect in SimDialect::ALL {
+        let sim = Sim::start(dialect).await;
+        let id = submit_ok(&sim, &text_to_video(dialect)).await;
+        sim.push_query_fault(Fault::StateWord("frobbing".into()));
+        sim.push_query_fault(Fault::SucceededWithoutUrl);
+        let answer = query(&sim, &id).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(state(dialect, &answer.body), "frobbing", "{dialect:?}");
+        let answer = query(&sim, &id).await;
+        let success = match dialect {
+            SimDialect::Modellix => "success",
+            SimDialect::Apimodels => "completed",
+            SimDialect::Anyfast => "SUCCESS",
+            _ => "succeed",
+        };
+        assert_eq!(state(dialect, &answer.body), success, "{dialect:?}");
+        assert!(
+            !answer.body.to_string().contains("cdn.sim.test"),
+            "{dialect:?}"
+        );
+        let answer = query(&sim, &id).await;
+        assert_ne!(state(dialect, &answer.body), "frobbing");
+    }
+}
+
+#[tokio::test]
+async fn redirect_and_oversized_faults_play_as_described() {
+    for dialect in SimDialect::ALL {
+        let sim = Sim::start(dialect).await;
+        sim.push_submit_fault(Fault::Redirect);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let url = format!("{}{}", sim.base_url, create_path(dialect, "kling-v3-omni"));
+        let answer = client
+            .post(url)
+            .header("Authorization", sim.auth_header())
+            .json(&text_to_video(dialect))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 302);
+        let location = answer.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(location, format!("{}/redirected", sim.base_url));
+        assert_eq!(sim.created_count(), 0);
+        // Following it is a request the simulator does not serve, and records.
+        client.get(location).send().await.unwrap();
+        assert_eq!(sim.rejections().len(), 1, "{dialect:?}");
+
+        let id = submit_ok(&sim, &text_to_video(dialect)).await;
+        sim.push_query_fault(Fault::Oversized(100_000));
+        let url = format!("{}{}", sim.base_url, query_path(dialect, &id));
+        let body = client
+            .get(url)
+            .header("Authorization", sim.auth_header())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 100_000);
+    }
+}
+
+#[tokio::test]
+async fn kling_and_kkiai_answer_a_query_by_our_external_task_id_and_anyfast_does_not() {
+    for dialect in KLING_FLAVOURS {
+        let sim = Sim::start(dialect).await;
+        let body = patched(&kling_base(), json!({"external_task_id": "vgt_ours"}));
+        let id = submit_ok(&sim, &body).await;
+        let answer = query(&sim, "vgt_ours").await;
+        if dialect == SimDialect::Anyfast {
+            assert_eq!(answer.status, 404);
+        } else {
+            assert_eq!(answer.status, 200, "{dialect:?}: {}", answer.body);
+            assert_eq!(answer.body["data"]["task_id"], json!(id));
+        }
+        assert_eq!(sim.list_count(), 0);
+    }
+}
+
+#[tokio::test]
 async fn raw_status_and_malformed_faults_are_played_verbatim() {
     for dialect in SimDialect::ALL {
         let sim = Sim::start(dialect).await;
