@@ -325,6 +325,11 @@ pub struct ProviderConfig {
     /// parameter table types it as a string).
     #[serde(default)]
     pub element_id_as_string: bool,
+    /// Kling dialect: send `duration` even for a base-video edit, where the output lasts
+    /// as long as the input and the value is ignored (kkiai's parameter table marks
+    /// `duration` Required without exception; Kling and anyfast want it left out there).
+    #[serde(default)]
+    pub always_send_duration: bool,
     /// What to do with a task whose submit may or may not have reached this provider when
     /// the provider cannot look tasks up by our id: `fail` it (never a double charge) or
     /// `resubmit` it (never a lost task, at the risk of a duplicate).
