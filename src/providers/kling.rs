@@ -203,7 +203,7 @@ fn transient_on_lookup(reply: &Reply, mut e: ProviderError) -> ProviderError {
 pub fn create_body(task_id: &str, req: &VideoRequest) -> Value {
     let mut body = Map::new();
     body.insert("model_name".into(), json!(req.model.as_str()));
-    if let Some(negative) = &req.negative_prompt {
+    if let Some(negative) = req.negative_prompt() {
         body.insert("negative_prompt".into(), json!(negative));
     }
     body.extend(shared_fields(req));
@@ -286,7 +286,7 @@ fn shot_type_name(shot_type: ShotType) -> &'static str {
 fn multi_prompt(shots: &[Shot]) -> Value {
     let shots = shots.iter().enumerate().map(|(i, shot)| {
         // 1-based, as Kling numbers its shots.
-        let index = shot.index.map_or(i as u64 + 1, u64::from);
+        let index = shot.number(i);
         json!({
             "index": index,
             "prompt": shot.prompt,
