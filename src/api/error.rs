@@ -33,6 +33,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the body is larger than this gateway accepts ({0} bytes at most)")]
     PayloadTooLarge(usize),
+    #[error("the request body stalled; send it without long pauses")]
+    BodyTimeout,
     /// No provider could take the task (503), or the last one timed out (504).
     #[error("{message}")]
     Upstream {
@@ -41,12 +43,70 @@ pub enum ApiError {
         message: String,
         provider_message: Option<String>,
     },
+    /// The gateway itself cannot take the request now: overloaded, shutting down, or its
+    /// database unreachable (503, `type: api_error`, with `Retry-After`).
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u32,
+    },
     /// Logged with its details; the client sees only that something went wrong.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// An error from below the API: a database outage (found by type anywhere in the chain,
+/// never by message text) is a quick 503 `store_unavailable`; anything else is internal.
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if e.chain().any(is_store_outage) {
+            tracing::warn!(error = ?e, "database unavailable");
+            return ApiError::Unavailable {
+                code: "store_unavailable",
+                message: "the gateway's database is unavailable; retry shortly".into(),
+                retry_after_secs: 5,
+            };
+        }
+        ApiError::Internal(e)
+    }
+}
+
+/// Is this cause the database being out of reach (rather than a bug or bad data)?
+fn is_store_outage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(e) = cause.downcast_ref::<sqlx::Error>() else {
+        return false;
+    };
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08: connection exception; 57P01-57P03: the server is shutting
+        // down or not accepting connections; 57014: a statement timed out. On SQLite,
+        // 5 and 6 are SQLITE_BUSY and SQLITE_LOCKED (the busy timeout ran out).
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08")
+                || matches!(
+                    c.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "57014" | "5" | "6"
+                )
+        }),
+        _ => false,
+    }
 }
 
 impl ApiError {
+    /// 503 `overloaded`: a limit of this gateway is reached; retrying in a moment is fine.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        ApiError::Unavailable {
+            code: "overloaded",
+            message: message.into(),
+            retry_after_secs: 1,
+        }
+    }
+
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::InvalidRequest {
             param: Some(param.into()),
@@ -63,7 +123,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Upstream { status, .. } => *status,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,7 +139,9 @@ impl ApiError {
             ApiError::Conflict(_) => ("invalid_request_error", "idempotency_conflict"),
             ApiError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => ("invalid_request_error", "body_too_large"),
+            ApiError::BodyTimeout => ("invalid_request_error", "body_timeout"),
             ApiError::Upstream { code, .. } => ("upstream_error", code),
+            ApiError::Unavailable { code, .. } => ("api_error", code),
             ApiError::Internal(_) => ("api_error", "internal_error"),
         }
     }
@@ -115,8 +179,14 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, Json(json!({ "error": body }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
+            let secs = match &self {
+                ApiError::Unavailable {
+                    retry_after_secs, ..
+                } => *retry_after_secs,
+                _ => 30,
+            };
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
