@@ -339,6 +339,36 @@ async fn a_database_outage_answers_503_fast_and_heals_without_a_restart() {
     assert_eq!(again["status"], "queued", "{again}");
 }
 
+/// Another client holds the database's write lock: a create waits at most the statement
+/// timeout (PostgreSQL `statement_timeout`, SQLite `busy_timeout`), answers 503, and goes
+/// through once the lock is released.
+async fn a_locked_database_answers_503_after_the_statement_timeout(kind: Db) {
+    use sqlx::Connection;
+    let db = TestDb::new(kind).await;
+    let app = sandbox_app(&db, |c| c.database.statement_timeout_secs = 0.5).await;
+    let mut locker = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let lock = match kind {
+        Db::Postgres => "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE",
+        Db::Sqlite => "BEGIN IMMEDIATE",
+    };
+    sqlx::raw_sql(lock).execute(&mut locker).await.unwrap();
+    let started = Instant::now();
+    let (status, err) = app.post(CREATE_PATH, &a_request()).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["error"]["code"], "store_unavailable", "{err}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    app.create(&a_request()).await;
+}
+on_both_stores!(a_locked_database_answers_503_after_the_statement_timeout);
+
 /// A shutdown that starts while a create waits on a slow provider lets the submit finish:
 /// the client gets its 202, the task is recorded as accepted, and the provider saw one
 /// create. (This holds whether the submit runs on `gw.submits` or inside the request.)

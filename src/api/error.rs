@@ -83,16 +83,18 @@ fn is_store_outage(cause: &(dyn std::error::Error + 'static)) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        // SQLSTATE class 08: connection exception; 57P01-57P03: the server is shutting
-        // down or not accepting connections; 57014: a statement timed out. On SQLite,
-        // 5 and 6 are SQLITE_BUSY and SQLITE_LOCKED (the busy timeout ran out).
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08")
-                || matches!(
-                    c.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "57014" | "5" | "6"
-                )
-        }),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes whose primary code is SQLITE_BUSY (5) or
+                // SQLITE_LOCKED (6): the busy timeout ran out waiting for the lock.
+                code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            } else {
+                // SQLSTATE class 08: connection exception; 57P01-57P03: the server is
+                // shutting down or not accepting connections; 57014: statement timeout.
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57014")
+            }
+        }
         _ => false,
     }
 }
@@ -193,5 +195,30 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn a_database_outage_anywhere_in_the_chain_is_a_503_and_anything_else_a_500() {
+        let outage = Err::<(), _>(sqlx::Error::PoolTimedOut)
+            .context("reading a task")
+            .context("handling a read")
+            .unwrap_err();
+        let e = ApiError::from(outage);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.kind_and_code(), ("api_error", "store_unavailable"));
+        let bug = ApiError::from(anyhow::Error::new(sqlx::Error::RowNotFound));
+        assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let other = ApiError::from(anyhow::anyhow!("connection refused"));
+        assert_eq!(
+            other.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a message is not a type"
+        );
     }
 }
