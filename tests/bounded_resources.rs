@@ -78,7 +78,8 @@ where
     }
 }
 
-/// A POST held in flight: its body promises 100 bytes and sends 1.
+/// A POST held in flight: its body promises 100 bytes and sends 1. Returns once the
+/// gateway has had time to take it in, before anything else competes for the limits.
 async fn hold(app: &TestApp, path: &str) -> tokio::net::TcpStream {
     let head = raw::head(
         "POST",
@@ -89,7 +90,9 @@ async fn hold(app: &TestApp, path: &str) -> tokio::net::TcpStream {
             "Content-Length: 100".into(),
         ],
     );
-    raw::send(&app.base, &head, b"{").await
+    let held = raw::send(&app.base, &head, b"{").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,6 +205,8 @@ async fn bodies_over_the_memory_budget_are_shed_and_a_stalled_body_times_out() {
     };
     // Holds 3000 bytes of the budget and stalls after 10 of them.
     let mut stalled = raw::send(&app.base, &post_head(3000), b"{\"model\": ").await;
+    // Let it take its share before anything else competes for the budget.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let shed = || async {
         let mut s = raw::send(&app.base, &post_head(2000), &[b' '; 2000]).await;
         raw::read_response(&mut s, Duration::from_secs(2)).await
@@ -231,6 +236,37 @@ async fn bodies_over_the_memory_budget_are_shed_and_a_stalled_body_times_out() {
         resp.status, 400,
         "the budget is free again (a body of spaces is bad JSON): {resp:?}"
     );
+
+    // A chunked body takes from the budget chunk by chunk, as it arrives.
+    let head = raw::head(
+        "POST",
+        "/v1/video/quotes",
+        &[
+            format!("Authorization: Bearer {}", app.key),
+            "Content-Type: application/json".into(),
+            "Transfer-Encoding: chunked".into(),
+        ],
+    );
+    let mut chunked = raw::send(&app.base, &head, b"").await;
+    for _ in 0..3 {
+        let chunk = format!("3e8\r\n{}\r\n", " ".repeat(1000));
+        chunked.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = first_some(
+        Duration::from_secs(1),
+        "a body shed behind chunks",
+        || async { shed().await.filter(|r| r.status == 503) },
+    )
+    .await;
+    assert!(resp.body.contains("\"overloaded\""), "{resp:?}");
+    drop(chunked);
+    eventually(
+        Duration::from_secs(2),
+        "the chunks' bytes returned",
+        || async { shed().await.is_some_and(|r| r.status == 400) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,7 +534,7 @@ async fn a_panicking_worker_step_restarts_its_loop_and_is_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_names_a_worker_that_is_stuck_or_panics_every_step() {
     let db = TestDb::new(Db::Sqlite).await;
-    let app = sandbox_app(&db, |c| c.workers.stall_secs = 0.4).await;
+    let app = sandbox_app(&db, |c| c.workers.stall_secs = 1.0).await;
     let gw = app.app.as_ref().unwrap().gateway.clone();
     let stop = CancellationToken::new();
     let tick = Duration::from_millis(20);
@@ -513,7 +549,7 @@ async fn healthz_names_a_worker_that_is_stuck_or_panics_every_step() {
     });
     let (status, body) = healthz(&app).await;
     assert_eq!(status, StatusCode::OK, "fine before the stall time: {body}");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let (status, body) = healthz(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
