@@ -550,6 +550,18 @@ impl Config {
         if self.poller.batch_size == 0 || self.poller.tick_ms == 0 || self.poller.lease_secs == 0 {
             bail!("poller: batch_size, tick_ms and lease_secs must be positive");
         }
+        for (key, v) in [
+            (
+                "poller.max_poll_failures",
+                u64::from(self.poller.max_poll_failures),
+            ),
+            ("poller.max_task_age_secs", self.poller.max_task_age_secs),
+            ("idempotency.ttl_secs", self.idempotency.ttl_secs),
+        ] {
+            if v == 0 {
+                bail!("{key}: must be at least 1");
+            }
+        }
         let h = &self.health;
         if h.consecutive_failures == 0 || !(h.failure_rate > 0.0 && h.failure_rate <= 1.0) {
             bail!("health: consecutive_failures must be positive and failure_rate in (0, 1]");

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
@@ -90,6 +90,7 @@ pub async fn hold_body_budget(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let (parts, body) = req.into_parts();
+    let no_body = body.size_hint().exact() == Some(0);
     let body = TimeoutBody::new(budget.idle_timeout, body);
     let held: Arc<Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
     let body = match declared {
@@ -97,6 +98,8 @@ pub async fn hold_body_budget(
             return ApiError::PayloadTooLarge(budget.max_body).into_response();
         }
         Some(0) => Body::new(body),
+        // No length and no chunked body: nothing to count.
+        None if no_body => Body::new(body),
         Some(n) => {
             // `n` is at most max_body_bytes, which the config keeps within u32.
             let Ok(permit) = budget.bytes.clone().try_acquire_many_owned(n as u32) else {
