@@ -22,4 +22,6 @@ pub struct Gateway {
     pub submits: TaskTracker,
     /// Cancelled when a graceful shutdown begins: creates are refused from then on.
     pub draining: CancellationToken,
+    /// Each background worker's last completed step, for `/healthz`.
+    pub heartbeats: crate::workers::Heartbeats,
 }

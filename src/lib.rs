@@ -10,6 +10,7 @@ pub mod health;
 pub mod providers;
 pub mod routing;
 pub mod sandbox;
+pub mod server;
 pub mod store;
 pub mod submit;
 pub mod validation;

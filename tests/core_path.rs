@@ -351,6 +351,8 @@ async fn a_crash_during_submit_is_reconciled_without_a_second_upstream_task(db: 
     sim.push_submit_fault(Fault::Slow(Duration::from_secs(30)));
     let mut cfg = config(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
     cfg.providers.get_mut("up").unwrap().request_timeout_secs = 60.0;
+    // A poll must fit in its lease (app::start checks the config).
+    cfg.poller.lease_secs = 61;
     let mut app = TestApp::start(cfg.clone()).await;
     let (client, base, key) = (app.client.clone(), app.base.clone(), app.key.clone());
     let pending = tokio::spawn(async move {
