@@ -293,13 +293,25 @@ impl Default for HealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Env var holding the bearer token for `/admin/*`; unset disables the admin API.
     pub token_env: Option<String>,
     #[serde(skip)]
     pub token: Option<Secret>,
+    /// After `keys rotate`, how long the previous secret keeps working, in seconds.
+    pub key_rotation_grace_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token_env: None,
+            token: None,
+            key_rotation_grace_secs: 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

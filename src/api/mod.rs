@@ -4,6 +4,7 @@ pub mod admin;
 mod auth;
 mod error;
 mod json;
+mod keys;
 pub mod load;
 mod tasks;
 
@@ -53,6 +54,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/video/generations/{id}", get(tasks::get_one))
         .route("/v1/video/quotes", post(tasks::quote))
         .route("/admin/providers", get(admin::providers))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/keys/{id}", get(keys::show).patch(keys::update))
+        .route("/admin/keys/{id}/revoke", post(keys::revoke))
+        .route("/admin/keys/{id}/rotate", post(keys::rotate))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))

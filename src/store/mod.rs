@@ -2,10 +2,12 @@
 //! One set of portable SQL runs on PostgreSQL (production, many gateway processes) and
 //! on SQLite (the embedded single-machine default), chosen by the database URL.
 
+mod key_admin;
 mod keys;
 mod limits;
 mod tasks;
 
+pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use tasks::{
