@@ -92,7 +92,7 @@ impl Default for ServerConfig {
             body_timeout_secs: 30.0,
             max_in_flight_requests: 1024,
             max_in_flight_creates: 128,
-            drain_timeout_secs: 150.0,
+            drain_timeout_secs: 300.0,
         }
     }
 }
@@ -652,16 +652,19 @@ impl Config {
             bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");
         }
         self.validate_sandbox()?;
-        // A submit may fall over through every provider, each taking up to its timeout;
-        // a drain shorter than that could cut one in half.
+        // A submit may fall over through every provider, each taking up to its timeout, in
+        // each round; a drain shorter than that could cut one in half.
+        let rounds = f64::from(self.submit.rounds.max(1));
         let submit_budget: f64 = self
             .providers
             .values()
             .map(|p| p.request_timeout_secs)
-            .sum();
+            .sum::<f64>()
+            * rounds
+            + (rounds - 1.0) * 1.5 * self.submit.round_backoff_ms as f64 / 1000.0;
         if self.server.drain_timeout_secs < submit_budget {
             bail!(
-                "server.drain_timeout_secs: must be at least {submit_budget} (the sum of the providers' request_timeout_secs, the longest a submit can take)"
+                "server.drain_timeout_secs: must be at least {submit_budget} (submit.rounds x the sum of the providers' request_timeout_secs, plus the pauses between rounds: the longest a submit can take)"
             );
         }
         if let Some((name, p)) = self
@@ -781,9 +784,12 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
         }
     }
     if p.dialect != Dialect::Kling
-        && (p.path_prefix.is_some() || p.query_path.is_some() || p.element_id_as_string)
+        && (p.path_prefix.is_some()
+            || p.query_path.is_some()
+            || p.element_id_as_string
+            || p.always_send_duration)
     {
-        bail!("providers.{name}: path_prefix, query_path and element_id_as_string are for the kling dialect only");
+        bail!("providers.{name}: path_prefix, query_path, element_id_as_string and always_send_duration are for the kling dialect only");
     }
     for (model, table) in &p.prices {
         let Some(m) = Model::parse(model) else {

@@ -678,12 +678,19 @@ pub(crate) async fn accept_found(
     candidate: &Candidate,
     submitted: &Submitted,
 ) -> anyhow::Result<()> {
+    let slim = gw
+        .store
+        .task_request(id)
+        .await?
+        .without_inline_images()
+        .map(|r| serde_json::to_string(&r))
+        .transpose()?;
     let acceptance = Acceptance {
         upstream_id: &submitted.upstream_id,
         state: first_state(submitted),
         first_poll_at: now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64,
         attempt: None,
-        slim_request: None,
+        slim_request: slim.as_deref(),
     };
     gw.store.mark_accepted(id, token, &acceptance).await?;
     Ok(())

@@ -615,17 +615,17 @@ async fn the_drain_deadline_must_cover_a_whole_submit() {
         ("b".into(), sim.provider_config(&[Model::KlingV3Omni], 0.2)),
     ];
     let mut cfg = config(&db, providers);
-    cfg.server.drain_timeout_secs = 3.0;
+    cfg.server.drain_timeout_secs = 8.0;
     let err = app::start(cfg.clone())
         .await
         .err()
         .expect("refused")
         .to_string();
     assert!(
-        err.contains("server.drain_timeout_secs") && err.contains('4'),
-        "two providers of 2 s each: {err}"
+        err.contains("server.drain_timeout_secs") && err.contains("8.75"),
+        "two providers of 2 s each, two rounds with a pause of up to 0.75 s: {err}"
     );
-    cfg.server.drain_timeout_secs = 4.0;
+    cfg.server.drain_timeout_secs = 8.75;
     assert!(app::start(cfg).await.is_ok());
 }
 
