@@ -33,3 +33,6 @@ ALTER TABLE tasks ADD COLUMN budget_period_start BIGINT;
 ALTER TABLE tasks ADD COLUMN holds_slot BIGINT NOT NULL DEFAULT 0;
 -- What the task reserved of its key's budget (released or settled when it ends).
 ALTER TABLE tasks ADD COLUMN reserved_micros BIGINT;
+-- Seconds of video the task is billed for (as estimated at creation), for usage reports.
+ALTER TABLE tasks ADD COLUMN billed_seconds BIGINT;
+CREATE INDEX tasks_by_created ON tasks (created_at);

@@ -194,6 +194,7 @@ pub async fn create_task(
         lease_owner: token.clone(),
         lease_until: now_ms() + submit_lease_ms(first),
         holds: holds_for(owner, &plan),
+        billed_seconds: Some(crate::routing::billed_seconds(&req)),
         request: req,
     };
     match gw.store.insert_task(&task, claim.as_ref()).await? {

@@ -304,6 +304,7 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
                 lease_owner: "nobody".into(),
                 lease_until: 0,
                 holds: Default::default(),
+                billed_seconds: Some(5),
             },
             None,
         )

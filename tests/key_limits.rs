@@ -351,3 +351,101 @@ async fn a_slot_is_not_leaked_by_a_crash_and_restart_mid_flight(db: Db) {
     assert_eq!(info["spent_usd"].as_f64(), Some(0.5), "{info}");
 }
 on_both_stores!(a_slot_is_not_leaked_by_a_crash_and_restart_mid_flight);
+
+/// Sums straight from the tasks table, to hold the report against.
+async fn table_sums(app: &TestApp, key_id: &str) -> (i64, i64, i64, i64) {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(billed_seconds), 0) AS BIGINT) AS s, \
+         CAST(COALESCE(SUM(cost_estimated_micros), 0) AS BIGINT) AS e, \
+         CAST(COALESCE(SUM(CASE WHEN state = 'completed' THEN cost_final_micros END), 0) AS BIGINT) AS f \
+         FROM tasks WHERE api_key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_one(app.gateway().store.pool())
+    .await
+    .unwrap();
+    (row.get("n"), row.get("s"), row.get("e"), row.get("f"))
+}
+
+async fn usage_sums_match_the_tasks_table_for_every_grouping(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, sim) = gateway(&db).await;
+    let key = new_key(&app, json!({"team": "studio"})).await;
+    let secret = key["key"].as_str().unwrap();
+    let mut ids = Vec::new();
+    for (i, duration) in [5, 10, 7].into_iter().enumerate() {
+        sim.set_script(match i {
+            1 => Script {
+                queued_polls: 0,
+                processing_polls: 0,
+                outcome: Outcome::Fail("no".into()),
+            },
+            _ => Script::default(),
+        });
+        let body = json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "duration": duration});
+        let (status, task) = app.post_as(secret, "/v1/video/generations", &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+        ids.push(task);
+    }
+    for task in &ids {
+        wait(&app, &key, task).await;
+    }
+    let (n, seconds, estimated, settled) = table_sums(&app, key["id"].as_str().unwrap()).await;
+    assert_eq!((n, seconds), (3, 22));
+    for group_by in ["day", "model", "provider", "status"] {
+        let (status, usage) = app
+            .get_as(
+                secret,
+                &format!("/v1/usage?group_by={group_by}&from=2020-01-01"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{usage}");
+        let total = &usage["total"];
+        assert_eq!(total["tasks"], n, "{group_by}: {usage}");
+        assert_eq!(total["seconds"], seconds, "{group_by}: {usage}");
+        assert_eq!(
+            total["estimated_usd"].as_f64(),
+            Some(estimated as f64 / 1e6),
+            "{usage}"
+        );
+        assert_eq!(
+            total["final_usd"].as_f64(),
+            Some(settled as f64 / 1e6),
+            "{usage}"
+        );
+    }
+    let (_, by_status) = app.get_as(secret, "/v1/usage?group_by=status&from=0").await;
+    let groups: Vec<(&str, i64)> = by_status["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["group"].as_str().unwrap(), r["tasks"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(groups, [("completed", 2), ("failed", 1)], "{by_status}");
+    assert_eq!(
+        settled, 1_200_000,
+        "5 s + 7 s at $0.10/s, the failed 10 s task not settled"
+    );
+    // The operator sees every key, with its name and team.
+    let (status, all) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/admin/usage?group_by=model&from=0",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let mine = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == key["id"])
+        .unwrap();
+    assert_eq!(mine["team"], "studio");
+    assert_eq!(mine["tasks"], 3);
+    let (status, err) = app.get_as(secret, "/v1/usage?group_by=week").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["param"], "group_by");
+}
+on_both_stores!(usage_sums_match_the_tasks_table_for_every_grouping);

@@ -81,6 +81,7 @@ async fn insert_submitting(store: &Store, id: &str, token: &str, lease_until: i6
                 lease_owner: token.into(),
                 lease_until,
                 holds: Default::default(),
+                billed_seconds: Some(5),
             },
             None,
         )

@@ -7,6 +7,7 @@ mod json;
 mod keys;
 pub mod load;
 mod tasks;
+mod usage;
 
 pub use error::ApiError;
 
@@ -54,6 +55,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/video/generations/{id}", get(tasks::get_one))
         .route("/v1/video/quotes", post(tasks::quote))
         .route("/admin/providers", get(admin::providers))
+        .route("/v1/usage", get(usage::mine))
+        .route("/admin/usage", get(usage::all))
         .route("/admin/keys", get(keys::list).post(keys::create))
         .route("/admin/keys/{id}", get(keys::show).patch(keys::update))
         .route("/admin/keys/{id}/revoke", post(keys::revoke))

@@ -6,6 +6,7 @@ mod key_admin;
 mod keys;
 mod limits;
 mod tasks;
+mod usage;
 
 pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey};
@@ -14,6 +15,7 @@ pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
 };
+pub use usage::{GroupBy, UsageRow};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -35,7 +35,7 @@ impl TaskState {
         }
     }
 
-    fn parse(s: &str) -> anyhow::Result<TaskState> {
+    pub(super) fn parse(s: &str) -> anyhow::Result<TaskState> {
         Ok(match s {
             "submitting" => TaskState::Submitting,
             "submit_unknown" => TaskState::SubmitUnknown,
@@ -192,6 +192,8 @@ pub struct NewTask {
     pub lease_until: i64,
     /// The key's slot and budget the task must take to be written.
     pub holds: Holds,
+    /// Seconds of video it is billed for, as estimated (usage reports).
+    pub billed_seconds: Option<u32>,
 }
 
 /// A client's `Idempotency-Key` and a hash of the body it came with.
@@ -398,8 +400,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
              routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
-             holds_slot, budget_period_start, reserved_micros) \
-             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15)",
+             holds_slot, budget_period_start, reserved_micros, billed_seconds) \
+             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16)",
         )
         .bind(&t.id)
         .bind(&t.api_key_id)
@@ -416,6 +418,7 @@ impl Store {
         .bind(i64::from(holds_slot))
         .bind(budget_period)
         .bind(reserved)
+        .bind(t.billed_seconds.map(i64::from))
         .execute(&mut *tx)
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
