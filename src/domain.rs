@@ -191,6 +191,15 @@ pub struct Routing {
     pub max_cost_usd: Option<f64>,
 }
 
+/// A status change a client can ask to be called back on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackEvent {
+    InProgress,
+    Completed,
+    Failed,
+}
+
 /// The body of `POST /v1/video/generations`, as the client sent it (defaults not applied).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +237,10 @@ pub struct VideoRequest {
     pub watermark: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Status changes sent to `callback_url` besides `completed` and `failed`, which are
+    /// always sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_events: Option<Vec<CallbackEvent>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +258,14 @@ impl VideoRequest {
 
     pub fn is_multi_shot(&self) -> bool {
         self.multi_shot.unwrap_or(false)
+    }
+
+    /// Whether the client wants to hear of `in_progress` (completed and failed are always
+    /// sent when there is a callback_url).
+    pub fn wants_in_progress_events(&self) -> bool {
+        self.callback_events
+            .as_deref()
+            .is_some_and(|e| e.contains(&CallbackEvent::InProgress))
     }
 
     /// The negative prompt, if it says anything: `""` does not use the feature.

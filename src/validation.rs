@@ -95,6 +95,7 @@ pub fn validate(req: &VideoRequest) -> Checked {
     check_reference_count(req)?;
     check_aspect_ratio(req)?;
     check_callback_url(req)?;
+    check_callback_events(req)?;
     check_routing(req)?;
     check_metadata(req)
 }
@@ -438,6 +439,26 @@ fn check_callback_url(req: &VideoRequest) -> Checked {
     }
 }
 
+/// Rule 9, `callback_events`.
+fn check_callback_events(req: &VideoRequest) -> Checked {
+    let Some(events) = &req.callback_events else {
+        return Ok(());
+    };
+    if req.callback_url.is_none() {
+        return Err(ValidationError::new(
+            "callback_events",
+            "callback_events needs a callback_url to send them to.",
+        ));
+    }
+    if let Some(i) = (1..events.len()).find(|&i| events[..i].contains(&events[i])) {
+        return Err(ValidationError::new(
+            format!("callback_events[{i}]"),
+            "callback_events must not name an event twice.",
+        ));
+    }
+    Ok(())
+}
+
 /// Rule 9, `routing`.
 fn check_routing(req: &VideoRequest) -> Checked {
     let Some(routing) = &req.routing else {
@@ -683,6 +704,8 @@ mod tests {
             case("r8_feature_video_does_not_set_shape", v3(json!({"aspect_ratio": null, "video_list": [feature]})), "aspect_ratio", "required"),
             // 9. callback_url and routing
             case("r9_callback_must_be_https", v3(json!({"callback_url": "http://a.example/hook"})), "callback_url", "absolute https URL"),
+            case("r9_callback_events_need_a_url", v3(json!({"callback_events": ["in_progress"]})), "callback_events", "needs a callback_url"),
+            case("r9_callback_events_unique", v3(json!({"callback_url": "https://a.example/h", "callback_events": ["in_progress", "in_progress"]})), "callback_events[1]", "twice"),
             case("r9_callback_must_be_absolute", v3(json!({"callback_url": "/hook"})), "callback_url", "absolute https URL"),
             case("r9_callback_not_empty", v3(json!({"callback_url": ""})), "callback_url", "absolute https URL"),
             case("r9_max_cost_positive", v3(json!({"routing": {"max_cost_usd": 0.0}})), "routing.max_cost_usd", "positive"),

@@ -366,6 +366,37 @@ async fn record_status(
         .bind(at)
         .execute(&mut **tx)
         .await?;
+    record_event(tx, task_id, state, at).await
+}
+
+/// The outbox: a status change the task's client asked to hear of becomes an event in the
+/// same transaction, so no change goes without its event and no event without its change.
+/// One statement that writes nothing for a task without a callback_url.
+async fn record_event(
+    tx: &mut Transaction<'_, Any>,
+    task_id: &str,
+    state: TaskState,
+    at: i64,
+) -> anyhow::Result<()> {
+    let wanted = match state {
+        TaskState::Completed | TaskState::Failed => "1 = 1",
+        TaskState::InProgress => "t.callback_in_progress = 1",
+        _ => return Ok(()),
+    };
+    let sql = format!(
+        "INSERT INTO webhook_events (id, task_id, api_key_id, seq, type, url, progress, created_at, state, next_attempt_at) \
+         SELECT $2, t.id, t.api_key_id, \
+           (SELECT COUNT(*) FROM webhook_events e WHERE e.task_id = t.id), \
+           $3, t.callback_url, t.progress, $4, 'pending', $4 \
+         FROM tasks t WHERE t.id = $1 AND t.callback_url IS NOT NULL AND {wanted}"
+    );
+    sqlx::query(&sql)
+        .bind(task_id)
+        .bind(format!("msg_{}", uuid::Uuid::new_v4().simple()))
+        .bind(format!("video.generation.{}", state.public().as_str()))
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -400,8 +431,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
              routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
-             holds_slot, budget_period_start, reserved_micros, billed_seconds) \
-             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16)",
+             holds_slot, budget_period_start, reserved_micros, billed_seconds, callback_url, callback_in_progress) \
+             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&t.id)
         .bind(&t.api_key_id)
@@ -419,6 +450,8 @@ impl Store {
         .bind(budget_period)
         .bind(reserved)
         .bind(t.billed_seconds.map(i64::from))
+        .bind(&t.request.callback_url)
+        .bind(i64::from(t.request.wants_in_progress_events()))
         .execute(&mut *tx)
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
