@@ -22,4 +22,6 @@ pub struct Gateway {
     pub submits: TaskTracker,
     /// Cancelled when a graceful shutdown begins: creates are refused from then on.
     pub draining: CancellationToken,
+    /// Per-key request rates, in this process or shared through Redis.
+    pub limits: crate::limits::Limits,
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod health;
+pub mod limits;
 pub mod providers;
 pub mod routing;
 pub mod sandbox;

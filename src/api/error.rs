@@ -41,6 +41,20 @@ pub enum ApiError {
         message: String,
         provider_message: Option<String>,
     },
+    /// A rate limit of the caller's key is reached (429, with `Retry-After`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The gateway itself cannot take the request now (503, `type: api_error`, with
+    /// `Retry-After`).
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u32,
+    },
     /// Logged with its details; the client sees only that something went wrong.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -64,6 +78,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upstream { status, .. } => *status,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +94,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => ("invalid_request_error", "body_too_large"),
             ApiError::Upstream { code, .. } => ("upstream_error", code),
+            ApiError::RateLimited { .. } => ("rate_limit_error", "rate_limited"),
+            ApiError::Unavailable { code, .. } => ("api_error", code),
             ApiError::Internal(_) => ("api_error", "internal_error"),
         }
     }
@@ -115,8 +133,21 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, Json(json!({ "error": body }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
+            let secs = match &self {
+                ApiError::Unavailable {
+                    retry_after_secs, ..
+                } => *retry_after_secs,
+                _ => 30,
+            };
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
