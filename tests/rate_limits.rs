@@ -546,3 +546,54 @@ async fn a_redis_down_at_start_is_used_once_it_answers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_script_and_governor_decide_alike_and_redis_keys_expire() {
+    use omnigate::limits::{Bucket, MemoryLimiter, Quota, RateLimiter, RedisLimiter};
+
+    let prefix = fresh_prefix();
+    let redis = RedisLimiter::connect(REDIS, prefix.clone(), Duration::from_millis(500))
+        .await
+        .unwrap();
+    let memory = MemoryLimiter::new();
+    // One back every second, three at once.
+    let quota = Quota::new(60, 3);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let r = redis.check("key_a", Bucket::Create, quota).await.unwrap();
+        let m = memory.check("key_a", Bucket::Create, quota).await.unwrap();
+        assert_eq!(r, m, "call {}", seen.len() + 1);
+        seen.push((r.allowed, r.remaining, r.reset_secs, r.retry_after_secs));
+    }
+    assert_eq!(
+        seen,
+        [
+            (true, 2, 1, 0),
+            (true, 1, 2, 0),
+            (true, 0, 3, 0),
+            (false, 0, 3, 1),
+            (false, 0, 3, 1)
+        ]
+    );
+    assert!(
+        redis
+            .check("key_a", Bucket::Read, quota)
+            .await
+            .unwrap()
+            .allowed,
+        "the read bucket is apart"
+    );
+
+    // The bucket's key lives only until the bucket would be full again.
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}key_a:create"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=3000).contains(&ttl), "PTTL {ttl} ms");
+}
