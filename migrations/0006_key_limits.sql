@@ -29,3 +29,7 @@ CREATE TABLE key_spend (
 
 -- Which budget period a task's money belongs to (NULL when its key had no budget).
 ALTER TABLE tasks ADD COLUMN budget_period_start BIGINT;
+-- 1 while the task holds one of its key's in-flight slots.
+ALTER TABLE tasks ADD COLUMN holds_slot BIGINT NOT NULL DEFAULT 0;
+-- What the task reserved of its key's budget (released or settled when it ends).
+ALTER TABLE tasks ADD COLUMN reserved_micros BIGINT;

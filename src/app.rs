@@ -1,9 +1,11 @@
 //! Builds the gateway from its config: store, providers (or the sandbox), HTTP server and
-//! background workers, all stopped through one cancellation token.
+//! background workers, and stops them in order on a graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::{timeout_at, Instant};
 
 use anyhow::Context;
 use tokio::task::JoinHandle;
@@ -13,33 +15,50 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::routing::{Router, Upstream};
 use crate::store::Store;
-use crate::{api, providers, sandbox, workers};
+use crate::{api, providers, sandbox, server, workers};
 
 pub struct RunningApp {
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
-    cancel: CancellationToken,
+    stop_server: CancellationToken,
+    stop_workers: CancellationToken,
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     sandbox: Option<sandbox::Sandbox>,
 }
 
-/// How long a graceful shutdown waits for in-flight requests and worker steps.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Workers get at least this long to end their current step, even past the drain deadline.
+const WORKER_STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl RunningApp {
-    /// Stops accepting requests, lets in-flight ones and the current worker steps finish
-    /// (up to a limit), then returns.
-    pub async fn shutdown(self) {
-        self.cancel.cancel();
-        let drain = async {
-            let _ = self.server.await;
-            for w in self.workers {
-                let _ = w.await;
+    /// A graceful shutdown (SIGTERM), bounded by `server.drain_timeout_secs`:
+    /// 1. creates are refused from now on (503 `shutting_down`); reads are still served;
+    /// 2. submits already started run to their end, so none is cut in half;
+    /// 3. the server stops accepting and finishes the requests in flight;
+    /// 4. the workers stop between steps.
+    pub async fn shutdown(mut self) {
+        let gw = self.gateway.clone();
+        let deadline = Instant::now() + gw.config.server.drain_timeout();
+        gw.draining.cancel();
+        gw.submits.close();
+        if timeout_at(deadline, gw.submits.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = gw.submits.len(),
+                "drain deadline passed with submits still running"
+            );
+        }
+        self.stop_server.cancel();
+        if timeout_at(deadline, &mut self.server).await.is_err() {
+            tracing::warn!("drain deadline passed with requests in flight; closing them");
+            self.server.abort();
+        }
+        self.stop_workers.cancel();
+        let workers_deadline = deadline.max(Instant::now() + WORKER_STOP_GRACE);
+        for mut w in self.workers {
+            if timeout_at(workers_deadline, &mut w).await.is_err() {
+                tracing::warn!("a worker did not stop in time");
+                w.abort();
             }
-        };
-        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-            tracing::warn!("shutdown drain timed out");
         }
         if let Some(sb) = self.sandbox {
             sb.server.abort();
@@ -68,7 +87,14 @@ impl RunningApp {
 pub async fn build_gateway(
     config: Config,
 ) -> anyhow::Result<(Arc<Gateway>, Option<sandbox::Sandbox>)> {
-    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    let db = &config.database;
+    let store = Store::connect_with(
+        &db.url,
+        db.max_connections,
+        db.acquire_timeout(),
+        db.statement_timeout(),
+    )
+    .await?;
     let mut upstreams = Vec::new();
     for (name, cfg) in &config.providers {
         upstreams.push(upstream(name, cfg.clone())?);
@@ -82,7 +108,8 @@ pub async fn build_gateway(
         tracing::warn!(
             addr = %started.addr,
             "SANDBOX MODE: no provider is configured, so tasks go to the built-in sandbox upstream; \
-             their videos are not real. Configure [providers] to use real ones."
+             their videos are not real. Configure [providers] to use real ones, or set \
+             sandbox.enabled = \"never\"."
         );
         sb = Some(started);
     }
@@ -99,6 +126,7 @@ pub async fn build_gateway(
         ),
         submits: tokio_util::task::TaskTracker::new(),
         draining: CancellationToken::new(),
+        heartbeats: workers::Heartbeats::default(),
         limits,
     });
     if sb.is_some() {
@@ -131,28 +159,30 @@ async fn bootstrap_sandbox_key(gw: &Gateway) -> anyhow::Result<()> {
 /// Starts the gateway: binds `config.server.listen` (port 0 picks a free one), serves the
 /// API and runs the workers.
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
+    // A config built in code (tests, embedders) meets the same rules as a loaded one.
+    config.validate()?;
     let listen = config.server.listen;
     let (gateway, sandbox) = build_gateway(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("server.listen: cannot bind {listen}"))?;
     let addr = listener.local_addr()?;
-    let cancel = CancellationToken::new();
     let app = api::router(gateway.clone());
-    let stop = cancel.clone();
-    let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    });
-    let workers = workers::spawn_all(gateway.clone(), cancel.clone());
+    let stop_server = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        gateway.config.server.header_read_timeout(),
+        stop_server.clone(),
+    ));
+    let stop_workers = CancellationToken::new();
+    let workers = workers::spawn_all(gateway.clone(), stop_workers.clone());
     tracing::info!(%addr, instance = %gateway.instance_id, "omnigate listening");
     Ok(RunningApp {
         addr,
         gateway,
-        cancel,
+        stop_server,
+        stop_workers,
         server,
         workers,
         sandbox,

@@ -46,6 +46,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub health: HealthConfig,
     pub admin: AdminConfig,
+    pub workers: WorkersConfig,
     pub limits: LimitsConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -56,16 +57,56 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes (base64 images make bodies large).
+    /// Largest request body accepted, in bytes. A provider takes images of up to 10 MB
+    /// (anyfast), about 13.4 MB once base64-encoded, and a request up to seven of them
+    /// (~94 MB), hence 100 MiB. A larger declared `Content-Length` is refused with 413
+    /// before any of the body is read; a chunked body as soon as it passes the limit.
     pub max_body_bytes: usize,
+    /// Request bodies held in memory at once, over all requests, in bytes. A request takes
+    /// its `Content-Length` from this budget before its body is read (a chunked body takes
+    /// each chunk as it arrives); when it is spent, requests are shed with 503.
+    pub body_memory_budget_bytes: usize,
+    /// Seconds a client has to send a request's headers (slowloris); also how long an idle
+    /// keep-alive connection is kept.
+    pub header_read_timeout_secs: f64,
+    /// Seconds a request body may go without sending a byte before the request is answered
+    /// 408 and the connection closed.
+    pub body_timeout_secs: f64,
+    /// Requests handled at once; more are shed at once with 503 and `Retry-After`.
+    pub max_in_flight_requests: usize,
+    /// Creates (`POST /v1/video/generations`) handled at once, a smaller share of the
+    /// above: each holds a provider submit and possibly a large body.
+    pub max_in_flight_creates: usize,
+    /// On shutdown, seconds to wait for in-flight submits and requests before stopping
+    /// anyway. At least the longest a submit can take (the sum of the providers'
+    /// `request_timeout_secs`, as a submit may fall over through all of them).
+    pub drain_timeout_secs: f64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 32 * 1024 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
+            body_memory_budget_bytes: 512 * 1024 * 1024,
+            header_read_timeout_secs: 10.0,
+            body_timeout_secs: 30.0,
+            max_in_flight_requests: 1024,
+            max_in_flight_creates: 128,
+            drain_timeout_secs: 150.0,
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_read_timeout_secs)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.body_timeout_secs)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout_secs)
     }
 }
 
@@ -75,6 +116,12 @@ pub struct DatabaseConfig {
     /// `postgres://...` for production, `sqlite://path` for the embedded single-machine store.
     pub url: String,
     pub max_connections: u32,
+    /// Seconds a request waits for a pooled connection (or a new one) before it is answered
+    /// 503 `store_unavailable`: a database outage fails requests fast instead of piling them up.
+    pub acquire_timeout_secs: f64,
+    /// Longest one statement may run, in seconds: PostgreSQL's `statement_timeout`; on
+    /// SQLite the `busy_timeout`, how long a write waits for the database lock.
+    pub statement_timeout_secs: f64,
 }
 
 impl Default for DatabaseConfig {
@@ -82,7 +129,40 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "sqlite://omnigate.db".into(),
             max_connections: 10,
+            acquire_timeout_secs: 5.0,
+            statement_timeout_secs: 15.0,
         }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.acquire_timeout_secs)
+    }
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.statement_timeout_secs)
+    }
+}
+
+/// The background workers' supervision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// A worker that has not completed a step for this many seconds (beyond its own tick)
+    /// is reported stuck by `/healthz` (503). Longer than any provider's request timeout,
+    /// since one step may wait on upstream calls.
+    pub stall_secs: f64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig { stall_secs: 300.0 }
+    }
+}
+
+impl WorkersConfig {
+    pub fn stall(&self) -> Duration {
+        Duration::from_secs_f64(self.stall_secs)
     }
 }
 
@@ -214,13 +294,25 @@ impl Default for HealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Env var holding the bearer token for `/admin/*`; unset disables the admin API.
     pub token_env: Option<String>,
     #[serde(skip)]
     pub token: Option<Secret>,
+    /// After `keys rotate`, how long the previous secret keeps working, in seconds.
+    pub key_rotation_grace_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token_env: None,
+            token: None,
+            key_rotation_grace_secs: 24 * 3600,
+        }
+    }
 }
 
 /// Per-key request rates. A key's own `rpm` / `burst` / `read_rpm` win; these defaults
@@ -305,7 +397,9 @@ pub enum RedisErrorPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
-    /// `auto` (the default) runs the sandbox only when no provider is configured.
+    /// `auto` (the default) runs the sandbox only with the embedded SQLite store and no
+    /// provider configured; `always` runs it on any store, but only with no provider (the
+    /// sandbox is never mixed with real providers); `never` never.
     pub enabled: SandboxMode,
     /// Seconds a sandbox task spends queued, then processing, before it completes.
     pub task_seconds: f64,
@@ -405,6 +499,11 @@ pub struct ProviderConfig {
     /// parameter table types it as a string).
     #[serde(default)]
     pub element_id_as_string: bool,
+    /// Kling dialect: send `duration` even for a base-video edit, where the output lasts
+    /// as long as the input and the value is ignored (kkiai's parameter table marks
+    /// `duration` Required without exception; Kling and anyfast want it left out there).
+    #[serde(default)]
+    pub always_send_duration: bool,
     /// What to do with a task whose submit may or may not have reached this provider when
     /// the provider cannot look tasks up by our id: `fail` it (never a double charge) or
     /// `resubmit` it (never a lost task, at the risk of a duplicate).
@@ -416,6 +515,9 @@ pub struct ProviderConfig {
     #[serde(skip)]
     pub sandbox: bool,
 }
+
+/// Ten years: longer than any sensible setting, far from where `Duration` overflows.
+const MAX_SECS: f64 = 10.0 * 365.0 * 86400.0;
 
 mod defaults {
     pub fn request_timeout() -> f64 {
@@ -536,8 +638,12 @@ impl Config {
         match self.sandbox.enabled {
             SandboxMode::Always => true,
             SandboxMode::Never => false,
-            SandboxMode::Auto => self.providers.is_empty(),
+            SandboxMode::Auto => self.providers.is_empty() && self.database_is_sqlite(),
         }
+    }
+
+    fn database_is_sqlite(&self) -> bool {
+        self.database.url.starts_with("sqlite:")
     }
 
     fn resolve_credentials(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
@@ -576,7 +682,10 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Checks values and their relations; `app::start` runs it too, so a config built in
+    /// code is held to the same rules as one loaded from a file.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.validate_durations()?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }
@@ -588,6 +697,18 @@ impl Config {
         }
         if self.poller.batch_size == 0 || self.poller.tick_ms == 0 || self.poller.lease_secs == 0 {
             bail!("poller: batch_size, tick_ms and lease_secs must be positive");
+        }
+        for (key, v) in [
+            (
+                "poller.max_poll_failures",
+                u64::from(self.poller.max_poll_failures),
+            ),
+            ("poller.max_task_age_secs", self.poller.max_task_age_secs),
+            ("idempotency.ttl_secs", self.idempotency.ttl_secs),
+        ] {
+            if v == 0 {
+                bail!("{key}: must be at least 1");
+            }
         }
         let h = &self.health;
         if h.consecutive_failures == 0 || !(h.failure_rate > 0.0 && h.failure_rate <= 1.0) {
@@ -611,7 +732,114 @@ impl Config {
         if self.providers.is_empty() && self.sandbox.enabled == SandboxMode::Never {
             bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");
         }
+        self.validate_sandbox()?;
+        // A submit may fall over through every provider, each taking up to its timeout;
+        // a drain shorter than that could cut one in half.
+        let submit_budget: f64 = self
+            .providers
+            .values()
+            .map(|p| p.request_timeout_secs)
+            .sum();
+        if self.server.drain_timeout_secs < submit_budget {
+            bail!(
+                "server.drain_timeout_secs: must be at least {submit_budget} (the sum of the providers' request_timeout_secs, the longest a submit can take)"
+            );
+        }
+        if let Some((name, p)) = self
+            .providers
+            .iter()
+            .find(|(_, p)| p.request_timeout_secs >= self.workers.stall_secs)
+        {
+            bail!(
+                "workers.stall_secs: must be longer than providers.{name}.request_timeout_secs ({})",
+                p.request_timeout_secs
+            );
+        }
+        let s = &self.server;
+        if s.max_body_bytes == 0 || s.max_in_flight_requests == 0 || s.max_in_flight_creates == 0 {
+            bail!("server: max_body_bytes, max_in_flight_requests and max_in_flight_creates must be positive");
+        }
+        if s.max_body_bytes > u32::MAX as usize {
+            bail!("server.max_body_bytes: at most {} (4 GiB)", u32::MAX);
+        }
+        if s.body_memory_budget_bytes < s.max_body_bytes {
+            bail!("server.body_memory_budget_bytes: must be at least server.max_body_bytes ({}), or the largest allowed body could never be read", s.max_body_bytes);
+        }
         Ok(())
+    }
+
+    /// Every duration in seconds must be a finite positive number, small enough to be a
+    /// `Duration` (a negative or NaN one would panic where it is used).
+    fn validate_durations(&self) -> anyhow::Result<()> {
+        let mut keys = vec![
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("server.body_timeout_secs", self.server.body_timeout_secs),
+            ("server.drain_timeout_secs", self.server.drain_timeout_secs),
+            (
+                "database.acquire_timeout_secs",
+                self.database.acquire_timeout_secs,
+            ),
+            (
+                "database.statement_timeout_secs",
+                self.database.statement_timeout_secs,
+            ),
+            ("poller.max_backoff_secs", self.poller.max_backoff_secs),
+            ("health.cooldown_secs", self.health.cooldown_secs),
+            ("sandbox.task_seconds", self.sandbox.task_seconds),
+            ("workers.stall_secs", self.workers.stall_secs),
+        ];
+        let provider_keys: Vec<(String, f64)> = self
+            .providers
+            .iter()
+            .flat_map(|(name, p)| {
+                [
+                    (
+                        format!("providers.{name}.request_timeout_secs"),
+                        p.request_timeout_secs,
+                    ),
+                    (
+                        format!("providers.{name}.connect_timeout_secs"),
+                        p.connect_timeout_secs,
+                    ),
+                    (
+                        format!("providers.{name}.poll_interval_secs"),
+                        p.poll_interval_secs,
+                    ),
+                ]
+            })
+            .collect();
+        keys.extend(provider_keys.iter().map(|(k, v)| (k.as_str(), *v)));
+        for (key, v) in keys {
+            if !(v.is_finite() && v > 0.0 && v <= MAX_SECS) {
+                bail!("{key}: must be a positive number of seconds (at most {MAX_SECS}), not {v}");
+            }
+        }
+        for (key, v) in [
+            ("poller.lease_secs", self.poller.lease_secs),
+            ("poller.max_task_age_secs", self.poller.max_task_age_secs),
+            ("idempotency.ttl_secs", self.idempotency.ttl_secs),
+            ("health.window_secs", self.health.window_secs),
+        ] {
+            if v as f64 > MAX_SECS {
+                bail!("{key}: at most {MAX_SECS} seconds");
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_sandbox(&self) -> anyhow::Result<()> {
+        match self.sandbox.enabled {
+            SandboxMode::Always if !self.providers.is_empty() => bail!(
+                "sandbox.enabled: \"always\" with real providers configured; the sandbox is never mixed into routing with real providers (remove [providers] or set it to \"auto\" or \"never\")"
+            ),
+            SandboxMode::Auto if self.providers.is_empty() && !self.database_is_sqlite() => bail!(
+                "sandbox.enabled: \"auto\" runs the sandbox only on the embedded SQLite store and this database is PostgreSQL; configure [providers], or set sandbox.enabled = \"always\" to run the sandbox on it deliberately"
+            ),
+            _ => Ok(()),
+        }
     }
 }
 

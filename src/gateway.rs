@@ -22,6 +22,8 @@ pub struct Gateway {
     pub submits: TaskTracker,
     /// Cancelled when a graceful shutdown begins: creates are refused from then on.
     pub draining: CancellationToken,
+    /// Each background worker's last completed step, for `/healthz`.
+    pub heartbeats: crate::workers::Heartbeats,
     /// Per-key request rates, in this process or shared through Redis.
     pub limits: crate::limits::Limits,
 }

@@ -1,5 +1,5 @@
 //! The `omnigate` binary: `omnigate` (or `omnigate serve`) runs the gateway;
-//! `omnigate keys create --name NAME` issues an API key.
+//! `omnigate keys ...` manages API keys and their limits.
 
 use std::path::PathBuf;
 
@@ -26,16 +26,7 @@ enum Command {
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
-        command: KeysCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create a key and print it once; only its hash is stored.
-    Create {
-        #[arg(long)]
-        name: String,
+        command: omnigate::keys_cli::KeysCommand,
     },
 }
 
@@ -55,17 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => omnigate::app::start(config).await?.run_until_signal().await,
-        Command::Keys {
-            command: KeysCommand::Create { name },
-        } => {
-            let store = omnigate::store::Store::connect(&config.database.url, 1).await?;
-            let key = store.create_api_key(&name).await?;
-            println!("{}", key.secret);
-            eprintln!(
-                "created key {} ({}); it is shown only this once",
-                key.id, key.name
-            );
-        }
+        Command::Keys { command } => omnigate::keys_cli::run(command, &config).await?,
     }
     Ok(())
 }

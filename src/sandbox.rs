@@ -104,6 +104,7 @@ pub fn provider_configs(addr: SocketAddr) -> Vec<(String, ProviderConfig)> {
             query_path: None,
             unsupported_features: Vec::new(),
             element_id_as_string: false,
+            always_send_duration: false,
             unknown_submit: Default::default(),
             credential: Credential::Bearer(Secret::new(SANDBOX_KEY)),
             sandbox: true,

@@ -17,8 +17,8 @@ use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
 use crate::routing::{Candidate, PassReason, Plan};
 use crate::store::{
-    lease_token, now_ms, Acceptance, ApiKey, Attempt, IdempotencyClaim, Inserted, NewTask,
-    TaskError, TaskRecord, TaskState,
+    lease_token, now_ms, Acceptance, ApiKey, Attempt, Budget, Holds, IdempotencyClaim, Inserted,
+    LimitRefusal, NewTask, TaskError, TaskRecord, TaskState,
 };
 use crate::validation;
 
@@ -62,6 +62,9 @@ pub enum SubmitError {
     },
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyConflict,
+    /// A limit of the caller's key refused the task before anything was written.
+    #[error("{}", describe_limit(.0))]
+    Limited(LimitRefusal),
     /// The store failed after the task was written: the id lets the client find it.
     #[error("task {task_id}: the store failed while recording it")]
     StoreAfterWrite {
@@ -190,12 +193,12 @@ pub async fn create_task(
         routing_reason: plan.reason_for(0),
         lease_owner: token.clone(),
         lease_until: now_ms() + submit_lease_ms(first),
+        holds: holds_for(owner, &plan),
         request: req,
     };
-    if let existing @ Inserted::Existing { .. } =
-        gw.store.insert_task(&task, claim.as_ref()).await?
-    {
-        return replay(gw, existing).await;
+    match gw.store.insert_task(&task, claim.as_ref()).await? {
+        Inserted::New => {}
+        other => return replay(gw, other).await,
     }
     let job = Job { task, token, plan };
     let id = job.task.id.clone();
@@ -263,8 +266,47 @@ pub async fn create_task(
     })
 }
 
+/// What a new task of `owner` must hold: a slot if the key limits tasks in flight, and its
+/// dearest candidate's estimate of the budget if the key has one.
+fn holds_for(owner: &ApiKey, plan: &Plan) -> Holds {
+    let limits = &owner.limits;
+    Holds {
+        max_in_flight: limits.max_in_flight,
+        budget: limits.budget_usd.map(|limit_usd| Budget {
+            limit_usd,
+            period: limits.budget_period,
+            reserve_usd: plan
+                .candidates
+                .iter()
+                .map(|c| c.estimate_usd)
+                .fold(0.0, f64::max),
+        }),
+    }
+}
+
+fn describe_limit(refusal: &LimitRefusal) -> String {
+    match refusal {
+        LimitRefusal::Concurrency { max_in_flight } => format!(
+            "this key already has {max_in_flight} tasks in flight, its limit; \
+             wait for one to finish"
+        ),
+        LimitRefusal::Budget {
+            limit_usd,
+            committed_usd,
+            needed_usd,
+            period,
+        } => format!(
+            "this key's budget of ${limit_usd:.2} per {} has ${:.4} left (${committed_usd:.4} \
+             spent or reserved); this task needs ${needed_usd:.4}",
+            period.as_str(),
+            (limit_usd - committed_usd).max(0.0),
+        ),
+    }
+}
+
 async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, SubmitError> {
     match existing {
+        Inserted::Refused(refusal) => Err(SubmitError::Limited(refusal)),
         Inserted::Existing {
             same_body: false, ..
         } => Err(SubmitError::IdempotencyConflict),

@@ -351,6 +351,8 @@ async fn a_crash_during_submit_is_reconciled_without_a_second_upstream_task(db: 
     sim.push_submit_fault(Fault::Slow(Duration::from_secs(30)));
     let mut cfg = config(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
     cfg.providers.get_mut("up").unwrap().request_timeout_secs = 60.0;
+    // A poll must fit in its lease (app::start checks the config).
+    cfg.poller.lease_secs = 61;
     let mut app = TestApp::start(cfg.clone()).await;
     let (client, base, key) = (app.client.clone(), app.base.clone(), app.key.clone());
     let pending = tokio::spawn(async move {
@@ -421,10 +423,13 @@ async fn a_lookup_the_provider_cannot_serve_ends_in_the_policy(db: Db) {
     let db = TestDb::new(db).await;
     let (app, sim) = one_provider(&db, SimDialect::Kkiai).await;
     sim.push_submit_fault(Fault::Slow(Duration::from_secs(4)));
-    sim.push_query_fault(Fault::Status(
-        404,
-        json!({"code": 1202, "message": "no such method"}),
-    ));
+    // Neither the direct query by our id nor the list is served.
+    for _ in 0..2 {
+        sim.push_query_fault(Fault::Status(
+            404,
+            json!({"code": 1202, "message": "no such method"}),
+        ));
+    }
     let task = app.create(&text_to_video("kling-v3-omni")).await;
     let done = app.wait_terminal(task["id"].as_str().unwrap(), WAIT).await;
     assert_eq!(done["status"], "failed", "{done}");

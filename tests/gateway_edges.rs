@@ -196,14 +196,18 @@ async fn every_rule_is_a_400_naming_the_field_before_any_provider_call(db: Db) {
 }
 on_both_stores!(every_rule_is_a_400_naming_the_field_before_any_provider_call);
 
-async fn the_zero_config_sandbox_runs_a_task_to_completion(db: Db) {
-    let db = TestDb::new(db).await;
+async fn the_zero_config_sandbox_runs_a_task_to_completion(kind: Db) {
+    let db = TestDb::new(kind).await;
     let mut cfg = Config::default();
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.database.url = db.url.clone();
     cfg.poller.tick_ms = 50;
     cfg.sandbox.task_seconds = 1.0;
     assert_eq!(cfg.sandbox.enabled, SandboxMode::Auto);
+    if kind == Db::Postgres {
+        // `auto` runs the sandbox on SQLite only; PostgreSQL needs it asked for.
+        cfg.sandbox.enabled = SandboxMode::Always;
+    }
     let app = TestApp::start(cfg).await;
     let task = app.create(&json!({"model": "kling-video-o1", "prompt": "a lighthouse at dusk", "aspect_ratio": "16:9"})).await;
     assert_eq!(task["sandbox"], true);
@@ -299,6 +303,7 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
                 routing_reason: "test".into(),
                 lease_owner: "nobody".into(),
                 lease_until: 0,
+                holds: Default::default(),
             },
             None,
         )

@@ -888,9 +888,13 @@ async fn kling_shaped_bodies_that_follow_the_documented_rules_are_accepted() {
         let sim = Sim::start(dialect).await;
         let mut accepted = 0;
         for (case, patch) in valid_kling_bodies() {
-            let body = kling_body(dialect, patched(&kling_base(), patch));
+            let mut body = kling_body(dialect, patched(&kling_base(), patch));
             if dialect == SimDialect::Anyfast && body["model_name"] == "kling-video-o1" {
                 continue;
+            }
+            if dialect == SimDialect::Kkiai && body.get("duration").is_none() {
+                // kkiai marks duration Required even for a base video edit (ignored there).
+                body["duration"] = json!("5");
             }
             let answer = submit(&sim, &body).await;
             assert_eq!(answer.status, 200, "{dialect:?} {case}: {}", answer.body);
@@ -913,6 +917,15 @@ async fn kling_shaped_bodies_that_break_a_documented_rule_are_refused_and_record
         for (case, patch, reason) in invalid_kling_bodies() {
             let body = kling_body(dialect, patched(&kling_base(), patch));
             if dialect == SimDialect::Anyfast && body["model_name"] == "kling-video-o1" {
+                continue;
+            }
+            // kkiai's table types element_id as a string and wants duration on a base
+            // video edit too (covered by their own tests below).
+            let kkiai_allows = [
+                "an element id as a string",
+                "a duration with a base video edit",
+            ];
+            if dialect == SimDialect::Kkiai && kkiai_allows.contains(&case) {
                 continue;
             }
             let answer = submit(&sim, &body).await;
@@ -1033,6 +1046,51 @@ async fn kkiai_and_kling_require_mode_and_duration_as_kkiai_marks_them_but_anyfa
                 assert!(sim.rejections().last().unwrap().starts_with(missing));
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn kkiai_wants_duration_even_for_a_base_video_edit_where_kling_and_anyfast_forbid_it() {
+    let edit = json!({"aspect_ratio": null, "video_list": [video("base")]});
+    for dialect in KLING_FLAVOURS {
+        let sim = Sim::start(dialect).await;
+        let with = submit(&sim, &patched(&kling_base(), edit.clone())).await;
+        let without = patched(
+            &patched(&kling_base(), edit.clone()),
+            json!({"duration": null}),
+        );
+        let without = submit(&sim, &without).await;
+        if dialect == SimDialect::Kkiai {
+            assert_eq!(with.status, 200, "{}", with.body);
+            assert_error(dialect, &without, SimError::BadRequest);
+            assert!(sim.rejections()[0].starts_with("duration: required"));
+        } else {
+            assert_error(dialect, &with, SimError::BadRequest);
+            assert!(sim.rejections()[0].contains("must be omitted"));
+            assert_eq!(without.status, 200, "{dialect:?}: {}", without.body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn kkiai_takes_element_id_as_a_string_or_a_number_and_others_only_a_number() {
+    for dialect in KLING_FLAVOURS {
+        let sim = Sim::start(dialect).await;
+        let as_string = json!({"element_list": [{"element_id": "835266081714884677"}]});
+        let answer = submit(&sim, &patched(&kling_base(), as_string)).await;
+        if dialect == SimDialect::Kkiai {
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let not_a_number = json!({"element_list": [{"element_id": "8352e3"}]});
+            let answer = submit(&sim, &patched(&kling_base(), not_a_number)).await;
+            assert_error(dialect, &answer, SimError::BadRequest);
+        } else {
+            assert_error(dialect, &answer, SimError::BadRequest);
+        }
+        submit_ok(
+            &sim,
+            &patched(&kling_base(), json!({"element_list": elements(1)})),
+        )
+        .await;
     }
 }
 
@@ -1434,6 +1492,91 @@ async fn error_faults_render_each_dialects_status_and_code_then_normal_service_r
             sim.rejections().is_empty(),
             "faults are not rule violations"
         );
+    }
+}
+
+#[tokio::test]
+async fn twisted_answers_carry_an_unknown_word_or_success_without_a_url_then_service_resumes() {
+    for dialect in SimDialect::ALL {
+        let sim = Sim::start(dialect).await;
+        let id = submit_ok(&sim, &text_to_video(dialect)).await;
+        sim.push_query_fault(Fault::StateWord("frobbing".into()));
+        sim.push_query_fault(Fault::SucceededWithoutUrl);
+        let answer = query(&sim, &id).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(state(dialect, &answer.body), "frobbing", "{dialect:?}");
+        let answer = query(&sim, &id).await;
+        let success = match dialect {
+            SimDialect::Modellix => "success",
+            SimDialect::Apimodels => "completed",
+            SimDialect::Anyfast => "SUCCESS",
+            _ => "succeed",
+        };
+        assert_eq!(state(dialect, &answer.body), success, "{dialect:?}");
+        assert!(
+            !answer.body.to_string().contains("cdn.sim.test"),
+            "{dialect:?}"
+        );
+        let answer = query(&sim, &id).await;
+        assert_ne!(state(dialect, &answer.body), "frobbing");
+    }
+}
+
+#[tokio::test]
+async fn redirect_and_oversized_faults_play_as_described() {
+    for dialect in SimDialect::ALL {
+        let sim = Sim::start(dialect).await;
+        sim.push_submit_fault(Fault::Redirect);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let url = format!("{}{}", sim.base_url, create_path(dialect, "kling-v3-omni"));
+        let answer = client
+            .post(url)
+            .header("Authorization", sim.auth_header())
+            .json(&text_to_video(dialect))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 302);
+        let location = answer.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(location, format!("{}/redirected", sim.base_url));
+        assert_eq!(sim.created_count(), 0);
+        // Following it is a request the simulator does not serve, and records.
+        client.get(location).send().await.unwrap();
+        assert_eq!(sim.rejections().len(), 1, "{dialect:?}");
+
+        let id = submit_ok(&sim, &text_to_video(dialect)).await;
+        sim.push_query_fault(Fault::Oversized(100_000));
+        let url = format!("{}{}", sim.base_url, query_path(dialect, &id));
+        let body = client
+            .get(url)
+            .header("Authorization", sim.auth_header())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 100_000);
+    }
+}
+
+#[tokio::test]
+async fn kling_and_kkiai_answer_a_query_by_our_external_task_id_and_anyfast_does_not() {
+    for dialect in KLING_FLAVOURS {
+        let sim = Sim::start(dialect).await;
+        let body = patched(&kling_base(), json!({"external_task_id": "vgt_ours"}));
+        let id = submit_ok(&sim, &body).await;
+        let answer = query(&sim, "vgt_ours").await;
+        if dialect == SimDialect::Anyfast {
+            assert_eq!(answer.status, 404);
+        } else {
+            assert_eq!(answer.status, 200, "{dialect:?}: {}", answer.body);
+            assert_eq!(answer.body["data"]["task_id"], json!(id));
+        }
+        assert_eq!(sim.list_count(), 0);
     }
 }
 

@@ -80,6 +80,7 @@ async fn insert_submitting(store: &Store, id: &str, token: &str, lease_until: i6
                 routing_reason: "test".into(),
                 lease_owner: token.into(),
                 lease_until,
+                holds: Default::default(),
             },
             None,
         )

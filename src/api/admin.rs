@@ -26,7 +26,7 @@ pub async fn providers(
 }
 
 /// Without a configured token the admin API does not exist: 404, like any unknown path.
-fn authorize(admin: &AdminConfig, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(admin: &AdminConfig, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &admin.token else {
         return Err(ApiError::NotFound("no such endpoint".into()));
     };

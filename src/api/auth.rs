@@ -14,13 +14,12 @@ use crate::gateway::Gateway;
 use crate::store::ApiKey;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is a non-empty one.
+/// The scheme name is case-insensitive (RFC 9110 section 11.1): `bearer` works too.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Authenticates a `/v1` call once, before anything that needs its key (the rate limit,
@@ -55,5 +54,31 @@ impl FromRequestParts<Arc<Gateway>> for Caller {
             return Ok(Caller(key.clone()));
         }
         Ok(Caller(authenticate_headers(gw, &parts.headers).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_required() {
+        for v in [
+            "Bearer og_1",
+            "bearer og_1",
+            "BEARER  og_1 ",
+            "bEaReR\tog_1",
+        ] {
+            assert_eq!(bearer_token(&with_auth(v)), Some("og_1"), "{v:?}");
+        }
+        for v in ["Bearer", "Bearer   ", "Basic og_1", "Bearerog_1", "og_1"] {
+            assert_eq!(bearer_token(&with_auth(v)), None, "{v:?}");
+        }
     }
 }

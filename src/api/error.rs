@@ -33,6 +33,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the body is larger than this gateway accepts ({0} bytes at most)")]
     PayloadTooLarge(usize),
+    #[error("the request body stalled; send it without long pauses")]
+    BodyTimeout,
     /// No provider could take the task (503), or the last one timed out (504).
     #[error("{message}")]
     Upstream {
@@ -41,14 +43,15 @@ pub enum ApiError {
         message: String,
         provider_message: Option<String>,
     },
-    /// A rate limit of the caller's key is reached (429, with `Retry-After`).
+    /// A limit of the caller's key: 429 (tasks in flight) or 402 (budget).
     #[error("{message}")]
-    RateLimited {
+    Limited {
+        status: StatusCode,
+        code: &'static str,
         message: String,
-        retry_after_secs: u64,
     },
-    /// The gateway itself cannot take the request now (503, `type: api_error`, with
-    /// `Retry-After`).
+    /// The gateway itself cannot take the request now: overloaded, shutting down, or its
+    /// database unreachable (503, `type: api_error`, with `Retry-After`).
     #[error("{message}")]
     Unavailable {
         code: &'static str,
@@ -57,10 +60,62 @@ pub enum ApiError {
     },
     /// Logged with its details; the client sees only that something went wrong.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// An error from below the API: a database outage (found by type anywhere in the chain,
+/// never by message text) is a quick 503 `store_unavailable`; anything else is internal.
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if e.chain().any(is_store_outage) {
+            tracing::warn!(error = ?e, "database unavailable");
+            return ApiError::Unavailable {
+                code: "store_unavailable",
+                message: "the gateway's database is unavailable; retry shortly".into(),
+                retry_after_secs: 5,
+            };
+        }
+        ApiError::Internal(e)
+    }
+}
+
+/// Is this cause the database being out of reach (rather than a bug or bad data)?
+fn is_store_outage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(e) = cause.downcast_ref::<sqlx::Error>() else {
+        return false;
+    };
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes whose primary code is SQLITE_BUSY (5) or
+                // SQLITE_LOCKED (6): the busy timeout ran out waiting for the lock.
+                code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            } else {
+                // SQLSTATE class 08: connection exception; 57P01-57P03: the server is
+                // shutting down or not accepting connections; 57014: statement timeout.
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57014")
+            }
+        }
+        _ => false,
+    }
 }
 
 impl ApiError {
+    /// 503 `overloaded`: a limit of this gateway is reached; retrying in a moment is fine.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        ApiError::Unavailable {
+            code: "overloaded",
+            message: message.into(),
+            retry_after_secs: 1,
+        }
+    }
+
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::InvalidRequest {
             param: Some(param.into()),
@@ -77,8 +132,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Upstream { status, .. } => *status,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Limited { status, .. } => *status,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,8 +149,12 @@ impl ApiError {
             ApiError::Conflict(_) => ("invalid_request_error", "idempotency_conflict"),
             ApiError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => ("invalid_request_error", "body_too_large"),
+            ApiError::BodyTimeout => ("invalid_request_error", "body_timeout"),
             ApiError::Upstream { code, .. } => ("upstream_error", code),
-            ApiError::RateLimited { .. } => ("rate_limit_error", "rate_limited"),
+            ApiError::Limited { status, code, .. } if *status == StatusCode::PAYMENT_REQUIRED => {
+                ("insufficient_quota", code)
+            }
+            ApiError::Limited { code, .. } => ("rate_limit_error", code),
             ApiError::Unavailable { code, .. } => ("api_error", code),
             ApiError::Internal(_) => ("api_error", "internal_error"),
         }
@@ -142,13 +202,6 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let ApiError::RateLimited {
-            retry_after_secs, ..
-        } = &self
-        {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -195,20 +248,55 @@ impl From<crate::submit::SubmitError> for ApiError {
                 provider_message,
             },
             e @ S::IdempotencyConflict => ApiError::Conflict(e.to_string()),
+            S::Limited(refusal) => ApiError::Limited {
+                status: match refusal {
+                    crate::store::LimitRefusal::Concurrency { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    crate::store::LimitRefusal::Budget { .. } => StatusCode::PAYMENT_REQUIRED,
+                },
+                code: match refusal {
+                    crate::store::LimitRefusal::Concurrency { .. } => "concurrency_limited",
+                    crate::store::LimitRefusal::Budget { .. } => "budget_exceeded",
+                },
+                message: S::Limited(refusal).to_string(),
+            },
             S::StoreAfterWrite { task_id, source } => {
                 tracing::error!(%task_id, error = ?source, "store failed after the task was written");
-                ApiError::Upstream {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::Unavailable {
                     code: "store_unavailable",
                     message: format!(
                         "task {task_id} was written, but the store failed while recording its \
                          submit; read it with GET /v1/video/generations/{task_id} before creating \
                          it again (an Idempotency-Key makes a retry safe)"
                     ),
-                    provider_message: None,
+                    retry_after_secs: 5,
                 }
             }
             S::Store(source) => ApiError::from(source),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn a_database_outage_anywhere_in_the_chain_is_a_503_and_anything_else_a_500() {
+        let outage = Err::<(), _>(sqlx::Error::PoolTimedOut)
+            .context("reading a task")
+            .context("handling a read")
+            .unwrap_err();
+        let e = ApiError::from(outage);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.kind_and_code(), ("api_error", "store_unavailable"));
+        let bug = ApiError::from(anyhow::Error::new(sqlx::Error::RowNotFound));
+        assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let other = ApiError::from(anyhow::anyhow!("connection refused"));
+        assert_eq!(
+            other.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a message is not a type"
+        );
     }
 }

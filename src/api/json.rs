@@ -5,6 +5,9 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
+use tower_http::timeout::TimeoutError;
+
+use super::load::BodyBudgetSpent;
 use super::{ApiError, BodyLimit};
 
 pub struct ValidJson<T>(pub T);
@@ -17,6 +20,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(limit.unwrap_or_default())
+            } else if caused_by::<BodyBudgetSpent>(&e) {
+                ApiError::overloaded(BodyBudgetSpent.to_string())
+            } else if caused_by::<TimeoutError>(&e) {
+                ApiError::BodyTimeout
             } else {
                 ApiError::InvalidRequest {
                     param: None,
@@ -26,6 +33,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
         })?;
         parse(&bytes).map(ValidJson)
     }
+}
+
+/// Whether an error of type `T` is anywhere in `e`'s chain of sources.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<T>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

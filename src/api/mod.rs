@@ -4,16 +4,20 @@ pub mod admin;
 mod auth;
 mod error;
 mod json;
+mod keys;
+pub mod load;
 mod tasks;
 
 pub use error::ApiError;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
+use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
 
 use crate::gateway::Gateway;
@@ -23,30 +27,69 @@ use crate::limits;
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-/// Middleware, outermost first: tracing (one span per request), then the body size limit;
-/// on `/v1` routes, then authentication (once; the key goes into the extensions) and the
-/// per-key rate limit (`limits::layer`), so a refused call never reaches its handler.
-/// There is no blanket request timeout: a create is bounded by its providers' timeouts,
-/// and its submit runs on its own task so that a client hanging up cannot interrupt it.
+/// Middleware, outermost first:
+/// 1. tracing (one span per request, so shed requests are logged too);
+/// 2. the in-flight request limit (`server.max_in_flight_requests`): beyond it, 503 at once;
+/// 3. the request-body byte budget (`server.body_memory_budget_bytes`), the early 413 on a
+///    declared length over `server.max_body_bytes`, and the body idle timeout;
+/// 4. the body size limit for chunked bodies (axum's, counted as the body is read);
+/// 5. on `/v1` routes, authentication (once: the key goes into the request's extensions),
+///    then the per-key rate limit (`limits::layer`), so a refused call never reaches its
+///    handler nor takes a create slot;
+/// 6. on `POST /v1/video/generations` only, the in-flight create limit
+///    (`server.max_in_flight_creates`).
+///
+/// The header-read timeout is the server's (`server.rs`). There is no blanket request
+/// timeout: a create is bounded by its providers' timeouts, and its submit runs on its own
+/// task so that a client hanging up cannot interrupt it.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    let max_body = gw.config.server.max_body_bytes;
+    let server = &gw.config.server;
+    let max_body = server.max_body_bytes;
+    let requests = load::Slots::new(server.max_in_flight_requests, "requests");
+    let creates = load::Slots::new(server.max_in_flight_creates, "creates");
+    let budget = load::BodyBudget::new(server);
     let v1 = Router::new()
         .route(
             "/v1/video/generations",
-            get(tasks::list_or_query).post(tasks::create),
+            get(tasks::list_or_query)
+                .post(tasks::create.layer(from_fn_with_state(creates, load::shed_beyond))),
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
         .route("/v1/video/quotes", post(tasks::quote))
         .route_layer(from_fn_with_state(gw.clone(), limits::layer::rate_limit))
         .route_layer(from_fn_with_state(gw.clone(), auth::authenticate));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .merge(v1)
         .route("/admin/providers", get(admin::providers))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/keys/{id}", get(keys::show).patch(keys::update))
+        .route("/admin/keys/{id}/revoke", post(keys::revoke))
+        .route("/admin/keys/{id}/rotate", post(keys::rotate))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::Extension(BodyLimit(max_body)))
+        .layer(from_fn_with_state(budget, load::hold_body_budget))
+        .layer(from_fn_with_state(requests, load::shed_beyond))
         .layer(TraceLayer::new_for_http())
         .with_state(gw)
+}
+
+/// `GET /healthz`: 200 with each background worker's last step, or 503 naming a worker
+/// that stopped or has not completed a step for `workers.stall_secs` beyond its tick.
+async fn healthz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let workers = gw.heartbeats.report(gw.config.workers.stall());
+    let problems: Vec<&str> = workers
+        .iter()
+        .filter_map(|w| w.problem.as_deref())
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::Unavailable {
+            code: "worker_unhealthy",
+            message: problems.join("; "),
+            retry_after_secs: 5,
+        });
+    }
+    Ok(Json(json!({"status": "ok", "workers": workers})))
 }

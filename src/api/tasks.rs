@@ -27,6 +27,7 @@ pub async fn create(
     headers: HeaderMap,
     ValidJson(req): ValidJson<VideoRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
     let mut resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
@@ -35,6 +36,19 @@ pub async fn create(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(resp)
+}
+
+/// Once a graceful shutdown has begun, a new create would start a submit the drain might
+/// have to cut; the client retries on another replica (or this one once restarted).
+fn refuse_while_draining(gw: &Gateway) -> Result<(), ApiError> {
+    if gw.draining.is_cancelled() {
+        return Err(ApiError::Unavailable {
+            code: "shutting_down",
+            message: "this gateway is shutting down and takes no new tasks; retry shortly".into(),
+            retry_after_secs: 2,
+        });
+    }
+    Ok(())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -155,9 +169,28 @@ async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
     let mut obj = task_object(&task);
-    obj["status_history"] = json!(gw.store.status_history(id).await?);
-    obj["attempts"] = json!(gw.store.attempts(id).await?);
+    let history = gw.store.status_history(id).await?;
+    let attempts = gw.store.attempts(id).await?;
+    obj["status_history"] = json!(history
+        .iter()
+        .map(|c| json!({"status": c.status, "at": unix_secs(c.at)}))
+        .collect::<Vec<_>>());
+    obj["attempts"] = json!(attempts
+        .iter()
+        .map(|a| {
+            let mut v = json!(a);
+            v["at"] = json!(unix_secs(a.at));
+            v
+        })
+        .collect::<Vec<_>>());
     Ok(obj)
+}
+
+/// The store keeps milliseconds; the API speaks Unix seconds everywhere (`created_at` and
+/// the times in `status_history` and `attempts` alike). Changes within one second keep
+/// their order in the list, and an attempt's duration is in its `latency_ms`.
+fn unix_secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
 }
 
 /// The public task object (see API.md).
@@ -177,9 +210,9 @@ pub fn task_object(t: &TaskRecord) -> Value {
         "cost": cost,
         "metadata": t.metadata.clone().unwrap_or_else(|| json!({})),
         "routing": {"reason": t.routing_reason},
-        "created_at": t.created_at / 1000,
-        "updated_at": t.updated_at / 1000,
-        "completed_at": t.completed_at.map(|c| c / 1000),
+        "created_at": unix_secs(t.created_at),
+        "updated_at": unix_secs(t.updated_at),
+        "completed_at": t.completed_at.map(unix_secs),
     });
     if t.sandbox {
         obj["sandbox"] = json!(true);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -50,13 +50,14 @@ pub async fn rate_limit(State(gw): State<Arc<Gateway>>, req: Request, next: Next
                 Bucket::Create => "creates",
                 Bucket::Read => "reads",
             };
-            let mut resp = ApiError::RateLimited {
+            let mut resp = ApiError::Limited {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "rate_limited",
                 message: format!(
                     "rate limit of this key for {what} reached ({} per minute, {} at once); \
                      retry in {} s",
                     d.quota.per_minute, d.quota.burst, d.retry_after_secs
                 ),
-                retry_after_secs: d.retry_after_secs,
             }
             .into_response();
             write_headers(resp.headers_mut(), &d);
@@ -75,8 +76,12 @@ pub async fn rate_limit(State(gw): State<Arc<Gateway>>, req: Request, next: Next
 
 /// `RateLimit-Limit`: calls that can be made at once (the burst); `RateLimit-Remaining`:
 /// how many of them are left; `RateLimit-Reset`: seconds until all are back;
-/// `RateLimit-Policy`: the steady rate per 60 s window, with the burst.
+/// `RateLimit-Policy`: the steady rate per 60 s window, with the burst; on a refusal,
+/// `Retry-After`: seconds until the next call would pass.
 fn write_headers(headers: &mut HeaderMap, d: &Decision) {
+    if !d.allowed {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs));
+    }
     headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit()));
     headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
     headers.insert(RATELIMIT_RESET, HeaderValue::from(d.reset_secs));

@@ -64,6 +64,7 @@ impl Provider for Apimodels {
         self.upstream
             .call(request, |reply| read_task(reply, upstream_id))
             .await
+            .inspect_err(|e| http::log_unreadable(&self.name, upstream_id, e))
     }
 
     async fn find_by_external_id(&self, _task_id: &str) -> Result<Lookup, ProviderError> {
@@ -95,11 +96,13 @@ pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask
         upstream_id: upstream_id.to_string(),
         status: apimodels_state(&state),
         raw_state: state,
+        state_field: "data.state".into(),
         videos: http::videos(data.get("resultUrls")),
+        videos_field: "data.resultUrls".into(),
         failure_message: data.get("failMsg").and_then(http::text),
         progress: data.get("progress").and_then(http::progress),
     };
-    Ok(observed.settle())
+    observed.settle(reply)
 }
 
 /// apimodels' states (WIRE-NOTES: `processing` unconfirmed), case-insensitively.
@@ -286,7 +289,6 @@ mod tests {
             ("pending", TaskStatus::Queued),
             ("processing", TaskStatus::InProgress),
             ("failed", TaskStatus::Failed),
-            ("generating", TaskStatus::InProgress),
         ];
         for (state, want) in states {
             assert_eq!(
@@ -311,8 +313,34 @@ mod tests {
                 duration: None
             }]
         );
-        let t = task(json!({"taskId": "clx1", "state": "completed", "resultUrls": []}));
-        assert_eq!(t.status, TaskStatus::InProgress, "no URL, not completed");
+    }
+
+    fn unreadable(data: Value) -> ProviderError {
+        let body = json!({"code": 200, "msg": "success", "data": data});
+        read_task(&reply(200, body), "clx1").expect_err("answer is unreadable")
+    }
+
+    #[test]
+    fn an_unknown_state_word_is_unreadable_naming_data_state_with_the_body() {
+        let err = unreadable(json!({"taskId": "clx1", "state": "generating"}));
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert_eq!(
+            err.message,
+            r#"data.state: unknown state word "generating""#
+        );
+        assert!(err.raw_body.as_deref().unwrap().contains("generating"));
+        assert!(!err.ambiguous);
+    }
+
+    #[test]
+    fn completed_without_a_result_url_is_unreadable() {
+        let err = unreadable(json!({"taskId": "clx1", "state": "completed", "resultUrls": []}));
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert!(
+            err.message.starts_with("data.resultUrls: no video URL"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

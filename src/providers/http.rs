@@ -16,6 +16,14 @@ use crate::domain::{TaskStatus, VideoResult};
 
 /// Lifetime of a Kling JWT, as Kling's own examples issue them.
 const JWT_TTL_SECS: u64 = 1800;
+/// The most of an answer we read: task answers are a few KiB, so anything near this is
+/// not an answer of the dialect, and an unbounded read would let a provider (or a proxy
+/// in front of it) exhaust our memory.
+pub(super) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Provider words kept in an error (`error.provider_message`, logs); longer is cut.
+pub(super) const MAX_MESSAGE_CHARS: usize = 500;
+/// The part of an unreadable answer kept in `ProviderError::raw_body`.
+pub(super) const MAX_RAW_BODY_BYTES: usize = 2048;
 /// Re-issue this long before expiry so a token never expires in flight.
 const JWT_REFRESH_MARGIN_SECS: u64 = 300;
 /// Kling rejects tokens whose `nbf` is in its future; allow for clock skew.
@@ -34,6 +42,8 @@ pub(super) enum Call {
 pub(super) struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The body went past [`MAX_BODY_BYTES`]; `body` holds only its start.
+    pub oversized: bool,
 }
 
 impl Reply {
@@ -43,6 +53,32 @@ impl Reply {
 
     pub fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body as text for `ProviderError::raw_body`, cut to [`MAX_RAW_BODY_BYTES`].
+    pub fn raw_text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        truncate_chars_to_bytes(&text, MAX_RAW_BODY_BYTES)
+    }
+}
+
+/// `s` cut to at most `max_bytes` bytes on a char boundary.
+pub(super) fn truncate_chars_to_bytes(s: &str, max_bytes: usize) -> String {
+    if s.len() <= max_bytes {
+        return s.to_string();
+    }
+    let mut end = max_bytes;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Provider text cut to [`MAX_MESSAGE_CHARS`] characters, marked when cut.
+pub(super) fn truncate_message(s: &str) -> String {
+    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}…", &s[..end]),
     }
 }
 
@@ -58,6 +94,9 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout())
             .timeout(cfg.request_timeout())
+            // A redirect is not part of any dialect; following one would send the
+            // credential (and a POST body) wherever the answer points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Upstream {
             client,
@@ -76,8 +115,14 @@ impl Upstream {
             .json(body)
     }
 
+    /// The configured base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// Authenticates and sends `req`, then lets the dialect read the reply. Every error
-    /// leaving here has had the credential scrubbed from its message.
+    /// leaving here has had the credential scrubbed from its message, then the message
+    /// cut to [`MAX_MESSAGE_CHARS`].
     pub async fn call<T>(
         &self,
         req: RequestBuilder,
@@ -87,26 +132,46 @@ impl Upstream {
             Ok(req) => send(req).await.and_then(|reply| read(&reply)),
             Err(e) => Err(e),
         };
-        result.map_err(|e| self.auth.redact(e))
+        result.map_err(|e| {
+            let mut e = self.auth.redact(e);
+            e.message = truncate_message(&e.message);
+            e
+        })
     }
 }
 
-/// Sends a request and reads the whole body, classifying transport failures by whether
-/// the provider may have received (and acted on) the request.
+/// Sends a request and reads the body up to [`MAX_BODY_BYTES`], classifying transport
+/// failures by whether the provider may have received (and acted on) the request.
 pub(super) async fn send(req: RequestBuilder) -> Result<Reply, ProviderError> {
-    let resp = req.send().await.map_err(transport_error)?;
+    let mut resp = req.send().await.map_err(transport_error)?;
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|e| {
-        let mut err = transport_error(e);
-        // The status line arrived, so the request did too: never "nothing was sent".
-        err.kind = ErrorKind::Timeout;
-        err.ambiguous = true;
-        err.http_status = Some(status);
-        err
-    })?;
+    let mut body = Vec::new();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| {
+            let mut err = transport_error(e);
+            // The status line arrived, so the request did too: never "nothing was sent".
+            err.kind = ErrorKind::Timeout;
+            err.ambiguous = true;
+            err.http_status = Some(status);
+            err
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            // Stop reading: the rest is dropped with the connection.
+            let room = MAX_BODY_BYTES - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Reply {
+                status,
+                body,
+                oversized: true,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
     Ok(Reply {
         status,
-        body: body.to_vec(),
+        body,
+        oversized: false,
     })
 }
 
@@ -148,6 +213,16 @@ pub(super) fn check(
     call: Call,
     classify: impl Fn(&Value) -> Option<Verdict>,
 ) -> Result<Value, ProviderError> {
+    if reply.oversized {
+        let what = format!("answer larger than {MAX_BODY_BYTES} bytes");
+        return Err(malformed(reply, call, &what));
+    }
+    if (300..400).contains(&reply.status) {
+        // Not followed (see `Upstream::new`). No dialect redirects, so this is a proxy or
+        // a moved endpoint; after a submit nobody can say whether the task was made.
+        let what = format!("redirect (HTTP {}) not followed", reply.status);
+        return Err(malformed(reply, call, &what));
+    }
     let json = reply.json();
     let code = json.as_ref().and_then(|v| v.get("code"));
     let verdict = code.and_then(&classify);
@@ -159,6 +234,10 @@ pub(super) fn check(
             return json.ok_or_else(|| malformed(reply, call, "body is not JSON"));
         }
     };
+    // A provider's own code says it refused; one that only repeats a gateway failure
+    // status (modellix, apimodels) does not.
+    let explicit_refusal = matches!(verdict, Some(Verdict::Error(Some(_))))
+        && !code.and_then(integer).is_some_and(is_gateway_failure);
     let message = json
         .as_ref()
         .and_then(provider_message)
@@ -168,11 +247,18 @@ pub(super) fn check(
         message,
         http_status: Some(reply.status),
         code: code.and_then(scalar_text),
-        // A gateway that timed out waiting on the origin may still have let the task
-        // through, exactly like our own timeout; an explicit error code says it did not.
-        ambiguous: call == Call::Submit && verdict.is_none() && matches!(reply.status, 504 | 524),
+        // A front proxy that timed out waiting on the origin (504, 524) or lost the
+        // connection to it mid-answer (502) may still have let the task through, exactly
+        // like our own timeout; an explicit provider error code says it did not.
+        ambiguous: call == Call::Submit && is_gateway_failure(reply.status) && !explicit_refusal,
         raw_body: None,
     })
+}
+
+/// Statuses a front proxy answers when it lost track of the origin mid-request. A body
+/// `code` repeating one of them (modellix, apimodels) says no more than the status.
+fn is_gateway_failure(status: impl TryInto<u16>) -> bool {
+    matches!(status.try_into().ok(), Some(502 | 504 | 524))
 }
 
 /// The fallback classification by HTTP status, shared by every dialect (modellix and
@@ -239,7 +325,7 @@ pub(super) fn read_data_created(
     };
     Ok(Submitted {
         upstream_id,
-        status: observed.settle().status,
+        status: observed.created_status(),
     })
 }
 
@@ -379,45 +465,84 @@ pub(super) fn path_segment(s: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Observed {
     pub upstream_id: String,
-    /// The provider's state word, for the log when it is not one we know.
+    /// The provider's state word, for the error when it is not one we know.
     pub raw_state: String,
+    /// Where the state word sits in the answer (`data.status`), named in that error.
+    pub state_field: String,
     pub status: Option<TaskStatus>,
     pub videos: Vec<VideoResult>,
+    /// Where the video URLs sit in the answer, named when a finished task has none.
+    pub videos_field: String,
     pub failure_message: Option<String>,
     pub progress: Option<u8>,
 }
 
 impl Observed {
-    /// Applies the shared rules: an unknown state is in progress (and logged), and a
-    /// task is completed only with at least one video URL.
-    pub fn settle(self) -> UpstreamTask {
-        let status = match self.status {
-            None => {
+    /// The state of a task a create answer reports. The task exists whatever the answer
+    /// says, so a state word we do not know counts as in progress (and is logged); the
+    /// first query reads it properly.
+    pub fn created_status(&self) -> TaskStatus {
+        match self.status {
+            Some(TaskStatus::Completed) | None => {
                 tracing::warn!(
-                    upstream_id = %self.upstream_id,
-                    state = %self.raw_state,
-                    "unknown upstream task state; treating it as in progress"
-                );
-                TaskStatus::InProgress
-            }
-            Some(TaskStatus::Completed) if self.videos.is_empty() => {
-                tracing::warn!(
-                    upstream_id = %self.upstream_id,
-                    "upstream reports completion without a video URL; treating it as in progress"
+                    upstream_id = ?self.upstream_id,
+                    state = ?self.raw_state,
+                    "unexpected state in a create answer; treating it as in progress"
                 );
                 TaskStatus::InProgress
             }
             Some(status) => status,
+        }
+    }
+
+    /// Applies the rules every read of a task obeys: a state word we do not know, or a
+    /// completion without a video URL, is an answer we cannot interpret. Guessing
+    /// "in progress" would poll a finished (and paid) task forever, so it is an
+    /// [`ErrorKind::Unreadable`] naming the field, with the answer kept in `raw_body`.
+    pub fn settle(self, reply: &Reply) -> Result<UpstreamTask, ProviderError> {
+        let unreadable = |message: String| ProviderError {
+            kind: ErrorKind::Unreadable,
+            message,
+            http_status: Some(reply.status),
+            code: None,
+            ambiguous: false,
+            raw_body: Some(reply.raw_text()),
         };
-        UpstreamTask {
+        let status = match self.status {
+            None => {
+                let (field, word) = (&self.state_field, &self.raw_state);
+                return Err(unreadable(format!("{field}: unknown state word {word:?}")));
+            }
+            Some(TaskStatus::Completed) if self.videos.is_empty() => {
+                let (field, word) = (&self.videos_field, &self.raw_state);
+                return Err(unreadable(format!(
+                    "{field}: no video URL although the task says {word:?}"
+                )));
+            }
+            Some(status) => status,
+        };
+        Ok(UpstreamTask {
             upstream_id: self.upstream_id,
             status,
             progress: self.progress,
             videos: self.videos,
             failure_message: self
                 .failure_message
-                .filter(|_| status == TaskStatus::Failed),
-        }
+                .filter(|_| status == TaskStatus::Failed)
+                .map(|m| truncate_message(&m)),
+        })
+    }
+}
+
+/// Logs an [`ErrorKind::Unreadable`] read once, where the provider and task are known.
+pub(super) fn log_unreadable(provider: &str, upstream_id: &str, err: &ProviderError) {
+    if err.kind == ErrorKind::Unreadable {
+        tracing::warn!(
+            provider,
+            upstream_id = ?upstream_id,
+            problem = ?err.message,
+            "upstream task answer cannot be interpreted"
+        );
     }
 }
 
@@ -546,6 +671,7 @@ mod tests {
         Reply {
             status,
             body: body.as_bytes().to_vec(),
+            oversized: false,
         }
     }
 
@@ -658,19 +784,106 @@ mod tests {
     }
 
     #[test]
-    fn settle_treats_unknown_state_and_urlless_completion_as_in_progress() {
+    fn settle_refuses_unknown_state_and_urlless_completion_as_unreadable() {
+        let r = reply(200, r#"{"state":"weird"}"#);
         let unknown = Observed {
             upstream_id: "t".into(),
             raw_state: "weird".into(),
+            state_field: "data.state".into(),
             ..Default::default()
         };
-        assert_eq!(unknown.settle().status, TaskStatus::InProgress);
+        let err = unknown.settle(&r).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert_eq!(err.message, r#"data.state: unknown state word "weird""#);
+        assert_eq!(err.raw_body.as_deref(), Some(r#"{"state":"weird"}"#));
         let urlless = Observed {
             upstream_id: "t".into(),
             status: Some(TaskStatus::Completed),
+            videos_field: "data.resultUrls".into(),
             ..Default::default()
         };
-        assert_eq!(urlless.settle().status, TaskStatus::InProgress);
+        assert_eq!(urlless.settle(&r).unwrap_err().kind, ErrorKind::Unreadable);
+        let created = Observed {
+            status: None,
+            ..Default::default()
+        };
+        assert_eq!(created.created_status(), TaskStatus::InProgress);
+    }
+
+    #[test]
+    fn failure_messages_are_cut_to_500_characters() {
+        let failed = Observed {
+            status: Some(TaskStatus::Failed),
+            failure_message: Some("é".repeat(600)),
+            ..Default::default()
+        };
+        let message = failed
+            .settle(&reply(200, ""))
+            .unwrap()
+            .failure_message
+            .unwrap();
+        assert_eq!(message.chars().count(), 501, "500 and the mark");
+        assert!(message.ends_with('…'));
+    }
+
+    #[test]
+    fn raw_text_is_cut_on_a_char_boundary() {
+        assert_eq!(truncate_chars_to_bytes("aé", 2), "a");
+        assert_eq!(truncate_chars_to_bytes("aé", 3), "aé");
+    }
+
+    #[test]
+    fn a_redirect_is_an_error_ambiguous_only_after_a_submit() {
+        let r = reply(302, "");
+        let submit = check(&r, Call::Submit, numeric_zero_is_success).unwrap_err();
+        assert_eq!(submit.kind, ErrorKind::Malformed);
+        assert!(submit.ambiguous);
+        assert!(submit.message.contains("redirect"), "{}", submit.message);
+        assert!(
+            !check(&r, Call::Read, numeric_zero_is_success)
+                .unwrap_err()
+                .ambiguous
+        );
+    }
+
+    #[test]
+    fn an_oversized_answer_is_malformed_whatever_it_starts_with() {
+        let mut r = reply(200, r#"{"code":0,"data":{}}"#);
+        r.oversized = true;
+        let err = check(&r, Call::Read, numeric_zero_is_success).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Malformed);
+        assert!(!err.ambiguous);
+        assert!(
+            check(&r, Call::Submit, numeric_zero_is_success)
+                .unwrap_err()
+                .ambiguous
+        );
+    }
+
+    #[test]
+    fn a_bad_gateway_after_a_submit_is_ambiguous_unless_the_provider_refused() {
+        for body in [
+            "",
+            "<html>502 Bad Gateway</html>",
+            r#"{"code":502,"message":"bad gateway"}"#,
+        ] {
+            let err = check(&reply(502, body), Call::Submit, classify_modellix).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Retryable, "{body}");
+            assert!(err.ambiguous, "{body}");
+        }
+        let refused = reply(502, r#"{"code":400,"message":"bad prompt"}"#);
+        let err = check(&refused, Call::Submit, classify_modellix).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(!err.ambiguous);
+        assert!(
+            !check(&reply(502, ""), Call::Read, classify_modellix)
+                .unwrap_err()
+                .ambiguous
+        );
+    }
+
+    fn classify_modellix(v: &Value) -> Option<Verdict> {
+        classify_http_like(v, 0)
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub struct Kling {
     prefix: String,
     query_path: Option<String>,
     element_id_as_string: bool,
+    always_send_duration: bool,
 }
 
 impl Kling {
@@ -50,6 +51,7 @@ impl Kling {
             prefix: absolute_path(cfg.path_prefix.as_deref().unwrap_or(DEFAULT_PREFIX)),
             query_path: cfg.query_path.as_deref().map(absolute_path),
             element_id_as_string: cfg.element_id_as_string,
+            always_send_duration: cfg.always_send_duration,
         })
     }
 
@@ -110,6 +112,9 @@ impl Provider for Kling {
         if self.element_id_as_string {
             stringify_element_ids(&mut body);
         }
+        if self.always_send_duration {
+            fill_ignored_duration(&mut body, req);
+        }
         let request = self.upstream.post(&self.create_path(), &body);
         self.upstream.call(request, read_created).await
     }
@@ -128,14 +133,44 @@ impl Provider for Kling {
             }
             other => other,
         }
+        .inspect_err(|e| http::log_unreadable(&self.name, upstream_id, e))
     }
 
     async fn find_by_external_id(&self, task_id: &str) -> Result<Lookup, ProviderError> {
+        self.lookup(task_id)
+            .await
+            .inspect_err(|e| http::log_unreadable(&self.name, task_id, e))
+    }
+}
+
+impl Kling {
+    /// Kling's single-task query takes our `external_task_id` in place of its own id
+    /// (kkiai's query page: "choose one of the two query methods"), so that is asked
+    /// first: one call, whatever the account's volume. A host that does not know the id
+    /// that way (anyfast's relay, or a task that never landed) answers not-found, and
+    /// then the newest tasks of the list decide, because "absent" leads to a resubmit and
+    /// must not be said on one not-found from an endpoint that may not serve the form.
+    async fn lookup(&self, task_id: &str) -> Result<Lookup, ProviderError> {
+        let request = self.upstream.get(&self.query_path(task_id));
+        let direct = self
+            .upstream
+            .call(request, |reply| {
+                read_task_by_external_id(reply, task_id).map_err(|e| transient_on_lookup(reply, e))
+            })
+            .await;
+        match direct {
+            Ok(Some(task)) => return Ok(Lookup::Found(task)),
+            Ok(None) => {}
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadRequest) => {}
+            Err(e) => return Err(e),
+        }
         for page in 1..=LIST_MAX_PAGES {
             let request = self.upstream.get(&self.list_path(page));
             let (found, listed) = self
                 .upstream
-                .call(request, |reply| read_list_page(reply, task_id))
+                .call(request, |reply| {
+                    read_list_page(reply, task_id).map_err(|e| transient_on_lookup(reply, e))
+                })
                 .await?;
             if let Some(task) = found {
                 return Ok(Lookup::Found(task));
@@ -148,13 +183,27 @@ impl Provider for Kling {
     }
 }
 
+/// A lookup decides between resubmitting and waiting, so only a definite answer may
+/// end it: a garbled 2xx (a proxy's page, a cut-off body) is asked again, not taken as
+/// "this provider cannot look tasks up".
+fn transient_on_lookup(reply: &Reply, mut e: ProviderError) -> ProviderError {
+    if e.kind == ErrorKind::Malformed
+        && reply.is_success()
+        && !reply.oversized
+        && reply.json().is_none()
+    {
+        e.kind = ErrorKind::Retryable;
+    }
+    e
+}
+
 /// The create body. `task_id` (omnigate's id) always goes as `external_task_id`, so a
 /// lost answer can be recovered by a lookup. The client's `callback_url` is ours to
 /// serve, never the provider's.
 pub fn create_body(task_id: &str, req: &VideoRequest) -> Value {
     let mut body = Map::new();
     body.insert("model_name".into(), json!(req.model.as_str()));
-    if let Some(negative) = &req.negative_prompt {
+    if let Some(negative) = req.negative_prompt() {
         body.insert("negative_prompt".into(), json!(negative));
     }
     body.extend(shared_fields(req));
@@ -169,6 +218,20 @@ fn stringify_element_ids(body: &mut Value) {
         if let Some(id) = e.get("element_id").and_then(Value::as_u64) {
             e["element_id"] = json!(id.to_string());
         }
+    }
+}
+
+/// kkiai marks `duration` Required even for a base-video edit, where the output lasts as
+/// long as the input and the value "is invalid" (ignored; billing follows the input).
+/// Sent then as the input's length when the client gave one within Kling's 3-10 s
+/// (what a video allows), else Kling's default.
+fn fill_ignored_duration(body: &mut Value, req: &VideoRequest) {
+    if let Some(body) = body.as_object_mut().filter(|b| !b.contains_key("duration")) {
+        let input = req.base_video().and_then(|v| v.duration).map(f64::round);
+        let seconds = input
+            .filter(|s| (3.0..=10.0).contains(s))
+            .map_or(crate::domain::DEFAULT_DURATION, |s| s as u32);
+        body.insert("duration".into(), json!(seconds.to_string()));
     }
 }
 
@@ -223,7 +286,7 @@ fn shot_type_name(shot_type: ShotType) -> &'static str {
 fn multi_prompt(shots: &[Shot]) -> Value {
     let shots = shots.iter().enumerate().map(|(i, shot)| {
         // 1-based, as Kling numbers its shots.
-        let index = shot.index.map_or(i as u64 + 1, u64::from);
+        let index = shot.number(i);
         json!({
             "index": index,
             "prompt": shot.prompt,
@@ -313,7 +376,15 @@ fn classify_code(code: &Value) -> Option<Verdict> {
 /// Reads a create answer: Kling's envelope (`data.task_id`, `data.task_status`) or
 /// anyfast's OpenAI-like object (`task_id`/`id`, `status`).
 pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
-    let body = check(reply, Call::Submit, classify_code)?;
+    let body = check(reply, Call::Submit, classify_code).map_err(|mut e| {
+        if is_duplicate_external_id(&e) {
+            // Our id is unique per task, so a task already carries it: an earlier submit
+            // landed although its answer was lost. Not a refusal of this request; looking
+            // the task up (by that id) finds it.
+            e.ambiguous = true;
+        }
+        e
+    })?;
     let task = body.get("data").filter(|d| d.is_object()).unwrap_or(&body);
     let upstream_id = ["task_id", "id"]
         .iter()
@@ -336,16 +407,54 @@ pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
     };
     Ok(Submitted {
         upstream_id,
-        status: observed.settle().status,
+        status: observed.created_status(),
     })
+}
+
+/// Kling documents no code for "external_task_id already used" (a parameter error,
+/// 1200-1201, in practice), so the refusal is recognized by naming the field and saying
+/// it is taken.
+fn is_duplicate_external_id(e: &ProviderError) -> bool {
+    let message = e.message.to_ascii_lowercase().replace([' ', '-'], "_");
+    e.kind == ErrorKind::BadRequest
+        && message.contains("external_task_id")
+        && [
+            "exist", "already", "duplicat", "repeat", "used", "unique", "taken",
+        ]
+        .iter()
+        .any(|w| message.contains(w))
 }
 
 /// Reads a query answer for the task we asked about.
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
     let body = check(reply, Call::Read, classify_code)?;
     observe(&body, Some(upstream_id))
-        .map(Observed::settle)
-        .ok_or_else(|| malformed(reply, Call::Read, "no task state in the answer"))
+        .ok_or_else(|| malformed(reply, Call::Read, "no task state in the answer"))?
+        .settle(reply)
+}
+
+/// Reads the answer to a single-task query made with our id in place of Kling's:
+/// the task with its own `task_id`, or `None` when the answer is about another task.
+pub(super) fn read_task_by_external_id(
+    reply: &Reply,
+    external_task_id: &str,
+) -> Result<Option<UpstreamTask>, ProviderError> {
+    let body = check(reply, Call::Read, classify_code)?;
+    let observed = observe(&body, None)
+        .ok_or_else(|| malformed(reply, Call::Read, "no task state in the answer"))?;
+    let labelled = [
+        "/data/task_info/external_task_id",
+        "/data/data/data/task_info/external_task_id",
+    ]
+    .iter()
+    .find_map(|p| body.pointer(p).and_then(Value::as_str));
+    if labelled.is_some_and(|id| id != external_task_id) {
+        return Ok(None);
+    }
+    if observed.upstream_id.is_empty() {
+        return Err(malformed(reply, Call::Read, "task has no task_id"));
+    }
+    observed.settle(reply).map(Some)
 }
 
 /// Reads one page of the task list: the task carrying `external_task_id` if listed, and
@@ -367,11 +476,11 @@ pub(super) fn read_list_page(
     let found = match listed {
         None => None,
         Some(task) => {
-            let observed = observe_kling(task, None);
+            let observed = observe_kling(task, None, "data[].");
             if observed.upstream_id.is_empty() {
                 return Err(malformed(reply, Call::Read, "listed task has no task_id"));
             }
-            Some(observed.settle())
+            Some(observed.settle(reply)?)
         }
     };
     Ok((found, tasks.len()))
@@ -388,17 +497,18 @@ pub(super) fn read_list_page(
 fn observe(body: &Value, upstream_id: Option<&str>) -> Option<Observed> {
     let data = body.get("data");
     if let Some(task) = data.filter(|d| d.get("task_status").is_some()) {
-        return Some(observe_kling(task, upstream_id));
+        return Some(observe_kling(task, upstream_id, "data."));
     }
     if let Some(relay) = data.filter(|d| d.get("status").is_some()) {
         return Some(observe_relay(relay, upstream_id));
     }
     body.get("task_status")
         .is_some()
-        .then(|| observe_kling(body, upstream_id))
+        .then(|| observe_kling(body, upstream_id, ""))
 }
 
-fn observe_kling(task: &Value, upstream_id: Option<&str>) -> Observed {
+/// `at`: where `task` sits in the answer, for the field names in an Unreadable error.
+fn observe_kling(task: &Value, upstream_id: Option<&str>, at: &str) -> Observed {
     let state = task
         .get("task_status")
         .and_then(Value::as_str)
@@ -409,8 +519,10 @@ fn observe_kling(task: &Value, upstream_id: Option<&str>) -> Observed {
             .or_else(|| task.get("task_id").and_then(http::text))
             .unwrap_or_default(),
         raw_state: state.to_string(),
+        state_field: format!("{at}task_status"),
         status: kling_state(state),
         videos: http::videos(task.pointer("/task_result/videos")),
+        videos_field: format!("{at}task_result.videos"),
         failure_message: task.get("task_status_msg").and_then(http::text),
         progress: task.get("progress").and_then(http::progress),
     }
@@ -419,12 +531,13 @@ fn observe_kling(task: &Value, upstream_id: Option<&str>) -> Observed {
 fn observe_relay(relay: &Value, upstream_id: Option<&str>) -> Observed {
     let inner = relay.get("data").and_then(|d| {
         if d.get("task_status").is_some() {
-            Some(d)
+            Some((d, "data.data."))
         } else {
-            d.get("data").filter(|t| t.get("task_status").is_some())
+            let task = d.get("data").filter(|t| t.get("task_status").is_some());
+            task.map(|t| (t, "data.data.data."))
         }
     });
-    let inner = inner.map(|t| observe_kling(t, upstream_id));
+    let inner = inner.map(|(t, at)| observe_kling(t, upstream_id, at));
     let state = relay
         .get("status")
         .and_then(Value::as_str)
@@ -434,13 +547,19 @@ fn observe_relay(relay: &Value, upstream_id: Option<&str>) -> Observed {
         .or_else(|| relay.get("task_id").and_then(http::text))
         .or_else(|| inner.as_ref().map(|t| t.upstream_id.clone()))
         .unwrap_or_default();
-    let inner = inner.unwrap_or_default();
+    let inner = inner.unwrap_or_else(|| Observed {
+        // Where anyfast's guide puts the URL when the relay wraps nothing yet.
+        videos_field: "data.data.data.task_result.videos".into(),
+        ..Observed::default()
+    });
     Observed {
         upstream_id,
         raw_state: state.to_string(),
+        state_field: "data.status".into(),
         // The relay's own word first; the wrapped Kling state if the relay's is new to us.
         status: kling_state(state).or(inner.status),
         videos: inner.videos,
+        videos_field: inner.videos_field,
         failure_message: relay
             .get("fail_reason")
             .and_then(http::text)
@@ -551,6 +670,28 @@ mod tests {
             body["element_list"],
             json!([{"element_id": "835266081714884677"}])
         );
+    }
+
+    #[test]
+    fn with_always_send_duration_a_base_edit_carries_an_ignored_duration() {
+        let edit = |video: Value| {
+            let req =
+                request(json!({"model": "kling-v3-omni", "prompt": "p", "video_list": [video]}));
+            let mut body = create_body("vgt_3", &req);
+            fill_ignored_duration(&mut body, &req);
+            body["duration"].clone()
+        };
+        let url = "https://v.example/in.mp4";
+        assert_eq!(edit(json!({"video_url": url})), json!("5"));
+        assert_eq!(edit(json!({"video_url": url, "duration": 7.4})), json!("7"));
+        assert_eq!(edit(json!({"video_url": url, "duration": 30})), json!("5"));
+        // A request that has a duration keeps its own.
+        let req = request(
+            json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "1:1", "duration": 8}),
+        );
+        let mut body = create_body("vgt_4", &req);
+        fill_ignored_duration(&mut body, &req);
+        assert_eq!(body["duration"], json!("8"));
     }
 
     #[test]
@@ -860,21 +1001,120 @@ mod tests {
         );
     }
 
+    fn unreadable(body: Value) -> ProviderError {
+        read_task(&reply(200, body), "86").expect_err("answer is unreadable")
+    }
+
     #[test]
-    fn success_without_a_video_url_is_still_in_progress() {
-        let task = query(envelope(
+    fn success_without_a_video_url_is_unreadable_naming_the_videos_field() {
+        let err = unreadable(envelope(
             json!({"task_id": "86", "task_status": "succeed", "task_result": {}}),
         ));
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert_eq!(
+            err.message,
+            r#"data.task_result.videos: no video URL although the task says "succeed""#
+        );
+        assert!(err.raw_body.unwrap().contains(r#""succeed""#));
+        assert!(!err.ambiguous);
+    }
+
+    #[test]
+    fn unknown_state_is_unreadable_naming_the_state_field() {
+        let err = unreadable(envelope(json!({"task_id": "86", "task_status": "paused"})));
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert_eq!(
+            err.message,
+            r#"data.task_status: unknown state word "paused""#
+        );
+        let err =
+            unreadable(json!({"code": "success", "data": {"task_id": "86", "status": "WAITING"}}));
+        assert_eq!(err.message, r#"data.status: unknown state word "WAITING""#);
+        let err = unreadable(json!({"task_id": "86", "task_status": "frobbing"}));
+        assert_eq!(err.message, r#"task_status: unknown state word "frobbing""#);
+    }
+
+    #[test]
+    fn an_unknown_relay_word_is_read_through_the_wrapped_kling_state() {
+        let inner = envelope(json!({"task_id": "86", "task_status": "processing"}));
+        let task = query(relay("WAITING", inner));
         assert_eq!(task.status, TaskStatus::InProgress);
     }
 
     #[test]
-    fn unknown_state_is_in_progress() {
-        let task = query(envelope(json!({"task_id": "86", "task_status": "paused"})));
-        assert_eq!(task.status, TaskStatus::InProgress);
-        let task =
-            query(json!({"code": "success", "data": {"task_id": "86", "status": "WAITING"}}));
-        assert_eq!(task.status, TaskStatus::InProgress);
+    fn a_listed_task_in_an_unknown_state_is_unreadable() {
+        let page = envelope(json!([
+            {"task_id": "2", "task_status": "frobbing", "task_info": {"external_task_id": "vgt_9"}},
+        ]));
+        let err = read_list_page(&reply(200, page), "vgt_9").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert_eq!(
+            err.message,
+            r#"data[].task_status: unknown state word "frobbing""#
+        );
+    }
+
+    #[test]
+    fn a_direct_lookup_reads_kling_s_own_id_and_skips_another_task() {
+        let answer = envelope(json!({
+            "task_id": "86", "task_status": "processing",
+            "task_info": {"external_task_id": "vgt_9"},
+        }));
+        let found = read_task_by_external_id(&reply(200, answer), "vgt_9").unwrap();
+        assert_eq!(found.map(|t| t.upstream_id), Some("86".into()));
+        let other = envelope(json!({
+            "task_id": "vgt_9", "task_status": "processing",
+            "task_info": {"external_task_id": "someone_else"},
+        }));
+        assert_eq!(
+            read_task_by_external_id(&reply(200, other), "vgt_9").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_garbled_lookup_answer_is_retryable_but_a_query_s_stays_malformed() {
+        let garbled = Reply {
+            status: 200,
+            body: b"<html>upstream hiccup</html>".to_vec(),
+            oversized: false,
+        };
+        let err = read_task_by_external_id(&garbled, "vgt_9").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Malformed);
+        assert_eq!(
+            transient_on_lookup(&garbled, err).kind,
+            ErrorKind::Retryable
+        );
+        let not_found = reply(404, json!({"code": 1203, "message": "no"}));
+        let err = read_task_by_external_id(&not_found, "vgt_9").unwrap_err();
+        assert_eq!(
+            transient_on_lookup(&not_found, err).kind,
+            ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn a_duplicate_external_task_id_refusal_is_ambiguous_not_a_refusal() {
+        for message in [
+            "external_task_id: \"vgt_1\" is already used by a task of this account",
+            "Duplicate external_task_id",
+            "external task id already exists",
+        ] {
+            let r = reply(400, json!({"code": 1201, "message": message}));
+            let err = read_created(&r).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::BadRequest, "{message}");
+            assert!(err.ambiguous, "{message}");
+        }
+        let r = reply(
+            400,
+            json!({"code": 1201, "message": "external_task_id too long"}),
+        );
+        assert!(!read_created(&r).unwrap_err().ambiguous);
+        let r = reply(
+            400,
+            json!({"code": 1201, "message": "duration already invalid"}),
+        );
+        assert!(!read_created(&r).unwrap_err().ambiguous);
     }
 
     fn relay(status: &str, inner: Value) -> Value {
@@ -914,8 +1154,14 @@ mod tests {
         assert_eq!(task.status, TaskStatus::Completed);
         assert_eq!(task.videos[0].url, "https://cdn/r.mp4");
         assert_eq!(task.videos[0].duration, Some(10.0));
-        let task = query(relay("SUCCESS", Value::Null));
-        assert_eq!(task.status, TaskStatus::InProgress, "no URL, not completed");
+        let err = unreadable(relay("SUCCESS", Value::Null));
+        assert_eq!(err.kind, ErrorKind::Unreadable, "no URL, not completed");
+        assert!(
+            err.message
+                .starts_with("data.data.data.task_result.videos: "),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod fixtures {
         Reply {
             status,
             body: body.to_string().into_bytes(),
+            oversized: false,
         }
     }
 }
@@ -113,7 +114,9 @@ impl ErrorKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{kind:?} from provider (http {http_status:?}, code {code:?}): {message}")]
+// `{message:?}`: provider words are quoted and escaped, so a newline in them cannot
+// forge a log line wherever this error is logged with `%`.
+#[error("{kind:?} from provider (http {http_status:?}, code {code:?}): {message:?}")]
 pub struct ProviderError {
     pub kind: ErrorKind,
     /// The provider's own words (never a credential), for `error.provider_message`.

@@ -53,15 +53,19 @@ impl Provider for Modellix {
         let request = self
             .upstream
             .post(&create_path(req.model), &create_body(req));
-        self.upstream.call(request, read_created).await
+        let base_url = self.upstream.base_url();
+        self.upstream
+            .call(request, |reply| read_created(reply, base_url))
+            .await
     }
 
     async fn query(&self, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
-        let path = format!("/api/v1/tasks/{}", http::path_segment(upstream_id));
+        let (task_id, path) = result_path(upstream_id);
         let request = self.upstream.get(&path);
         self.upstream
-            .call(request, |reply| read_task(reply, upstream_id))
+            .call(request, |reply| read_task(reply, task_id))
             .await
+            .inspect_err(|e| http::log_unreadable(&self.name, task_id, e))
     }
 
     async fn find_by_external_id(&self, _task_id: &str) -> Result<Lookup, ProviderError> {
@@ -117,8 +121,67 @@ fn classify_code(code: &Value) -> Option<Verdict> {
     http::classify_http_like(code, 0)
 }
 
-pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
-    http::read_data_created(reply, classify_code, "task_id", "status", modellix_state)
+/// Reads a create answer. Its `data.get_result.url` says where the task is read; when
+/// that is not the usual `/api/v1/tasks/{task_id}`, the path travels in the upstream id
+/// as `{task_id}#{path}` (see [`result_path`]). The URL is followed only on the
+/// configured `base_url`'s scheme, host and port (and under its path), never elsewhere.
+pub(super) fn read_created(reply: &Reply, base_url: &str) -> Result<Submitted, ProviderError> {
+    let mut created =
+        http::read_data_created(reply, classify_code, "task_id", "status", modellix_state)?;
+    let url = reply
+        .json()
+        .and_then(|b| b.pointer("/data/get_result/url").and_then(http::text));
+    if let Some(url) = url {
+        match path_on(base_url, &url) {
+            Some(path) if path == default_result_path(&created.upstream_id) => {}
+            Some(path) => created.upstream_id = format!("{}#{path}", created.upstream_id),
+            None => tracing::warn!(
+                upstream_id = ?created.upstream_id,
+                get_result = ?url,
+                "get_result URL is not on the configured base_url; not following it"
+            ),
+        }
+    }
+    Ok(created)
+}
+
+fn default_result_path(task_id: &str) -> String {
+    format!("/api/v1/tasks/{}", http::path_segment(task_id))
+}
+
+/// The task id and the path to read it at, from a plain task id or `{task_id}#{path}`.
+/// A path can never hold `#` (a URL fragment is not sent), so the last one splits.
+fn result_path(upstream_id: &str) -> (&str, String) {
+    match upstream_id.rsplit_once('#') {
+        Some((task_id, path)) if path.starts_with('/') && !task_id.is_empty() => {
+            (task_id, path.to_string())
+        }
+        _ => (upstream_id, default_result_path(upstream_id)),
+    }
+}
+
+/// `url`'s path and query relative to `base_url`, if `url` has the same scheme, host and
+/// port and lies under the base's path; `None` for anything else (no SSRF through a
+/// provider's answer).
+fn path_on(base_url: &str, url: &str) -> Option<String> {
+    let base = reqwest::Url::parse(base_url).ok()?;
+    let url = reqwest::Url::parse(url).ok()?;
+    let same_origin = url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !same_origin {
+        return None;
+    }
+    let rest = url.path().strip_prefix(base.path().trim_end_matches('/'))?;
+    if !rest.starts_with('/') {
+        return None;
+    }
+    Some(match url.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_string(),
+    })
 }
 
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
@@ -128,13 +191,17 @@ pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask
         upstream_id: upstream_id.to_string(),
         status: modellix_state(&state),
         raw_state: state,
+        // Its documents show only the create answer: this shape is inferred, so an
+        // answer outside it comes back Unreadable rather than guessed at.
+        state_field: "data.status".into(),
         // Resource field names are unconfirmed (WIRE-NOTES): `http::video` accepts `url`,
         // `video_url` or a plain string entry.
         videos: http::videos(data.pointer("/result/resources")),
+        videos_field: "data.result.resources".into(),
         failure_message: failure_message(&body, data),
         progress: data.get("progress").and_then(http::progress),
     };
-    Ok(observed.settle())
+    observed.settle(reply)
 }
 
 /// Where modellix puts a failure reason is unconfirmed: `data.error` (text or
@@ -272,6 +339,54 @@ mod tests {
         );
     }
 
+    const BASE: &str = "https://api.modellix.ai";
+
+    fn created_with_get_result(url: &str) -> String {
+        let r = reply(
+            200,
+            json!({"code": 0, "message": "success", "data": {
+                "status": "pending", "task_id": "t-1",
+                "get_result": {"method": "GET", "url": url},
+            }}),
+        );
+        read_created(&r, BASE).unwrap().upstream_id
+    }
+
+    #[test]
+    fn a_get_result_path_other_than_the_usual_travels_in_the_upstream_id() {
+        let id = created_with_get_result("https://api.modellix.ai/api/v2/results/t-1?full=1");
+        assert_eq!(id, "t-1#/api/v2/results/t-1?full=1");
+        assert_eq!(
+            result_path(&id),
+            ("t-1", "/api/v2/results/t-1?full=1".to_string())
+        );
+        // The explicit default port is the same origin.
+        let id = created_with_get_result("https://API.modellix.ai:443/api/v1/tasks/t-1");
+        assert_eq!(id, "t-1");
+        assert_eq!(result_path("t-1"), ("t-1", "/api/v1/tasks/t-1".to_string()));
+    }
+
+    #[test]
+    fn a_get_result_url_off_the_configured_origin_is_never_followed() {
+        for url in [
+            "http://api.modellix.ai/api/v2/results/t-1",
+            "https://evil.example/api/v2/results/t-1",
+            "https://api.modellix.ai:8443/api/v2/results/t-1",
+            "https://api.modellix.ai.evil.example/api/v2/results/t-1",
+            "https://user@api.modellix.ai/api/v2/results/t-1",
+            "not a url",
+        ] {
+            assert_eq!(created_with_get_result(url), "t-1", "{url}");
+        }
+        // Under a base with a path, only URLs below that path are followed.
+        assert_eq!(path_on("http://h:1/mx", "http://h:1/other/t"), None);
+        assert_eq!(
+            path_on("http://h:1/mx/", "http://h:1/mx/t"),
+            Some("/t".into())
+        );
+        assert_eq!(path_on("http://h:1/mx", "http://h:1/mxx/t"), None);
+    }
+
     #[test]
     fn create_answer_gives_the_task_id() {
         let r = reply(
@@ -282,13 +397,13 @@ mod tests {
             }}),
         );
         assert_eq!(
-            read_created(&r).unwrap(),
+            read_created(&r, BASE).unwrap(),
             Submitted {
                 upstream_id: "task-v2v-def456".into(),
                 status: TaskStatus::Queued
             }
         );
-        let err = read_created(&reply(200, json!({"code": 0, "data": {}}))).unwrap_err();
+        let err = read_created(&reply(200, json!({"code": 0, "data": {}})), BASE).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Malformed);
         assert!(err.ambiguous);
     }
@@ -306,7 +421,7 @@ mod tests {
         ];
         for (status, kind) in cases {
             let r = reply(status, json!({"code": status, "message": "insufficient"}));
-            let err = read_created(&r).unwrap_err();
+            let err = read_created(&r, BASE).unwrap_err();
             assert_eq!(err.kind, kind, "HTTP {status}");
             assert_eq!(err.message, "insufficient");
             assert_eq!(err.code, Some(status.to_string()));
@@ -317,7 +432,7 @@ mod tests {
     #[test]
     fn error_code_in_a_200_body_is_an_error() {
         let r = reply(200, json!({"code": 402, "message": "balance"}));
-        let err = read_created(&r).unwrap_err();
+        let err = read_created(&r, BASE).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Billing);
         assert!(!err.ambiguous);
     }
@@ -333,7 +448,6 @@ mod tests {
             ("pending", TaskStatus::Queued),
             ("processing", TaskStatus::InProgress),
             ("failed", TaskStatus::Failed),
-            ("rendering", TaskStatus::InProgress),
         ];
         for (state, want) in states {
             let t = task(json!({"status": state, "task_id": "t1", "model_id": "m"}));
@@ -370,10 +484,39 @@ mod tests {
         );
     }
 
+    fn unreadable(data: Value) -> ProviderError {
+        let body = json!({"code": 0, "message": "success", "data": data});
+        read_task(&reply(200, body), "t1").expect_err("answer is unreadable")
+    }
+
     #[test]
-    fn success_without_resources_is_still_in_progress() {
-        let t = task(json!({"status": "success", "task_id": "t1", "result": {"resources": []}}));
-        assert_eq!(t.status, TaskStatus::InProgress);
+    fn an_unknown_state_word_is_unreadable_with_the_body_kept() {
+        let err = unreadable(json!({"status": "frobbing", "task_id": "t1"}));
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert_eq!(err.message, r#"data.status: unknown state word "frobbing""#);
+        assert!(!err.ambiguous);
+        let raw = err.raw_body.expect("raw body kept");
+        assert!(raw.contains(r#""frobbing""#), "{raw}");
+        let err = unreadable(json!({"task_id": "t1"}));
+        assert_eq!(err.message, r#"data.status: unknown state word """#);
+    }
+
+    #[test]
+    fn success_without_resources_is_unreadable() {
+        let err =
+            unreadable(json!({"status": "success", "task_id": "t1", "result": {"resources": []}}));
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        assert_eq!(
+            err.message,
+            r#"data.result.resources: no video URL although the task says "success""#
+        );
+    }
+
+    #[test]
+    fn a_huge_unreadable_answer_keeps_about_two_kib_cut_on_a_char_boundary() {
+        let err = unreadable(json!({"status": "frobbing", "pad": "é".repeat(3000)}));
+        let raw = err.raw_body.unwrap();
+        assert!(raw.len() <= 2048 && raw.len() > 2000, "{}", raw.len());
     }
 
     #[test]

@@ -2,16 +2,20 @@
 //! One set of portable SQL runs on PostgreSQL (production, many gateway processes) and
 //! on SQLite (the embedded single-machine default), chosen by the database URL.
 
+mod key_admin;
 mod keys;
+mod limits;
 mod tasks;
 
+pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey};
+pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
 };
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
@@ -34,9 +38,30 @@ pub struct Store {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Store {
-    /// Connects and brings the schema up to date.
+    /// Connects and brings the schema up to date, with the default timeouts.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        let defaults = crate::config::DatabaseConfig::default();
+        Store::connect_with(
+            url,
+            max_connections,
+            defaults.acquire_timeout(),
+            defaults.statement_timeout(),
+        )
+        .await
+    }
+
+    /// Connects with explicit bounds: waiting for a connection (`acquire_timeout`, which
+    /// also bounds opening one) and running one statement (`statement_timeout`; on SQLite,
+    /// waiting for the write lock). A database outage then fails a request within
+    /// `acquire_timeout` instead of holding it.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
+        let statement_ms = statement_timeout.as_millis().max(1);
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
@@ -51,13 +76,20 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
+                    match backend {
                         // WAL lets readers run beside the single writer; the busy timeout makes
-                        // concurrent writers wait instead of failing.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
-                            .await?;
+                        // concurrent writers wait (a bounded time) instead of failing.
+                        Backend::Sqlite => {
+                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"))
+                                .await?;
+                        }
+                        Backend::Postgres => {
+                            conn.execute(&*format!("SET statement_timeout = {statement_ms}"))
+                                .await?;
+                        }
                     }
                     Ok(())
                 })

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::limits::{self, Holds, LimitRefusal, HOLD_COLUMNS};
 use super::{affected, now_ms, Store};
 use crate::domain::{Model, TaskStatus, VideoRequest, VideoResult};
 
@@ -189,6 +190,8 @@ pub struct NewTask {
     /// reconciler may take the task over.
     pub lease_owner: String,
     pub lease_until: i64,
+    /// The key's slot and budget the task must take to be written.
+    pub holds: Holds,
 }
 
 /// A client's `Idempotency-Key` and a hash of the body it came with.
@@ -199,9 +202,11 @@ pub struct IdempotencyClaim {
     pub expires_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
     New,
+    /// A limit of the key refused the task; nothing was written.
+    Refused(LimitRefusal),
     /// The idempotency key was already taken, by this task.
     Existing {
         task_id: String,
@@ -285,7 +290,7 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
     })
 }
 
-fn to_micros(usd: f64) -> i64 {
+pub(super) fn to_micros(usd: f64) -> i64 {
     (usd * 1_000_000.0).round() as i64
 }
 
@@ -382,10 +387,19 @@ impl Store {
                     .ok_or_else(|| anyhow::anyhow!("idempotency key taken, then gone"));
             }
         }
+        let (holds_slot, budget_period, reserved) =
+            match limits::take(&mut tx, &t.api_key_id, &t.holds, now).await? {
+                Ok(taken) => taken,
+                Err(refusal) => {
+                    tx.rollback().await?;
+                    return Ok(Inserted::Refused(refusal));
+                }
+            };
         sqlx::query(
             "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
-             routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until) \
-             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11)",
+             routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
+             holds_slot, budget_period_start, reserved_micros) \
+             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15)",
         )
         .bind(&t.id)
         .bind(&t.api_key_id)
@@ -399,6 +413,9 @@ impl Store {
         .bind(now)
         .bind(t.lease_until)
         .bind(&t.lease_owner)
+        .bind(i64::from(holds_slot))
+        .bind(budget_period)
+        .bind(reserved)
         .execute(&mut *tx)
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
@@ -646,27 +663,27 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let done = affected(
-            sqlx::query(
-                "UPDATE tasks SET state = 'failed', error_code = $2, error_message = $3, error_provider_message = $4, \
-                 updated_at = $5, lease_owner = NULL, lease_until = 0 \
-                 WHERE id = $1 AND state IN ('submitting', 'submit_unknown', 'queued', 'in_progress') \
-                 AND lease_owner = $6",
-            )
+        let sql = format!(
+            "UPDATE tasks SET state = 'failed', error_code = $2, error_message = $3, error_provider_message = $4, \
+             updated_at = $5, lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND state IN ('submitting', 'submit_unknown', 'queued', 'in_progress') \
+             AND lease_owner = $6 RETURNING {HOLD_COLUMNS}"
+        );
+        let ended = sqlx::query(&sql)
             .bind(id)
             .bind(&error.code)
             .bind(&error.message)
             .bind(&error.provider_message)
             .bind(now)
             .bind(owner)
-            .execute(&mut *tx)
-            .await?,
-        );
-        if done {
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = &ended {
             record_status(&mut tx, id, TaskState::Failed, now).await?;
+            limits::release(&mut tx, id, row, false).await?;
         }
         tx.commit().await?;
-        Ok(done)
+        Ok(ended.is_some())
     }
 
     /// Leases up to `limit` due tasks of one kind to `owner` until `lease_until`.
@@ -726,13 +743,13 @@ impl Store {
             _ => progress.map(i64::from).unwrap_or(task.progress),
         };
         let mut tx = self.pool.begin().await?;
-        let done = affected(
-            sqlx::query(
-                "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
-                 completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
-                 next_poll_at = $8, poll_failures = 0, unreadable_answers = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
-                 WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress')",
-            )
+        let sql = format!(
+            "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
+             completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
+             next_poll_at = $8, poll_failures = 0, unreadable_answers = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
+             WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress') RETURNING {HOLD_COLUMNS}"
+        );
+        let applied = sqlx::query(&sql)
             .bind(&task.id)
             .bind(owner)
             .bind(state.as_str())
@@ -742,14 +759,18 @@ impl Store {
             .bind(cost_final_usd.map(to_micros))
             .bind(next_poll_at)
             .bind(now)
-            .execute(&mut *tx)
-            .await?,
-        );
-        if done && state != task.state {
-            record_status(&mut tx, &task.id, state, now).await?;
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = &applied {
+            if state != task.state {
+                record_status(&mut tx, &task.id, state, now).await?;
+            }
+            if state == TaskState::Completed {
+                limits::release(&mut tx, &task.id, row, true).await?;
+            }
         }
         tx.commit().await?;
-        Ok(done)
+        Ok(applied.is_some())
     }
 
     /// A poll failed: count it and back off. Releases the lease.

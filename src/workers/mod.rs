@@ -2,14 +2,18 @@
 //! a `*_once` function that tests can call directly; rows are claimed through leases, so
 //! any number of gateway processes can share the work.
 
+mod heartbeat;
 pub mod poller;
 pub mod reconciler;
 
+pub use heartbeat::{Heartbeats, WorkerStatus};
+
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -98,7 +102,12 @@ pub async fn janitor_once(gw: &Gateway) -> anyhow::Result<usize> {
     Ok(0)
 }
 
-fn spawn_loop<F, Fut>(
+/// Runs `step` in a loop named `name` until `cancel`: again at once after a busy step
+/// (it returned more than 0), after `tick` otherwise. Cancellation is seen between steps,
+/// so a step is never cut in half. A panicking step is caught, logged and counted, and the
+/// loop goes on; every completed step is a heartbeat for `/healthz`. Public so that tests
+/// can run a step of their own under the same supervision.
+pub fn spawn_loop<F, Fut>(
     name: &'static str,
     tick: Duration,
     cancel: CancellationToken,
@@ -109,13 +118,33 @@ where
     F: Fn(Arc<Gateway>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<usize>> + Send,
 {
+    gw.heartbeats.started(name, tick);
     tokio::spawn(async move {
         tracing::info!(worker = name, "started");
         loop {
-            let busy = match step(gw.clone()).await {
-                Ok(n) => n > 0,
-                Err(e) => {
+            // A panic in the call itself (before any future exists) is caught too.
+            let run = match std::panic::catch_unwind(AssertUnwindSafe(|| step(gw.clone()))) {
+                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
+            let busy = match run {
+                Ok(Ok(n)) => {
+                    gw.heartbeats.step_done(name);
+                    n > 0
+                }
+                Ok(Err(e)) => {
+                    gw.heartbeats.step_done(name);
                     tracing::error!(worker = name, error = ?e, "step failed");
+                    false
+                }
+                // A panicking step does not beat: one that panics every time shows as stuck.
+                Err(panic) => {
+                    gw.heartbeats.panicked(name);
+                    tracing::error!(
+                        worker = name,
+                        panic = panic_message(panic.as_ref()),
+                        "step panicked; the loop goes on"
+                    );
                     false
                 }
             };
@@ -130,6 +159,15 @@ where
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        gw.heartbeats.stopped(name);
         tracing::info!(worker = name, "stopped");
     })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text panic")
 }

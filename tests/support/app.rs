@@ -158,9 +158,16 @@ impl TestApp {
 
     /// Reads the task until it reaches a terminal status (or panics after `within`).
     pub async fn wait_terminal(&self, id: &str, within: Duration) -> Value {
+        self.wait_terminal_as(&self.key, id, within).await
+    }
+
+    /// `wait_terminal` for a task of another key.
+    pub async fn wait_terminal_as(&self, key: &str, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let (status, task) = self.get(&format!("/v1/video/generations/{id}")).await;
+            let (status, task) = self
+                .get_as(key, &format!("/v1/video/generations/{id}"))
+                .await;
             assert_eq!(status, StatusCode::OK, "read answered {task}");
             if matches!(task["status"].as_str(), Some("completed" | "failed")) {
                 return task;

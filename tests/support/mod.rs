@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod proxy;
+pub mod raw;
 pub mod sim;

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::rules::{self, ContentRule, Shape};
-use super::{body, Call, NewTask, Phase, Problem, Refusal, Sim, SimError};
+use super::{body, Call, NewTask, Phase, Problem, Refusal, Sim, SimError, Twist};
 
 /// The request parameters its page documents.
 const SHAPE: Shape = Shape {
@@ -35,6 +35,8 @@ const SHAPE: Shape = Shape {
         "watermark_info",
     ],
     mode_and_duration_required: false,
+    duration_on_base_edit: false,
+    element_id_string: false,
     content: ContentRule::PromptOrMedia,
 };
 
@@ -84,6 +86,7 @@ async fn query(
         let task_id = params
             .get("task_id")
             .ok_or_else(|| Refusal::rule("task_id: required query parameter"))?;
+        let twist = ledger.twist.take();
         let task = ledger.task_mut(task_id)?;
         let phase = task.poll();
         let state = match phase {
@@ -91,6 +94,12 @@ async fn query(
             Phase::Processing { .. } => "processing",
             Phase::Succeeded => "completed",
             Phase::Failed(_) => "failed",
+        };
+        // A twisted answer carries neither result URLs nor a failure message.
+        let (state, phase) = match twist {
+            Some(Twist::StateWord(word)) => (word, Phase::Queued),
+            Some(Twist::NoUrl) => ("completed".to_string(), Phase::Queued),
+            None => (state.to_string(), phase),
         };
         let mut data = json!({
             "taskId": task.id,

@@ -14,7 +14,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::rules::{self, ContentRule, Shape};
-use super::{body, Call, NewTask, Phase, Problem, Refusal, Sim, SimDialect, SimError, SimTask};
+use super::{
+    body, Call, NewTask, Phase, Problem, Refusal, Sim, SimDialect, SimError, SimTask, Twist,
+};
 
 /// The top-level keys of Kling's create body.
 const FIELDS: &[&str] = &[
@@ -49,6 +51,8 @@ fn shape(dialect: SimDialect) -> Shape {
         fields: FIELDS,
         // anyfast documents defaults for both; kkiai (Kling's body) marks them Required.
         mode_and_duration_required: !anyfast,
+        duration_on_base_edit: dialect == SimDialect::Kkiai,
+        element_id_string: dialect == SimDialect::Kkiai,
         content: ContentRule::PromptUnlessMultiShot,
     }
 }
@@ -132,11 +136,27 @@ async fn query(
     headers: HeaderMap,
 ) -> Response {
     sim.serve(Call::Query, &headers, |ledger| {
-        let task = ledger.task_mut(&task_id)?;
+        let twist = ledger.twist.take();
+        // Kling's query page: the path takes the task_id or the external_task_id.
+        let task = ledger.task_by_either_id_mut(&task_id)?;
         let phase = task.poll();
-        Ok(Json(envelope(task_object(task, &phase))).into_response())
+        let mut answer = task_object(task, &phase);
+        apply_twist(&mut answer, twist.as_ref());
+        Ok(Json(envelope(answer)).into_response())
     })
     .await
+}
+
+/// Bends a task object as a [`Twist`] says.
+fn apply_twist(task: &mut Value, twist: Option<&Twist>) {
+    match twist {
+        Some(Twist::StateWord(word)) => task["task_status"] = json!(word),
+        Some(Twist::NoUrl) => {
+            task["task_status"] = json!("succeed");
+            task["task_result"] = json!({});
+        }
+        None => {}
+    }
 }
 
 async fn relay_query(
@@ -145,6 +165,7 @@ async fn relay_query(
     headers: HeaderMap,
 ) -> Response {
     sim.serve(Call::Query, &headers, |ledger| {
+        let twist = ledger.twist.take();
         if action != "text2video" {
             return Err(Refusal::route(format!(
                 "GET /kling/v1/videos/{action}/{{task_id}}: anyfast answers omni-video \
@@ -162,6 +183,13 @@ async fn relay_query(
             Phase::Succeeded => ("SUCCESS", 100, ""),
             Phase::Failed(reason) => ("FAILED", 100, reason.as_str()),
         };
+        let status = match &twist {
+            Some(Twist::StateWord(word)) => word.as_str(),
+            Some(Twist::NoUrl) => "SUCCESS",
+            None => status,
+        };
+        let mut inner = task_object(task, &phase);
+        apply_twist(&mut inner, twist.as_ref());
         let wrapper = json!({
             "code": "success",
             "message": "",
@@ -172,7 +200,7 @@ async fn relay_query(
                 "progress": format!("{progress}%"),
                 "submit_time": task.created_ms / 1000,
                 "finish_time": task.finished_ms.map_or(0, |ms| ms / 1000),
-                "data": envelope(task_object(task, &phase)),
+                "data": envelope(inner),
             }
         });
         Ok(Json(wrapper).into_response())
@@ -188,6 +216,7 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     sim.serve(Call::Query, &headers, |ledger| {
+        ledger.list_count += 1;
         let page = page_param(&params, "pageNum", 1, 1000)?;
         let size = page_param(&params, "pageSize", 30, 500)?;
         let tasks: Vec<Value> = ledger

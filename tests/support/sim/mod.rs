@@ -102,6 +102,24 @@ pub enum Fault {
     Slow(Duration),
     /// Accepts the connection and never answers; a submit creates nothing.
     Hang,
+    /// `302 Found` to another path of the simulator, which records a rejection if the
+    /// client follows it. A submit creates nothing.
+    Redirect,
+    /// 200 with a JSON-looking body this many bytes long (it never ends its string).
+    Oversized(usize),
+    /// A read answered normally (the task advances), but with this word in the dialect's
+    /// state field.
+    StateWord(String),
+    /// A read answered as the task having succeeded, in the dialect's own words, but
+    /// without any video URL.
+    SucceededWithoutUrl,
+}
+
+/// How a [`Fault::StateWord`] or [`Fault::SucceededWithoutUrl`] bends the next task answer.
+#[derive(Debug, Clone)]
+enum Twist {
+    StateWord(String),
+    NoUrl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +300,10 @@ struct Ledger {
     rejections: Vec<String>,
     submit_count: usize,
     query_count: usize,
+    /// Task list calls (Kling flavours), part of `query_count`.
+    list_count: usize,
+    /// Set by a query fault for the query handler about to run.
+    twist: Option<Twist>,
 }
 
 impl Ledger {
@@ -300,6 +322,14 @@ impl Ledger {
             finished_ms: None,
         });
         self.tasks.last().expect("just pushed")
+    }
+
+    /// Kling's single-task query takes either its own id or the `external_task_id`.
+    fn task_by_either_id_mut(&mut self, id: &str) -> Result<&mut SimTask, Refusal> {
+        self.tasks
+            .iter_mut()
+            .find(|t| t.id == id || t.external_id.as_deref() == Some(id))
+            .ok_or_else(|| Refusal::unknown_task(id))
     }
 
     fn task_mut(&mut self, id: &str) -> Result<&mut SimTask, Refusal> {
@@ -411,6 +441,10 @@ impl Sim {
             "poll_interval_secs": 0.05,
             "path_prefix": path_prefix,
             "query_path": query_path,
+            // As the example config has kkiai: its parameter table types element_id as a
+            // string and marks duration Required even for a base video edit.
+            "element_id_as_string": self.dialect == SimDialect::Kkiai,
+            "always_send_duration": self.dialect == SimDialect::Kkiai,
         }))
         .expect("simulator provider config");
         cfg.credential = match &self.keys {
@@ -483,6 +517,11 @@ impl Sim {
         self.ledger().query_count
     }
 
+    /// Task list calls received (Kling flavours).
+    pub fn list_count(&self) -> usize {
+        self.ledger().list_count
+    }
+
     /// Create calls received, accepted or not.
     pub fn submit_count(&self) -> usize {
         self.ledger().submit_count
@@ -544,6 +583,29 @@ impl Sim {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 StatusCode::GATEWAY_TIMEOUT.into_response()
             }
+            Some(Fault::Redirect) => (
+                StatusCode::FOUND,
+                [(header::LOCATION, format!("{}/redirected", self.base_url))],
+            )
+                .into_response(),
+            Some(Fault::Oversized(len)) => {
+                let head = r#"{"code":0,"message":"SUCCEED","data":{"pad":""#;
+                let body = format!("{head}{}", "x".repeat(len.saturating_sub(head.len())));
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response()
+            }
+            Some(Fault::StateWord(word)) => {
+                self.ledger().twist = Some(Twist::StateWord(word));
+                self.handle_now(handle)
+            }
+            Some(Fault::SucceededWithoutUrl) => {
+                self.ledger().twist = Some(Twist::NoUrl);
+                self.handle_now(handle)
+            }
         }
     }
 
@@ -552,7 +614,10 @@ impl Sim {
         handle: impl FnOnce(&mut Ledger) -> Result<Response, Refusal>,
     ) -> Response {
         let mut ledger = self.ledger();
-        match handle(&mut ledger) {
+        let answer = handle(&mut ledger);
+        // A twist applies to one answer only, whether or not the handler used it.
+        ledger.twist = None;
+        match answer {
             Ok(answer) => answer,
             Err(refusal) => {
                 if refusal.recorded {

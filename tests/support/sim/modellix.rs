@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, Fields};
 use super::rules::{ASPECT_RATIOS, DEFAULT_SECONDS};
-use super::{Call, NewTask, Phase, Problem, Refusal, Sim, SimError};
+use super::{Call, NewTask, Phase, Problem, Refusal, Sim, SimError, Twist};
 
 const O1_SLUG: &str = "kling-video-o1";
 const V3_SLUG: &str = "kling-v3-omni-video";
@@ -154,6 +154,7 @@ async fn query(
     headers: HeaderMap,
 ) -> Response {
     sim.serve(Call::Query, &headers, |ledger| {
+        let twist = ledger.twist.take();
         let task = ledger.task_mut(&task_id)?;
         let phase = task.poll();
         let status = match phase {
@@ -161,6 +162,11 @@ async fn query(
             Phase::Processing { .. } => "processing",
             Phase::Succeeded => "success",
             Phase::Failed(_) => "failed",
+        };
+        let (status, phase) = match twist {
+            Some(Twist::StateWord(word)) => (word, Phase::Queued),
+            Some(Twist::NoUrl) => ("success".to_string(), Phase::Queued),
+            None => (status.to_string(), phase),
         };
         let mut data = json!({"status": status, "task_id": task.id, "model_id": task.model});
         match phase {

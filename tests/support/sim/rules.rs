@@ -19,9 +19,16 @@ pub(super) struct Shape {
     pub(super) models: &'static [&'static str],
     /// Every top-level key the dialect documents; anything else is refused.
     pub(super) fields: &'static [&'static str],
-    /// kkiai's page marks `mode` and `duration` Required (duration except for a base video
-    /// edit, where it must be omitted); providers that document defaults do not.
+    /// kkiai's page marks `mode` and `duration` Required; providers that document
+    /// defaults do not.
     pub(super) mode_and_duration_required: bool,
+    /// kkiai: `duration` is Required even for a base video edit, where it "is invalid"
+    /// (ignored: the output lasts as long as the input). Elsewhere it must be omitted
+    /// there.
+    pub(super) duration_on_base_edit: bool,
+    /// kkiai's table types `element_id` as a string (its example sends a number): both a
+    /// number and a numeric string are taken. Elsewhere only a number.
+    pub(super) element_id_string: bool,
     pub(super) content: ContentRule,
 }
 
@@ -61,7 +68,7 @@ pub(super) fn check<'a>(
     }
     let frames = image_list(&f)?;
     let video = video_list(&f)?;
-    let elements = element_list(&f)?;
+    let elements = element_list(&f, shape.element_id_string)?;
     if let Some(watermark) = f.object("watermark_info", &["enabled"])? {
         watermark.bool("enabled")?;
     }
@@ -76,6 +83,9 @@ pub(super) fn check<'a>(
 
     if shape.mode_and_duration_required {
         f.require("mode", mode)?;
+        if duration.is_none() && shape.duration_on_base_edit {
+            return Err("duration: required (even for a base video edit)".into());
+        }
         if duration.is_none() && !base_edit {
             return Err("duration: required (except for a base video edit)".into());
         }
@@ -98,7 +108,7 @@ pub(super) fn check<'a>(
         return Err("sound: must be off when video_list is given".into());
     }
     if base_edit {
-        if duration.is_some() {
+        if duration.is_some() && !shape.duration_on_base_edit {
             return Err("duration: must be omitted for a base video edit (refer_type base)".into());
         }
         if frames.first > 0 || frames.end > 0 {
@@ -215,11 +225,25 @@ fn video_list(f: &Fields) -> Result<Option<Video>, String> {
 }
 
 /// Answers how many elements are referenced.
-fn element_list(f: &Fields) -> Result<usize, String> {
+fn element_list(f: &Fields, string_ids: bool) -> Result<usize, String> {
     let items = f.items("element_list", &["element_id"])?;
     for item in &items {
-        let id = item.integer("element_id")?;
-        item.require("element_id", id)?;
+        let text = if string_ids {
+            item.str("element_id").ok().flatten()
+        } else {
+            None
+        };
+        match text {
+            Some(text) if text.parse::<u64>().is_ok_and(|n| n.to_string() == text) => {}
+            Some(text) => {
+                let field = item.name("element_id");
+                return Err(format!("{field}: {text:?} is not a whole number"));
+            }
+            None => {
+                let id = item.integer("element_id")?;
+                item.require("element_id", id)?;
+            }
+        }
     }
     Ok(items.len())
 }

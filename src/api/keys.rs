@@ -1,0 +1,143 @@
+//! `/admin/keys`: the operator's key management, the same operations as `omnigate keys`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use super::admin::authorize;
+use super::json::ValidJson;
+use super::ApiError;
+use crate::gateway::Gateway;
+use crate::store::{BudgetPeriod, KeyChange, KeyInfo};
+
+/// The body of `POST /admin/keys` and `PATCH /admin/keys/{id}`. In a PATCH an absent field
+/// stays as it is and `null` removes the limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    team: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    rpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    burst: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    read_rpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    max_in_flight: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    budget_usd: Option<Option<f64>>,
+    budget_period: Option<String>,
+}
+
+/// Tells a field given as `null` (Some(None)) from one left out (None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl KeyBody {
+    fn change(self) -> Result<KeyChange, ApiError> {
+        let budget_period = self
+            .budget_period
+            .map(|p| {
+                BudgetPeriod::parse(&p).ok_or_else(|| {
+                    ApiError::invalid("budget_period", "budget_period must be month or day")
+                })
+            })
+            .transpose()?;
+        let change = KeyChange {
+            team: self.team,
+            rpm: self.rpm,
+            burst: self.burst,
+            read_rpm: self.read_rpm,
+            max_in_flight: self.max_in_flight,
+            budget_usd: self.budget_usd,
+            budget_period,
+        };
+        change
+            .validate()
+            .map_err(|(field, message)| ApiError::invalid(field, message))?;
+        Ok(change)
+    }
+}
+
+pub async fn create(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    ValidJson(mut body): ValidJson<KeyBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&gw.config.admin, &headers)?;
+    let name = body.name.take().unwrap_or_default();
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("name", "name is required"));
+    }
+    let issued = gw.store.issue_key(name.trim(), &body.change()?).await?;
+    Ok((StatusCode::CREATED, Json(json!(issued))))
+}
+
+pub async fn list(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&gw.config.admin, &headers)?;
+    let keys = gw.store.list_keys().await?;
+    Ok(Json(json!({"object": "list", "data": keys})))
+}
+
+pub async fn show(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    authorize(&gw.config.admin, &headers)?;
+    found(gw.store.key_info_by_id(&id).await?, &id).map(Json)
+}
+
+pub async fn update(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ValidJson(body): ValidJson<KeyBody>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    authorize(&gw.config.admin, &headers)?;
+    if body.name.is_some() {
+        return Err(ApiError::invalid("name", "a key's name cannot be changed"));
+    }
+    let change = body.change()?;
+    found(gw.store.change_key(&id, &change).await?, &id).map(Json)
+}
+
+pub async fn revoke(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    authorize(&gw.config.admin, &headers)?;
+    if !gw.store.revoke_key(&id).await? {
+        return Err(ApiError::NotFound(format!("no active key {id}")));
+    }
+    found(gw.store.key_info_by_id(&id).await?, &id).map(Json)
+}
+
+pub async fn rotate(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&gw.config.admin, &headers)?;
+    let grace_ms = (gw.config.admin.key_rotation_grace_secs as i64).saturating_mul(1000);
+    let issued = gw.store.rotate_key(&id, grace_ms).await?;
+    found(issued, &id).map(|k| Json(json!(k)))
+}
+
+fn found<T>(value: Option<T>, id: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::NotFound(format!("no key {id}")))
+}

@@ -1,0 +1,196 @@
+//! A key's in-flight slots and budget, taken in the transaction that writes a task and
+//! given back in the transaction that ends it: the counts can never drift from the tasks,
+//! whatever crashes in between. Only keys with a limit pay for the bookkeeping.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use time::{Date, OffsetDateTime, Time};
+
+use super::keys::BudgetPeriod;
+use super::tasks::to_micros;
+
+/// What a new task must hold before it is written.
+#[derive(Debug, Clone, Default)]
+pub struct Holds {
+    /// The key's limit on unfinished tasks.
+    pub max_in_flight: Option<u32>,
+    /// The key's budget, and the amount this task reserves of it (its dearest candidate's
+    /// estimate, so that a failover can never overspend).
+    pub budget: Option<Budget>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub limit_usd: f64,
+    pub period: BudgetPeriod,
+    pub reserve_usd: f64,
+}
+
+/// Why a key may not start another task now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitRefusal {
+    Concurrency {
+        max_in_flight: u32,
+    },
+    Budget {
+        limit_usd: f64,
+        committed_usd: f64,
+        needed_usd: f64,
+        period: BudgetPeriod,
+    },
+}
+
+/// Unix milliseconds at which the UTC calendar period holding `now_ms` began.
+pub fn period_start(period: BudgetPeriod, now_ms: i64) -> i64 {
+    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let day = match period {
+        BudgetPeriod::Day => now.date(),
+        BudgetPeriod::Month => {
+            Date::from_calendar_date(now.year(), now.month(), 1).unwrap_or(now.date())
+        }
+    };
+    let start = day.with_time(Time::MIDNIGHT).assume_utc();
+    (start.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The columns of `tasks` that say what a task holds, for `release`.
+pub(super) const HOLD_COLUMNS: &str =
+    "api_key_id, holds_slot, budget_period_start, reserved_micros, cost_final_micros, cost_estimated_micros";
+
+/// Takes a slot and reserves budget for a task about to be written in `tx`. On a refusal
+/// nothing is taken and the caller rolls back. Returns (holds_slot, budget period start,
+/// reserved micros).
+pub(super) async fn take(
+    tx: &mut Transaction<'_, Any>,
+    api_key_id: &str,
+    holds: &Holds,
+    now: i64,
+) -> anyhow::Result<Result<(bool, Option<i64>, Option<i64>), LimitRefusal>> {
+    let mut period = None;
+    let mut reserved = None;
+    if let Some(b) = holds.budget {
+        let start = period_start(b.period, now);
+        let needed = to_micros(b.reserve_usd);
+        sqlx::query(
+            "INSERT INTO key_spend (api_key_id, period_start) VALUES ($1, $2) \
+             ON CONFLICT (api_key_id, period_start) DO NOTHING",
+        )
+        .bind(api_key_id)
+        .bind(start)
+        .execute(&mut **tx)
+        .await?;
+        // The conditional update re-checks the sum under the row lock: concurrent creates
+        // cannot both fit into the same remainder.
+        let fits = sqlx::query(
+            "UPDATE key_spend SET reserved_micros = reserved_micros + $3 \
+             WHERE api_key_id = $1 AND period_start = $2 AND reserved_micros + spent_micros + $3 <= $4",
+        )
+        .bind(api_key_id)
+        .bind(start)
+        .bind(needed)
+        .bind(to_micros(b.limit_usd))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !fits {
+            let row = sqlx::query(
+                "SELECT reserved_micros + spent_micros AS committed FROM key_spend \
+                 WHERE api_key_id = $1 AND period_start = $2",
+            )
+            .bind(api_key_id)
+            .bind(start)
+            .fetch_one(&mut **tx)
+            .await?;
+            return Ok(Err(LimitRefusal::Budget {
+                limit_usd: b.limit_usd,
+                committed_usd: row.try_get::<i64, _>("committed")? as f64 / 1_000_000.0,
+                needed_usd: b.reserve_usd,
+                period: b.period,
+            }));
+        }
+        period = Some(start);
+        reserved = Some(needed);
+    }
+    if let Some(max) = holds.max_in_flight {
+        let took = sqlx::query(
+            "UPDATE api_keys SET in_flight = in_flight + 1 WHERE id = $1 AND in_flight < $2",
+        )
+        .bind(api_key_id)
+        .bind(i64::from(max))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !took {
+            return Ok(Err(LimitRefusal::Concurrency { max_in_flight: max }));
+        }
+    }
+    Ok(Ok((holds.max_in_flight.is_some(), period, reserved)))
+}
+
+/// Gives back what an ending task held, in the transaction that ends it: its slot, and its
+/// reservation, settled to what it cost when it completed (`completed`) or released.
+/// `row` is the ended task's `HOLD_COLUMNS`.
+pub(super) async fn release(
+    tx: &mut Transaction<'_, Any>,
+    task_id: &str,
+    row: &AnyRow,
+    completed: bool,
+) -> anyhow::Result<()> {
+    let api_key_id: String = row.try_get("api_key_id")?;
+    let holds_slot: i64 = row.try_get("holds_slot")?;
+    let period: Option<i64> = row.try_get("budget_period_start")?;
+    if holds_slot == 0 && period.is_none() {
+        return Ok(());
+    }
+    if holds_slot != 0 {
+        sqlx::query(
+            "UPDATE api_keys SET in_flight = in_flight - 1 WHERE id = $1 AND in_flight > 0",
+        )
+        .bind(&api_key_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(start) = period {
+        let reserved = row
+            .try_get::<Option<i64>, _>("reserved_micros")?
+            .unwrap_or_default();
+        let spent = if completed {
+            let cost: Option<i64> = row.try_get("cost_final_micros")?;
+            let estimate: Option<i64> = row.try_get("cost_estimated_micros")?;
+            cost.or(estimate).unwrap_or_default()
+        } else {
+            0
+        };
+        sqlx::query(
+            "UPDATE key_spend SET reserved_micros = reserved_micros - $3, spent_micros = spent_micros + $4 \
+             WHERE api_key_id = $1 AND period_start = $2",
+        )
+        .bind(&api_key_id)
+        .bind(start)
+        .bind(reserved)
+        .bind(spent)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("UPDATE tasks SET holds_slot = 0, budget_period_start = NULL WHERE id = $1")
+        .bind(task_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_start_at_utc_midnight_of_the_day_or_the_first_of_the_month() {
+        // 2026-11-26 14:59:41 UTC
+        let now = 1_795_705_181_000;
+        assert_eq!(period_start(BudgetPeriod::Day, now), 1_795_651_200_000);
+        assert_eq!(period_start(BudgetPeriod::Month, now), 1_793_491_200_000);
+    }
+}

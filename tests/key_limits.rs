@@ -1,0 +1,353 @@
+//! Keys and their limits: the admin API, tasks in flight per key, spend budgets (race-free
+//! on both stores), and slots that are never leaked, also across a crash.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use omnigate::config::Secret;
+use omnigate::domain::Model;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::app::{config, Db, TestApp, TestDb};
+use support::sim::{Outcome, Script, Sim, SimDialect};
+
+const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
+const WAIT: Duration = Duration::from_secs(15);
+const ADMIN: &str = "admin-token";
+
+fn plain() -> Value {
+    json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9", "duration": 5})
+}
+
+/// A gateway with one simulated provider at $0.10/s (a plain task: $0.50) and the admin API on.
+async fn gateway(db: &TestDb) -> (TestApp, Sim) {
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    let mut cfg = config(db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
+    cfg.admin.token = Some(Secret::new(ADMIN));
+    (TestApp::start(cfg).await, sim)
+}
+
+async fn admin(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.base))
+        .bearer_auth(ADMIN);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn new_key(app: &TestApp, limits: Value) -> Value {
+    let mut body = json!({"name": "team-key"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(limits.as_object().unwrap().clone());
+    let (status, key) = admin(app, reqwest::Method::POST, "/admin/keys", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key
+}
+
+async fn wait(app: &TestApp, key: &Value, task: &Value) -> Value {
+    let (key, id) = (key["key"].as_str().unwrap(), task["id"].as_str().unwrap());
+    app.wait_terminal_as(key, id, WAIT).await
+}
+
+async fn create_as(app: &TestApp, key: &Value) -> (StatusCode, Value) {
+    app.post_as(
+        key["key"].as_str().unwrap(),
+        "/v1/video/generations",
+        &plain(),
+    )
+    .await
+}
+
+async fn keys_are_managed_through_the_admin_api(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, _sim) = gateway(&db).await;
+    let key = new_key(&app, json!({"team": "video", "rpm": 60, "max_in_flight": 3, "budget_usd": 12.5, "budget_period": "day"})).await;
+    assert!(key["key"].as_str().unwrap().starts_with("og_"));
+    let whsec = key["webhook_secret"].as_str().unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(whsec.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    assert!(raw.len() >= 24, "{whsec}");
+    assert_eq!(key["team"], "video");
+    assert_eq!(key["budget_period"], "day");
+    assert_eq!(key["max_in_flight"], 3);
+    let id = key["id"].as_str().unwrap();
+    let (status, list) = admin(&app, reqwest::Method::GET, "/admin/keys", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = list["data"].as_array().unwrap();
+    assert!(listed.iter().any(|k| k["id"] == id));
+    assert!(
+        listed
+            .iter()
+            .all(|k| k.get("key").is_none() && k.get("key_hash").is_none()),
+        "{list}"
+    );
+    // null removes a limit; an absent field stays.
+    let (status, changed) = admin(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/keys/{id}"),
+        Some(json!({"rpm": null, "burst": 5})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["rpm"], Value::Null);
+    assert_eq!(changed["burst"], 5);
+    assert_eq!(changed["max_in_flight"], 3);
+    let (status, err) = admin(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/keys/{id}"),
+        Some(json!({"max_in_flight": 0})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["param"], "max_in_flight");
+    // Without the admin token there is nothing to see.
+    let (status, _) = app
+        .get_as(key["key"].as_str().unwrap(), "/admin/keys")
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+on_both_stores!(keys_are_managed_through_the_admin_api);
+
+async fn revoked_keys_are_refused_and_rotated_keys_have_a_grace_period(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, _sim) = gateway(&db).await;
+    let key = new_key(&app, json!({})).await;
+    let id = key["id"].as_str().unwrap();
+    let old = key["key"].as_str().unwrap().to_string();
+    let (status, rotated) = admin(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/keys/{id}/rotate"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["key"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(
+        rotated["webhook_secret"], key["webhook_secret"],
+        "rotation keeps the signing secret"
+    );
+    for secret in [&old, &new] {
+        let (status, _) = app.get_as(secret, "/v1/video/generations").await;
+        assert_eq!(status, StatusCode::OK, "both work within the grace period");
+    }
+    let (status, _) = admin(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/keys/{id}/revoke"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Revocation reaches every cache within a second.
+    let deadline = Instant::now() + Duration::from_millis(1_500);
+    loop {
+        let (status, _) = app.get_as(&new, "/v1/video/generations").await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a revoked key still works");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+on_both_stores!(revoked_keys_are_refused_and_rotated_keys_have_a_grace_period);
+
+async fn tasks_in_flight_are_limited_and_every_ending_frees_a_slot(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, sim) = gateway(&db).await;
+    let key = new_key(&app, json!({"max_in_flight": 2})).await;
+    // The first task fails at the provider soon; the second runs for a long time.
+    sim.set_script(Script {
+        queued_polls: 2,
+        processing_polls: 0,
+        outcome: Outcome::Fail("boom".into()),
+    });
+    let (status, first) = create_as(&app, &key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    sim.set_script(Script {
+        queued_polls: 100_000,
+        ..Script::default()
+    });
+    let (status, _) = create_as(&app, &key).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, refused) = create_as(&app, &key).await;
+    // The first may already have failed and freed its slot; if not, the third is refused.
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        assert_eq!(refused["error"]["code"], "concurrency_limited");
+        assert!(
+            refused["error"]["message"].as_str().unwrap().contains('2'),
+            "{refused}"
+        );
+        let failed = wait(&app, &key, &first).await;
+        assert_eq!(failed["status"], "failed");
+        let (status, third) = create_as(&app, &key).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "the failed task freed its slot: {third}"
+        );
+    } else {
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let (status, fourth) = create_as(&app, &key).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{fourth}");
+    let id = key["id"].as_str().unwrap();
+    let (_, info) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(info["in_flight"], 2, "{info}");
+}
+on_both_stores!(tasks_in_flight_are_limited_and_every_ending_frees_a_slot);
+
+async fn fifty_concurrent_creates_against_a_budget_for_ten_accept_exactly_ten(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, sim) = gateway(&db).await;
+    sim.set_script(Script {
+        queued_polls: 100_000,
+        ..Script::default()
+    });
+    let key = new_key(&app, json!({"budget_usd": 5.0})).await;
+    let creates = (0..50).map(|_| create_as(&app, &key));
+    let answers = futures::future::join_all(creates).await;
+    let accepted = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::PAYMENT_REQUIRED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(accepted, 10, "{answers:?}");
+    assert_eq!(refused.len(), 40, "{answers:?}");
+    assert!(refused
+        .iter()
+        .all(|b| b["error"]["code"] == "budget_exceeded"));
+    assert_eq!(sim.created_count(), 10);
+    let id = key["id"].as_str().unwrap();
+    let (_, info) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(info["reserved_usd"], 5.0, "{info}");
+}
+on_both_stores!(fifty_concurrent_creates_against_a_budget_for_ten_accept_exactly_ten);
+
+async fn a_budget_is_settled_on_completion_and_released_on_failure(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, sim) = gateway(&db).await;
+    let key = new_key(&app, json!({"budget_usd": 1.0})).await;
+    let id = key["id"].as_str().unwrap().to_string();
+    sim.set_script(Script {
+        queued_polls: 0,
+        processing_polls: 0,
+        outcome: Outcome::Fail("no".into()),
+    });
+    let (_, failed) = create_as(&app, &key).await;
+    wait(&app, &key, &failed).await;
+    let (_, info) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (info["spent_usd"].as_f64(), info["reserved_usd"].as_f64()),
+        (Some(0.0), Some(0.0)),
+        "{info}"
+    );
+    sim.set_script(Script::default());
+    let (_, done) = create_as(&app, &key).await;
+    let done = wait(&app, &key, &done).await;
+    assert_eq!(done["status"], "completed");
+    let (_, info) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (info["spent_usd"].as_f64(), info["reserved_usd"].as_f64()),
+        (Some(0.5), Some(0.0)),
+        "{info}"
+    );
+    // $0.50 spent of $1.00: one more fits, a third does not.
+    sim.set_script(Script {
+        queued_polls: 100_000,
+        ..Script::default()
+    });
+    assert_eq!(create_as(&app, &key).await.0, StatusCode::ACCEPTED);
+    let (status, err) = create_as(&app, &key).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per month"),
+        "{err}"
+    );
+}
+on_both_stores!(a_budget_is_settled_on_completion_and_released_on_failure);
+
+async fn a_slot_is_not_leaked_by_a_crash_and_restart_mid_flight(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(Script {
+        queued_polls: 20,
+        ..Script::default()
+    });
+    let mut cfg = config(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
+    cfg.admin.token = Some(Secret::new(ADMIN));
+    let mut app = TestApp::start(cfg.clone()).await;
+    let key = new_key(&app, json!({"max_in_flight": 1, "budget_usd": 1.0})).await;
+    let (status, task) = create_as(&app, &key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    app.kill();
+    let app = TestApp::restart_with(cfg, app.key.clone()).await;
+    let (status, _) = create_as(&app, &key).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the slot survived the crash"
+    );
+    let done = wait(&app, &key, &task).await;
+    assert_eq!(done["status"], "completed");
+    let id = key["id"].as_str().unwrap();
+    let (_, info) = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(info["in_flight"], 0, "{info}");
+    assert_eq!(info["reserved_usd"].as_f64(), Some(0.0), "{info}");
+    assert_eq!(info["spent_usd"].as_f64(), Some(0.5), "{info}");
+}
+on_both_stores!(a_slot_is_not_leaked_by_a_crash_and_restart_mid_flight);
