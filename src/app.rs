@@ -113,6 +113,7 @@ pub async fn build_gateway(
         );
         sb = Some(started);
     }
+    let limits = crate::limits::Limits::build(&config.limits).await?;
     let gw = Arc::new(Gateway {
         health: crate::health::Health::new(store.clone(), config.health.clone()),
         store,
@@ -126,6 +127,7 @@ pub async fn build_gateway(
         submits: tokio_util::task::TaskTracker::new(),
         draining: CancellationToken::new(),
         heartbeats: workers::Heartbeats::default(),
+        limits,
     });
     if sb.is_some() {
         bootstrap_sandbox_key(&gw).await?;

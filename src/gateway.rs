@@ -24,4 +24,6 @@ pub struct Gateway {
     pub draining: CancellationToken,
     /// Each background worker's last completed step, for `/healthz`.
     pub heartbeats: crate::workers::Heartbeats,
+    /// Per-key request rates, in this process or shared through Redis.
+    pub limits: crate::limits::Limits,
 }

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod gateway;
 pub mod health;
 pub mod keys_cli;
+pub mod limits;
 pub mod providers;
 pub mod routing;
 pub mod sandbox;

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
 
 use crate::gateway::Gateway;
+use crate::limits;
 
 /// The configured body limit, for the error that names it.
 #[derive(Clone, Copy)]
@@ -33,7 +34,10 @@ pub struct BodyLimit(pub usize);
 /// 3. the request-body byte budget (`server.body_memory_budget_bytes`), the early 413 on a
 ///    declared length over `server.max_body_bytes`, and the body idle timeout;
 /// 4. the body size limit for chunked bodies (axum's, counted as the body is read);
-/// 5. on `POST /v1/video/generations` only, the in-flight create limit
+/// 5. on `/v1` routes, authentication (once: the key goes into the request's extensions),
+///    then the per-key rate limit (`limits::layer`), so a refused call never reaches its
+///    handler nor takes a create slot;
+/// 6. on `POST /v1/video/generations` only, the in-flight create limit
 ///    (`server.max_in_flight_creates`).
 ///
 /// The header-read timeout is the server's (`server.rs`). There is no blanket request
@@ -45,8 +49,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let requests = load::Slots::new(server.max_in_flight_requests, "requests");
     let creates = load::Slots::new(server.max_in_flight_creates, "creates");
     let budget = load::BodyBudget::new(server);
-    Router::new()
-        .route("/healthz", get(healthz))
+    let v1 = Router::new()
         .route(
             "/v1/video/generations",
             get(tasks::list_or_query)
@@ -54,6 +57,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
         .route("/v1/video/quotes", post(tasks::quote))
+        .route_layer(from_fn_with_state(gw.clone(), limits::layer::rate_limit))
+        .route_layer(from_fn_with_state(gw.clone(), auth::authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1)
         .route("/admin/providers", get(admin::providers))
         .route("/v1/usage", get(usage::mine))
         .route("/admin/usage", get(usage::all))
