@@ -191,6 +191,7 @@ async fn tasks_in_flight_are_limited_and_every_ending_frees_a_slot(db: Db) {
     // The first may already have failed and freed its slot; if not, the third is refused.
     if status == StatusCode::TOO_MANY_REQUESTS {
         assert_eq!(refused["error"]["code"], "concurrency_limited");
+        assert!(refused["error"]["message"].as_str().is_some());
         assert!(
             refused["error"]["message"].as_str().unwrap().contains('2'),
             "{refused}"

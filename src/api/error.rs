@@ -202,6 +202,12 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // A slot frees when one of the key's tasks ends: no exact time to give. The rate
+            // limiter sets its own, exact Retry-After over this one.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(5));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
