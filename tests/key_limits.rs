@@ -450,3 +450,27 @@ async fn usage_sums_match_the_tasks_table_for_every_grouping(db: Db) {
     assert_eq!(err["error"]["param"], "group_by");
 }
 on_both_stores!(usage_sums_match_the_tasks_table_for_every_grouping);
+
+async fn two_gateway_processes_enforce_one_concurrency_limit(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(Script {
+        queued_polls: 100_000,
+        ..Script::default()
+    });
+    let mut cfg = config(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
+    cfg.admin.token = Some(Secret::new(ADMIN));
+    let a = TestApp::start(cfg.clone()).await;
+    let b = TestApp::restart_with(cfg, a.key.clone()).await;
+    let key = new_key(&a, json!({"max_in_flight": 3})).await;
+    for app in [&a, &b, &a] {
+        assert_eq!(create_as(app, &key).await.0, StatusCode::ACCEPTED);
+    }
+    for app in [&b, &a] {
+        let (status, err) = create_as(app, &key).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{err}");
+        assert_eq!(err["error"]["code"], "concurrency_limited");
+    }
+    assert_eq!(sim.created_count(), 3);
+}
+on_both_stores!(two_gateway_processes_enforce_one_concurrency_limit);
