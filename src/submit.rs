@@ -381,7 +381,11 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                 }
                 target = up.name.clone();
             }
-            match attempt_submit(gw, id, &job.token, candidate, &job.task.request).await {
+            let attempted = attempt_submit(gw, id, &job.token, candidate, &job.task.request)
+                .await
+                .map_err(after_write)?;
+            match attempted {
+                Attempted::LeaseLost => return Ok(SubmitOutcome::TakenOver),
                 Attempted::Accepted { recorded } => {
                     return Ok(SubmitOutcome::Accepted {
                         provider: up.name.clone(),
@@ -401,10 +405,14 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                 }
                 Attempted::Refused(e) if e.kind == ErrorKind::ContentPolicy => {
                     let err = task_error(&e, &up.name);
-                    gw.store
+                    let still_ours = gw
+                        .store
                         .fail_task(id, &job.token, &err)
                         .await
                         .map_err(after_write)?;
+                    if !still_ours {
+                        return Ok(SubmitOutcome::TakenOver);
+                    }
                     return Err(SubmitError::Refused {
                         code: e.kind.code(),
                         message: format!(
@@ -496,13 +504,19 @@ async fn give_up(
         };
         (error, result)
     };
-    gw.store
+    let still_ours = gw
+        .store
         .fail_task(id, &job.token, &error)
         .await
         .map_err(|source| SubmitError::StoreAfterWrite {
             task_id: id.clone(),
             source,
         })?;
+    // Another claim took the task over (its lease ran out): it may yet be accepted there,
+    // so the client gets the task, not a failure that would free its Idempotency-Key.
+    if !still_ours {
+        return Ok(SubmitOutcome::TakenOver);
+    }
     Err(result)
 }
 
@@ -525,6 +539,8 @@ pub(crate) enum Attempted {
         recorded: bool,
     },
     Refused(ProviderError),
+    /// Another claim holds the task now: the provider was not called.
+    LeaseLost,
 }
 
 /// One submit to one provider by the holder of `token`: the acceptance is recorded first
@@ -536,14 +552,17 @@ pub(crate) async fn attempt_submit(
     token: &str,
     candidate: &Candidate,
     req: &VideoRequest,
-) -> Attempted {
+) -> anyhow::Result<Attempted> {
     let up = &candidate.upstream;
     let started = Instant::now();
     let lease_ms = submit_lease_ms(candidate);
-    let result = gw
+    let Some(result) = gw
         .store
         .while_leased(id, token, lease_ms, up.adapter.submit(id, req))
-        .await;
+        .await?
+    else {
+        return Ok(Attempted::LeaseLost);
+    };
     let latency = started.elapsed();
     let mut attempt = Attempt {
         provider: up.name.clone(),
@@ -575,11 +594,11 @@ pub(crate) async fn attempt_submit(
         }
     };
     let outcome = match &attempted {
-        Attempted::Accepted { .. } => Ok(()),
         Attempted::Refused(e) => Err(e),
+        _ => Ok(()),
     };
     record_health(gw, &up.name, Phase::Submit, outcome, latency).await;
-    attempted
+    Ok(attempted)
 }
 
 /// Statistics are never worth failing a task over.

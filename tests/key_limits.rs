@@ -62,6 +62,19 @@ async fn wait(app: &TestApp, key: &Value, task: &Value) -> Value {
     app.wait_terminal_as(key, id, WAIT).await
 }
 
+/// The key as `GET /admin/keys/{id}` shows it.
+async fn key_info(app: &TestApp, id: &str) -> Value {
+    let (status, info) = admin(
+        app,
+        reqwest::Method::GET,
+        &format!("/admin/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    info
+}
+
 async fn create_as(app: &TestApp, key: &Value) -> (StatusCode, Value) {
     app.post_as(
         key["key"].as_str().unwrap(),
@@ -210,13 +223,7 @@ async fn tasks_in_flight_are_limited_and_every_ending_frees_a_slot(db: Db) {
     let (status, fourth) = create_as(&app, &key).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{fourth}");
     let id = key["id"].as_str().unwrap();
-    let (_, info) = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/admin/keys/{id}"),
-        None,
-    )
-    .await;
+    let info = key_info(&app, id).await;
     assert_eq!(info["in_flight"], 2, "{info}");
 }
 on_both_stores!(tasks_in_flight_are_limited_and_every_ending_frees_a_slot);
@@ -247,13 +254,7 @@ async fn fifty_concurrent_creates_against_a_budget_for_ten_accept_exactly_ten(db
         .all(|b| b["error"]["code"] == "budget_exceeded"));
     assert_eq!(sim.created_count(), 10);
     let id = key["id"].as_str().unwrap();
-    let (_, info) = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/admin/keys/{id}"),
-        None,
-    )
-    .await;
+    let info = key_info(&app, id).await;
     assert_eq!(info["reserved_usd"], 5.0, "{info}");
 }
 on_both_stores!(fifty_concurrent_creates_against_a_budget_for_ten_accept_exactly_ten);
@@ -270,13 +271,7 @@ async fn a_budget_is_settled_on_completion_and_released_on_failure(db: Db) {
     });
     let (_, failed) = create_as(&app, &key).await;
     wait(&app, &key, &failed).await;
-    let (_, info) = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/admin/keys/{id}"),
-        None,
-    )
-    .await;
+    let info = key_info(&app, &id).await;
     assert_eq!(
         (info["spent_usd"].as_f64(), info["reserved_usd"].as_f64()),
         (Some(0.0), Some(0.0)),
@@ -286,13 +281,7 @@ async fn a_budget_is_settled_on_completion_and_released_on_failure(db: Db) {
     let (_, done) = create_as(&app, &key).await;
     let done = wait(&app, &key, &done).await;
     assert_eq!(done["status"], "completed");
-    let (_, info) = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/admin/keys/{id}"),
-        None,
-    )
-    .await;
+    let info = key_info(&app, &id).await;
     assert_eq!(
         (info["spent_usd"].as_f64(), info["reserved_usd"].as_f64()),
         (Some(0.5), Some(0.0)),
@@ -340,13 +329,7 @@ async fn a_slot_is_not_leaked_by_a_crash_and_restart_mid_flight(db: Db) {
     let done = wait(&app, &key, &task).await;
     assert_eq!(done["status"], "completed");
     let id = key["id"].as_str().unwrap();
-    let (_, info) = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/admin/keys/{id}"),
-        None,
-    )
-    .await;
+    let info = key_info(&app, id).await;
     assert_eq!(info["in_flight"], 0, "{info}");
     assert_eq!(info["reserved_usd"].as_f64(), Some(0.0), "{info}");
     assert_eq!(info["spent_usd"].as_f64(), Some(0.5), "{info}");

@@ -118,6 +118,11 @@ async fn two_claims_in_one_process_cannot_both_write(db: Db) {
         .extend_lease("vgt_claims", &submitter, far)
         .await
         .unwrap());
+    let late_call = store
+        .while_leased("vgt_claims", &submitter, 1_000, async { "called" })
+        .await
+        .unwrap();
+    assert_eq!(late_call, None, "a lost claim never calls the provider");
     assert!(!store
         .mark_accepted("vgt_claims", &submitter, &accepted("late"))
         .await
@@ -139,7 +144,11 @@ async fn a_lease_is_extended_while_a_slow_call_is_in_flight(db: Db) {
     let now = omnigate::store::now_ms();
     insert_submitting(&store, "vgt_slow", &token, now + 300).await;
     let slow_call = tokio::time::sleep(Duration::from_millis(1_000));
-    store.while_leased("vgt_slow", &token, 300, slow_call).await;
+    let called = store
+        .while_leased("vgt_slow", &token, 300, slow_call)
+        .await
+        .unwrap();
+    assert!(called.is_some(), "the holder's call runs");
     let other = lease_token("p");
     let claimed = store
         .claim_due(ClaimKind::Reconcile, &other, now + 60_000, 10)

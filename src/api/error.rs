@@ -98,8 +98,13 @@ fn is_store_outage(cause: &(dyn std::error::Error + 'static)) -> bool {
                 code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
             } else {
                 // SQLSTATE class 08: connection exception; 57P01-57P03: the server is
-                // shutting down or not accepting connections; 57014: statement timeout.
-                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57014")
+                // shutting down or not accepting connections; 57014: statement timeout;
+                // 40001/40P01: a serialization failure or deadlock victim, worth a retry.
+                code.starts_with("08")
+                    || matches!(
+                        &*code,
+                        "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01"
+                    )
             }
         }
         _ => false,

@@ -184,11 +184,14 @@ impl Store {
         change: &KeyChange,
     ) -> anyhow::Result<Option<KeyInfo>> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT id FROM api_keys WHERE id = $1")
+        // A write first: SQLite takes its write lock now instead of failing to upgrade a
+        // read transaction when another connection commits in between.
+        let exists = sqlx::query("UPDATE api_keys SET id = id WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?
-            .is_some();
+            .rows_affected()
+            > 0;
         if !exists {
             return Ok(None);
         }

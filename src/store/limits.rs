@@ -145,14 +145,6 @@ pub(super) async fn release(
     if holds_slot == 0 && period.is_none() {
         return Ok(());
     }
-    if holds_slot != 0 {
-        sqlx::query(
-            "UPDATE api_keys SET in_flight = in_flight - 1 WHERE id = $1 AND in_flight > 0",
-        )
-        .bind(&api_key_id)
-        .execute(&mut **tx)
-        .await?;
-    }
     if let Some(start) = period {
         let reserved = row
             .try_get::<Option<i64>, _>("reserved_micros")?
@@ -172,6 +164,16 @@ pub(super) async fn release(
         .bind(start)
         .bind(reserved)
         .bind(spent)
+        .execute(&mut **tx)
+        .await?;
+    }
+    // After key_spend, as in `take`: the two rows are always locked in the same order, so
+    // a create and a task ending at once cannot deadlock.
+    if holds_slot != 0 {
+        sqlx::query(
+            "UPDATE api_keys SET in_flight = in_flight - 1 WHERE id = $1 AND in_flight > 0",
+        )
+        .bind(&api_key_id)
         .execute(&mut **tx)
         .await?;
     }

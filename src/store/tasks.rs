@@ -566,20 +566,25 @@ impl Store {
     }
 
     /// Runs `call` (an upstream call) while holding the task for claim `token`: the lease is
-    /// pushed `lease_ms` ahead every third of that, so a slow provider cannot let another
-    /// claim take over a call that is still in flight.
+    /// pushed `lease_ms` ahead before the call starts and every third of that while it runs,
+    /// so a slow provider (or a long failover) cannot let another claim take over a call
+    /// that is still in flight. None, without calling, when the claim is already lost.
     pub async fn while_leased<T>(
         &self,
         id: &str,
         token: &str,
         lease_ms: i64,
         call: impl std::future::Future<Output = T>,
-    ) -> T {
+    ) -> anyhow::Result<Option<T>> {
+        if !self.extend_lease(id, token, now_ms() + lease_ms).await? {
+            tracing::warn!(task_id = %id, "lease lost before an upstream call; not calling");
+            return Ok(None);
+        }
         tokio::pin!(call);
         let every = std::time::Duration::from_millis((lease_ms / 3).max(100) as u64);
         loop {
             tokio::select! {
-                out = &mut call => return out,
+                out = &mut call => return Ok(Some(out)),
                 _ = tokio::time::sleep(every) => {
                     match self.extend_lease(id, token, now_ms() + lease_ms).await {
                         Ok(true) => {}
@@ -776,7 +781,10 @@ impl Store {
             .transpose()?;
         let progress = match state {
             TaskState::Completed => 100,
-            _ => progress.map(i64::from).unwrap_or(task.progress),
+            _ => progress
+                .map(i64::from)
+                .unwrap_or(task.progress)
+                .max(task.progress),
         };
         let mut tx = self.pool.begin().await?;
         let sql = format!(
@@ -857,12 +865,16 @@ impl Store {
     /// finished before `before`. Returns how many tasks it pruned.
     pub async fn prune_finished_details(&self, before: i64, limit: u32) -> anyhow::Result<u64> {
         let mut tx = self.pool.begin().await?;
+        // The first statement writes, so SQLite takes the write lock at once rather than
+        // failing to upgrade a read transaction under load.
         let ids: Vec<String> = sqlx::query(
-            "SELECT id FROM tasks WHERE state IN ('completed', 'failed') AND details_pruned_at IS NULL \
-             AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+            "UPDATE tasks SET details_pruned_at = $3, request = '{}' WHERE id IN (\
+               SELECT id FROM tasks WHERE state IN ('completed', 'failed') AND details_pruned_at IS NULL \
+               AND updated_at < $1 ORDER BY updated_at LIMIT $2) RETURNING id",
         )
         .bind(before)
         .bind(limit as i64)
+        .bind(now_ms())
         .fetch_all(&mut *tx)
         .await?
         .iter()
@@ -877,15 +889,6 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let prune = format!(
-            "UPDATE tasks SET request = '{{}}', details_pruned_at = $1 WHERE id IN ({})",
-            list(2)
-        );
-        let mut q = sqlx::query(&prune).bind(now_ms());
-        for id in &ids {
-            q = q.bind(id);
-        }
-        q.execute(&mut *tx).await?;
         for table in ["task_status_changes", "task_attempts"] {
             let sql = format!("DELETE FROM {table} WHERE task_id IN ({})", list(1));
             let mut q = sqlx::query(&sql);

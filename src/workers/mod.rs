@@ -75,6 +75,25 @@ where
     Ok(n)
 }
 
+/// Fails a task held by claim `token`, logging why.
+async fn fail(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: &str,
+    code: &str,
+    message: String,
+    provider_message: Option<String>,
+) -> anyhow::Result<()> {
+    tracing::warn!(task_id = %task.id, code, %message, "failing task");
+    let error = crate::store::TaskError {
+        code: code.into(),
+        message,
+        provider_message,
+    };
+    gw.store.fail_task(&task.id, token, &error).await?;
+    Ok(())
+}
+
 const JANITOR_TICK: Duration = Duration::from_secs(60);
 
 /// Finished tasks whose details one janitor step deletes at most.

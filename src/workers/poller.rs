@@ -8,8 +8,10 @@ use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, UpstreamTask};
 use crate::routing::{self, round_usd};
-use crate::store::{now_ms, ClaimKind, PollUpdate, TaskError, TaskRecord, TaskState};
+use crate::store::{now_ms, ClaimKind, PollUpdate, TaskRecord, TaskState};
 use crate::submit::{describe, task_error};
+
+use super::fail;
 
 /// Polls of one worker in flight at once.
 const POLL_CONCURRENCY: usize = 8;
@@ -37,10 +39,13 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Resu
     let interval = up.config.poll_interval();
     let lease_ms = gw.config.poller.lease().as_millis() as i64;
     let started = std::time::Instant::now();
-    let result = gw
+    let Some(result) = gw
         .store
         .while_leased(&task.id, token, lease_ms, up.adapter.query(upstream_id))
-        .await;
+        .await?
+    else {
+        return Ok(());
+    };
     crate::submit::record_health(
         gw,
         provider,
@@ -120,23 +125,6 @@ async fn record_unreadable(
     Ok(())
 }
 
-async fn fail(
-    gw: &Gateway,
-    task: &TaskRecord,
-    token: &str,
-    code: &str,
-    message: String,
-    provider_message: Option<String>,
-) -> anyhow::Result<()> {
-    let error = TaskError {
-        code: code.into(),
-        message,
-        provider_message,
-    };
-    gw.store.fail_task(&task.id, token, &error).await?;
-    Ok(())
-}
-
 async fn record_seen(
     gw: &Gateway,
     task: &TaskRecord,
@@ -160,7 +148,11 @@ async fn record_seen(
         )
         .await;
     }
-    let state = TaskState::from_public(seen.status);
+    // A lagging provider replica may report an earlier state: a task never moves back.
+    let state = match (task.state, TaskState::from_public(seen.status)) {
+        (TaskState::InProgress, TaskState::Queued) => TaskState::InProgress,
+        (_, state) => state,
+    };
     let final_cost = match state {
         TaskState::Completed => final_cost(gw, task, seen).await?,
         _ => None,

@@ -7,8 +7,10 @@ use crate::config::UnknownSubmit;
 use crate::gateway::Gateway;
 use crate::providers::{ErrorKind, Lookup, Submitted};
 use crate::routing::Candidate;
-use crate::store::{now_ms, ClaimKind, TaskError, TaskRecord};
+use crate::store::{now_ms, ClaimKind, TaskRecord};
 use crate::submit::{accept_found, attempt_submit, task_error, Attempted};
+
+use super::fail;
 
 /// First pause before asking a provider again when a lookup itself failed; it doubles
 /// with each failure up to `RETRY_LOOKUP_MAX_MS`.
@@ -48,7 +50,7 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow:
         let message = format!(
             "the submit to {provider:?} was interrupted and that provider is no longer configured"
         );
-        return fail(gw, task, token, "provider_unavailable", message).await;
+        return fail(gw, task, token, "provider_unavailable", message, None).await;
     };
     let candidate = Candidate {
         upstream: up.clone(),
@@ -68,7 +70,7 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow:
     if !up.adapter.capabilities().external_task_id {
         return apply_unknown_submit_policy(gw, task, token, &candidate).await;
     }
-    let lookup = gw
+    let Some(lookup) = gw
         .store
         .while_leased(
             &task.id,
@@ -76,7 +78,10 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow:
             reconcile_lease_ms(gw),
             up.adapter.find_by_external_id(&task.id),
         )
-        .await;
+        .await?
+    else {
+        return Ok(());
+    };
     match lookup {
         Ok(Lookup::Found(seen)) => {
             tracing::info!(task_id = %task.id, provider, "found the interrupted submit upstream");
@@ -122,7 +127,7 @@ async fn apply_unknown_submit_policy(
                 "the submit to {provider} got no answer and {provider} could not say whether it has \
                  the task; it was not resubmitted, so it is never run (or charged) twice"
             );
-            fail(gw, task, token, "submit_outcome_unknown", message).await
+            fail(gw, task, token, "submit_outcome_unknown", message, None).await
         }
         UnknownSubmit::Resubmit => {
             tracing::warn!(task_id = %task.id, provider, "submit outcome unknown; resubmitting as configured (unknown_submit = resubmit)");
@@ -145,11 +150,11 @@ async fn resubmit_once(
             "the submit to {provider} got no answer, and neither did the one resubmit allowed; \
              it is not submitted again, so it is never run (or charged) more than twice"
         );
-        return fail(gw, task, token, "submit_outcome_unknown", message).await;
+        return fail(gw, task, token, "submit_outcome_unknown", message, None).await;
     }
     let request = gw.store.task_request(&task.id).await?;
-    match attempt_submit(gw, &task.id, token, candidate, &request).await {
-        Attempted::Accepted { .. } => Ok(()),
+    match attempt_submit(gw, &task.id, token, candidate, &request).await? {
+        Attempted::Accepted { .. } | Attempted::LeaseLost => Ok(()),
         Attempted::Refused(e) if e.ambiguous => retry_later(gw, task, token).await,
         Attempted::Refused(e) => {
             let err = task_error(&e, provider);
@@ -162,26 +167,9 @@ async fn resubmit_once(
 async fn retry_later(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Result<()> {
     if now_ms() - task.created_at > gw.config.poller.max_task_age_secs as i64 * 1000 {
         let message = "the provider could not confirm the interrupted submit in time".into();
-        return fail(gw, task, token, "submit_outcome_unknown", message).await;
+        return fail(gw, task, token, "submit_outcome_unknown", message, None).await;
     }
     let pause = (RETRY_LOOKUP_MS << task.poll_failures.clamp(0, 10)).min(RETRY_LOOKUP_MAX_MS);
     gw.store.poll_failed(task, token, now_ms() + pause).await?;
-    Ok(())
-}
-
-async fn fail(
-    gw: &Gateway,
-    task: &TaskRecord,
-    token: &str,
-    code: &str,
-    message: String,
-) -> anyhow::Result<()> {
-    tracing::warn!(task_id = %task.id, code, %message, "failing task");
-    let error = TaskError {
-        code: code.into(),
-        message,
-        provider_message: None,
-    };
-    gw.store.fail_task(&task.id, token, &error).await?;
     Ok(())
 }
