@@ -5,7 +5,7 @@
 mod keys;
 mod tasks;
 
-pub use keys::{ApiKey, NewApiKey};
+pub use keys::{ApiKey, NewApiKey, KEY_CACHE_TTL};
 pub use tasks::{
     Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate, StatusChange, TaskError,
     TaskPage, TaskRecord, TaskState,
@@ -27,6 +27,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Recently authenticated API keys (see `keys.rs`).
+    keys: std::sync::Arc<keys::KeyCache>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -53,8 +55,11 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer; the busy timeout makes
-                        // concurrent writers wait instead of failing.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                        // concurrent writers wait instead of failing. synchronous = NORMAL
+                        // syncs the WAL at checkpoints, not at every commit: a commit survives
+                        // a crash of the process, and only an OS crash or power loss can take
+                        // back the last commits.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
                             .await?;
                     }
                     Ok(())
@@ -67,7 +72,11 @@ impl Store {
             .run(&pool)
             .await
             .context("running database migrations")?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            keys: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
