@@ -41,6 +41,10 @@ impl RunningApp {
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
             tracing::warn!("shutdown drain timed out");
         }
+        // Outcomes of the requests that drained after the health sync task stopped.
+        if let Err(e) = self.gateway.health.flush().await {
+            tracing::warn!(error = ?e, "flushing provider health at shutdown failed");
+        }
         if let Some(sb) = self.sandbox {
             sb.server.abort();
         }
@@ -145,7 +149,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    let workers = workers::spawn_all(gateway.clone(), cancel.clone());
+    let mut workers = workers::spawn_all(gateway.clone(), cancel.clone());
+    workers.push(gateway.health.spawn_sync(cancel.clone()));
     tracing::info!(%addr, instance = %gateway.instance_id, "omnigate listening");
     Ok(RunningApp {
         addr,
