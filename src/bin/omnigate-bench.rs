@@ -351,10 +351,18 @@ struct Database {
 }
 
 impl Database {
-    async fn create(args: &RunArgs, kind: StoreKind, dir: &Path, tag: &str) -> anyhow::Result<Self> {
+    async fn create(
+        args: &RunArgs,
+        kind: StoreKind,
+        dir: &Path,
+        tag: &str,
+    ) -> anyhow::Result<Self> {
         match kind {
             StoreKind::Postgres => {
-                let name = format!("omnigate_bench_{tag}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                let name = format!(
+                    "omnigate_bench_{tag}_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
                 let mut conn = sqlx::PgConnection::connect(&args.pg_admin_url)
                     .await
                     .with_context(|| format!("PostgreSQL at {}", args.pg_admin_url))?;
@@ -489,7 +497,9 @@ async fn fill(args: &RunArgs, db: &Database) -> anyhow::Result<()> {
     };
     let with = match db.kind {
         StoreKind::Postgres => "",
-        StoreKind::Sqlite => "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < $1) ",
+        StoreKind::Sqlite => {
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < $1) "
+        }
     };
     let request = CREATE_BODY.replace('\'', "''");
     let tasks = format!(
@@ -583,12 +593,7 @@ struct Target<'a> {
     post: bool,
 }
 
-async fn oha(
-    args: &RunArgs,
-    t: &Target<'_>,
-    secs: u64,
-    rate: Option<u32>,
-) -> anyhow::Result<Load> {
+async fn oha(args: &RunArgs, t: &Target<'_>, secs: u64, rate: Option<u32>) -> anyhow::Result<Load> {
     let mut cmd = Command::new(&args.oha);
     cmd.args(["--no-tui", "--output-format", "json", "-z"])
         .arg(format!("{secs}s"))
@@ -597,9 +602,7 @@ async fn oha(
     if let Some(q) = rate {
         // Latency from each request's scheduled start: a stalled server cannot hide the
         // requests it delayed (coordinated omission).
-        cmd.arg("-q")
-            .arg(q.to_string())
-            .arg("--latency-correction");
+        cmd.arg("-q").arg(q.to_string()).arg("--latency-correction");
     }
     if t.post {
         cmd.args(["-m", "POST", "-T", "application/json", "-d", CREATE_BODY]);
@@ -781,9 +784,7 @@ async fn measure_prefill(
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dir = match &args.dir {
         Some(d) => d.clone(),
-        None => PathBuf::from("target/bench").join(
-            chrono_like_stamp(),
-        ),
+        None => PathBuf::from("target/bench").join(chrono_like_stamp()),
     };
     std::fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
@@ -878,11 +879,15 @@ fn print_table(args: &RunArgs, cols: &[Column]) {
         let at = |c: &Column| c.at_rate.get(i).map(|(_, l)| *l);
         rows.push((
             format!("create p50 @{rate}/s (ms)"),
-            cols.iter().map(|c| cell(at(c).map(|l| l.p50_ms), 2)).collect(),
+            cols.iter()
+                .map(|c| cell(at(c).map(|l| l.p50_ms), 2))
+                .collect(),
         ));
         rows.push((
             format!("create p99 @{rate}/s (ms)"),
-            cols.iter().map(|c| cell(at(c).map(|l| l.p99_ms), 2)).collect(),
+            cols.iter()
+                .map(|c| cell(at(c).map(|l| l.p99_ms), 2))
+                .collect(),
         ));
         let base = nginx.and_then(at);
         rows.push((
