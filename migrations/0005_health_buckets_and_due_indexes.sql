@@ -23,3 +23,12 @@ CREATE INDEX provider_health_buckets_by_age ON provider_health_buckets (bucket_s
 
 -- Only a window's worth (minutes) of outcomes was ever kept: nothing worth carrying over.
 DROP TABLE provider_outcomes;
+
+-- One due-task index per claim query (poller: queued, in_progress; reconciler: submitting,
+-- submit_unknown), each with exactly its query's state list: SQLite uses a partial index
+-- only when the query repeats its WHERE, so with the one shared index every tick scanned
+-- the whole tasks table (cost growing with tasks stored). Keep these lists in step with
+-- Store::claim_due.
+DROP INDEX tasks_due;
+CREATE INDEX tasks_due_poll ON tasks (next_poll_at) WHERE state IN ('queued', 'in_progress');
+CREATE INDEX tasks_due_reconcile ON tasks (next_poll_at) WHERE state IN ('submitting', 'submit_unknown');
