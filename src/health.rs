@@ -623,7 +623,16 @@ impl Health {
         match refreshed_at {
             Some(at) if now_ms() - at <= STALE_AFTER_MS => Ok(()),
             Some(_) => {
-                if let Err(e) = self.sync().await {
+                // While a sync is under way (a slow or unreachable database), requests go on
+                // with the view they have instead of queueing behind it.
+                let Ok(_one_at_a_time) = self.inner.sync.try_lock() else {
+                    return Ok(());
+                };
+                let refreshed = async {
+                    self.flush_locked().await?;
+                    self.refresh_locked().await
+                };
+                if let Err(e) = refreshed.await {
                     tracing::warn!(error = ?e, "refreshing provider health failed; using the last view");
                 }
                 Ok(())
