@@ -60,6 +60,10 @@ impl RunningApp {
                 w.abort();
             }
         }
+        // Outcomes of the requests that drained after the health sync task stopped.
+        if let Err(e) = self.gateway.health.flush().await {
+            tracing::warn!(error = ?e, "flushing provider health at shutdown failed");
+        }
         if let Some(sb) = self.sandbox {
             sb.server.abort();
         }
@@ -176,7 +180,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         stop_server.clone(),
     ));
     let stop_workers = CancellationToken::new();
-    let workers = workers::spawn_all(gateway.clone(), stop_workers.clone());
+    let mut workers = workers::spawn_all(gateway.clone(), stop_workers.clone());
+    workers.push(gateway.health.spawn_sync(stop_workers.clone()));
     tracing::info!(%addr, instance = %gateway.instance_id, "omnigate listening");
     Ok(RunningApp {
         addr,

@@ -192,9 +192,15 @@ async fn concurrent_failures_from_two_processes_are_each_counted_once(db: Db) {
         let calls = (0..10).map(|_| fail(&h, "up"));
         futures::future::join_all(calls).await;
     };
-    tokio::join!(tokio::spawn(burst(one.clone())), tokio::spawn(burst(two)))
-        .0
-        .unwrap();
+    tokio::join!(
+        tokio::spawn(burst(one.clone())),
+        tokio::spawn(burst(two.clone()))
+    )
+    .0
+    .unwrap();
+    // The breaker row counts every failure at once; the window's samples are each process's
+    // counters, which `report` sees once the other process has flushed them.
+    two.flush().await.unwrap();
     let r = report(&one, "up").await;
     assert_eq!((r.consecutive_failures, r.samples), (20, 20));
 }

@@ -1,4 +1,10 @@
 //! API keys: only a SHA-256 hash of each key is stored; the key itself is shown once.
+//! Authenticated keys are remembered in memory for [`KEY_CACHE_TTL`], so a busy client
+//! costs one key lookup a second, not one per request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -6,6 +12,42 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{now_ms, Store};
+
+/// How long an authenticated key is trusted without asking the database again. A key
+/// revoked in the database (by any process) stops working within this time plus one
+/// lookup, on every gateway process.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most keys remembered at once; past it, the stale ones are forgotten (and all of them
+/// if that is not enough), so the cache cannot grow without bound.
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Keys that authenticated recently, by hash. Unknown keys are not remembered: a key
+/// created a moment ago must work at once, and random guesses must not fill the memory.
+#[derive(Default)]
+pub(super) struct KeyCache {
+    entries: Mutex<HashMap<String, (ApiKey, Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<ApiKey> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn put(&self, hash: String, key: ApiKey, at: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.retain(|_, (_, seen)| seen.elapsed() < KEY_CACHE_TTL);
+            if entries.len() >= KEY_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (key, at));
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiKey {
@@ -121,18 +163,30 @@ impl Store {
     }
 
     /// The active key whose secret is `secret` (or whose previous secret it is, within the
-    /// grace period after a rotation), if any.
+    /// grace period after a rotation), if any: from memory when this process saw it active
+    /// less than [`KEY_CACHE_TTL`] ago, else from the database.
     pub async fn authenticate(&self, secret: &str) -> anyhow::Result<Option<ApiKey>> {
+        let hash = hash_key(secret);
+        if let Some(key) = self.keys.get(&hash) {
+            return Ok(Some(key));
+        }
+        // The time of the read, not of its answer: the entry must not outlive the TTL
+        // counted from what the database said.
+        let asked = Instant::now();
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND \
              (key_hash = $1 OR (previous_key_hash = $1 AND previous_valid_until > $2))"
         );
         let row = sqlx::query(&sql)
-            .bind(hash_key(secret))
+            .bind(&hash)
             .bind(now_ms())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(key_from_row).transpose()
+        let Some(key) = row.as_ref().map(key_from_row).transpose()? else {
+            return Ok(None);
+        };
+        self.keys.put(hash, key.clone(), asked);
+        Ok(Some(key))
     }
 }
 

@@ -9,7 +9,7 @@ mod tasks;
 mod usage;
 
 pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
-pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey};
+pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
@@ -35,6 +35,8 @@ pub struct Store {
     backend: Backend,
     /// Acceptance writes still to fail on purpose (see `fail_next_acceptance_writes`).
     injected_faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Recently authenticated API keys (see `keys.rs`).
+    keys: std::sync::Arc<keys::KeyCache>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -83,9 +85,12 @@ impl Store {
                 Box::pin(async move {
                     match backend {
                         // WAL lets readers run beside the single writer; the busy timeout makes
-                        // concurrent writers wait (a bounded time) instead of failing.
+                        // concurrent writers wait (a bounded time) instead of failing. synchronous = NORMAL
+                        // syncs the WAL at checkpoints, not at every commit: a commit survives
+                        // a crash of the process; only an OS crash or power loss can take back
+                        // the last commits.
                         Backend::Sqlite => {
-                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"))
+                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"))
                                 .await?;
                         }
                         Backend::Postgres => {
@@ -107,6 +112,7 @@ impl Store {
             pool,
             backend,
             injected_faults: Default::default(),
+            keys: Default::default(),
         })
     }
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The benchmark: builds omnigate and omnigate-bench (release), installs nginx (Debian
+# package) and oha (cargo) when missing, then runs omnigate-bench, which starts the fake
+# upstream, nginx and omnigate on PostgreSQL and SQLite, drives oha at each and prints one
+# table. Every flag is passed on: bench/run.sh --smoke, --sustain-secs 60, --prefill, --help.
+# Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth), as the tests do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Whatever happens, nothing this script started outlives it.
+cleanup() {
+  trap - EXIT INT TERM
+  local kids
+  kids=$(jobs -p)
+  if [ -n "$kids" ]; then kill -TERM $kids 2>/dev/null || true; wait $kids 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "installing nginx (Debian package)" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null ||
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+if ! command -v oha >/dev/null; then
+  echo "installing oha (cargo install oha)" >&2
+  cargo install --locked oha
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# BENCH_PROFILE=debug reuses the binaries `cargo test` built (CI's smoke run); figures
+# worth reading need the release build.
+PROFILE=${BENCH_PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release --quiet --bin omnigate --bin omnigate-bench
+else
+  cargo build --quiet --bin omnigate --bin omnigate-bench
+fi
+# In the background, so that the trap can stop it on an interrupt.
+"target/$PROFILE/omnigate-bench" --nginx "$NGINX" --oha "$(command -v oha)" "$@" &
+wait $!
