@@ -450,9 +450,9 @@ fn callback_url_error() -> ValidationError {
 }
 
 /// Rule 9, `callback_url`, in full: https, and not a loopback, private, link-local,
-/// multicast or metadata address (nor `localhost`), unless `allow_private_targets`
-/// (tests, private networks), which allows plain http and any address. A host name is
-/// resolved and its addresses checked again at each delivery.
+/// multicast or metadata IP address, unless `allow_private_targets` (tests, private
+/// networks), which allows plain http and any address. A host name is not resolved here:
+/// its addresses are checked at each delivery (`webhooks::client`).
 pub fn check_callback_url(raw: Option<&str>, allow_private_targets: bool) -> Checked {
     let Some(raw) = raw else {
         return Ok(());
@@ -468,10 +468,9 @@ pub fn check_callback_url(raw: Option<&str>, allow_private_targets: bool) -> Che
     let internal = match url.host() {
         Some(url::Host::Ipv4(ip)) => crate::webhooks::client::is_internal(ip.into()),
         Some(url::Host::Ipv6(ip)) => crate::webhooks::client::is_internal(ip.into()),
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
-        }
+        // A name is resolved at each delivery, where every address it has is checked: it
+        // may point elsewhere by then.
+        Some(url::Host::Domain(_)) => false,
         None => true,
     };
     if internal {
@@ -866,8 +865,6 @@ mod tests {
             "https://169.254.169.254/latest/meta-data",
             "https://[::1]/h",
             "https://[fd00:ec2::254]/h",
-            "https://localhost/h",
-            "https://api.localhost./h",
             "ftp://hooks.example.com/h",
         ] {
             let e = check_callback_url(Some(refused), false).unwrap_err();

@@ -134,8 +134,12 @@ pub async fn attempt(
     }
 }
 
-/// The next attempt per the schedule, no sooner than the receiver's `Retry-After` (which
-/// is capped at the schedule's longest wait), or failed when the schedule is used up.
+/// A receiver's `Retry-After` is honoured up to an hour, or the schedule's longest wait if
+/// that is longer: enough for any real back-pressure, not a way to park events for days.
+const RETRY_AFTER_CEILING_SECS: f64 = 3600.0;
+
+/// The next attempt per the schedule, no sooner than the receiver's `Retry-After` (up to
+/// the ceiling above), or failed when the schedule is used up.
 fn retry(
     config: &WebhooksConfig,
     event: &WebhookEvent,
@@ -149,7 +153,7 @@ fn retry(
         .retry_schedule_secs
         .iter()
         .copied()
-        .fold(0.0, f64::max);
+        .fold(RETRY_AFTER_CEILING_SECS, f64::max);
     let asked = retry_after
         .unwrap_or_default()
         .min(Duration::from_secs_f64(longest));
@@ -202,7 +206,7 @@ mod tests {
         else {
             panic!()
         };
-        assert!(t - now_ms() <= 300_000, "capped at the longest wait");
+        assert!(t - now_ms() <= 3_600_000, "capped at an hour");
     }
 
     #[test]
