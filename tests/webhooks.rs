@@ -271,6 +271,43 @@ impl ReplaceFirst for Vec<u8> {
     }
 }
 
+async fn a_task_s_later_event_waits_until_the_earlier_one_is_delivered(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    let receiver = Receiver::start().await;
+    // The in_progress event is refused once; the task completes well within the wait.
+    receiver.then([Reply::status(500)]);
+    let app = TestApp::start(hooks_config(&db, &sim, &[0.0, 1.0])).await;
+    let (key, _) = key(&app).await;
+    let id = create(
+        &app,
+        &key,
+        &task_body(&receiver.url(), json!({"callback_events": ["in_progress"]})),
+    )
+    .await;
+    let got = receiver.wait_for(3, WAIT).await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "video.generation.in_progress",
+            "video.generation.in_progress",
+            "video.generation.completed"
+        ],
+        "the completed event waited for the in_progress one"
+    );
+    let listed = events_until(&app, &key, &id, |e| {
+        e.len() == 2 && e.iter().all(|e| e["state"] == "delivered")
+    })
+    .await;
+    assert_eq!(statuses(&listed[0]), vec![Some(500), Some(200)]);
+    assert_eq!(statuses(&listed[1]), vec![Some(200)]);
+}
+on_both_stores!(a_task_s_later_event_waits_until_the_earlier_one_is_delivered);
+
 async fn a_failed_task_sends_one_failed_event_and_no_in_progress_unless_asked(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;

@@ -95,10 +95,18 @@ pub fn spawn(
     cancel: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let tick = std::time::Duration::from_millis(gw.config.webhooks.tick_ms);
-    // The config was validated at start, so building the client cannot fail on it.
-    let client = WebhookClient::new(&gw.config.webhooks).expect("webhook HTTP client");
+    // Should the client fail to build (its TLS set-up), every step reports it, and so
+    // does /healthz, instead of the whole gateway failing to start.
+    let client = WebhookClient::new(&gw.config.webhooks).map_err(std::sync::Arc::new);
     super::spawn_loop("webhooks", tick, cancel, gw, move |gw| {
         let client = client.clone();
-        async move { deliver_once(&gw, &client).await }
+        async move {
+            match client {
+                Ok(client) => deliver_once(&gw, &client).await,
+                Err(e) => Err(anyhow::anyhow!(
+                    "the webhook HTTP client could not be built: {e:#}"
+                )),
+            }
+        }
     })
 }
