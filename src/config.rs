@@ -1106,6 +1106,41 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_settings_are_checked_by_name() {
+        let cfg = Config::from_toml_str(
+            "[webhooks]\nretry_schedule_secs = [0, 1, 1]\nallow_private_targets = true",
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(cfg.webhooks.retry_schedule_secs, vec![0.0, 1.0, 1.0]);
+        assert_eq!(
+            cfg.webhooks.delay_before_attempt(1),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(cfg.webhooks.delay_before_attempt(3), None);
+        for (bad, key) in [
+            ("retry_schedule_secs = []", "webhooks.retry_schedule_secs"),
+            (
+                "retry_schedule_secs = [5, 10]",
+                "webhooks.retry_schedule_secs",
+            ),
+            (
+                "retry_schedule_secs = [0, -1]",
+                "webhooks.retry_schedule_secs",
+            ),
+            ("request_timeout_secs = 0", "webhooks.request_timeout_secs"),
+            ("lease_secs = 10", "webhooks.lease_secs"),
+            ("concurrency = 0", "webhooks"),
+            ("allow_private = true", "allow_private"),
+        ] {
+            let err = Config::from_toml_str(&format!("[webhooks]\n{bad}"), |_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn no_providers_means_sandbox() {
         let cfg = Config::from_toml_str("", |_| None).unwrap();
         assert!(cfg.sandbox_wanted());
