@@ -48,6 +48,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
+    pub webhooks: WebhooksConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -381,6 +382,85 @@ impl fmt::Debug for LimitsConfig {
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("on_redis_error", &self.on_redis_error)
             .finish()
+    }
+}
+
+/// Events to clients' `callback_url`s: the delivery worker, its retry schedule and the
+/// rules on where it may connect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Seconds to wait before each delivery attempt of an event, the first counted from the
+    /// event (it must be 0: an event is due when it is written), each next one from the
+    /// attempt before it. One attempt per entry; after the last fails, the event is failed.
+    /// A receiver's `Retry-After` can lengthen a wait, never shorten it.
+    pub retry_schedule_secs: Vec<f64>,
+    /// Seconds one attempt may take, connecting and reading the answer included.
+    pub request_timeout_secs: f64,
+    /// Deliveries in flight at once in one gateway process.
+    pub concurrency: usize,
+    /// Most events one worker claims per step.
+    pub batch_size: u32,
+    /// How long a claim on an event lasts; longer than `request_timeout_secs`, so no other
+    /// process can send the same attempt while it is in flight.
+    pub lease_secs: u64,
+    /// How often the worker looks for due events, in milliseconds.
+    pub tick_ms: u64,
+    /// Lets `callback_url`s use plain http and reach loopback, private, link-local and
+    /// other internal addresses. Off in production (SSRF); meant for tests and private
+    /// networks.
+    pub allow_private_targets: bool,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            retry_schedule_secs: vec![0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+            request_timeout_secs: 15.0,
+            concurrency: 16,
+            batch_size: 64,
+            lease_secs: 60,
+            tick_ms: 500,
+            allow_private_targets: false,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout_secs)
+    }
+
+    /// The wait before attempt `n + 1` once `n` attempts were made; None when the schedule
+    /// is used up.
+    pub fn delay_before_attempt(&self, made: u32) -> Option<Duration> {
+        self.retry_schedule_secs
+            .get(made as usize)
+            .map(|s| Duration::from_secs_f64(*s))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.retry_schedule_secs;
+        if s.is_empty()
+            || s.iter()
+                .any(|v| !(v.is_finite() && *v >= 0.0 && *v <= MAX_SECS))
+        {
+            bail!("webhooks.retry_schedule_secs: list at least one delay, each a non-negative number of seconds (at most {MAX_SECS})");
+        }
+        if s[0] != 0.0 {
+            bail!("webhooks.retry_schedule_secs: the first entry must be 0 (an event's first attempt is due when it is written)");
+        }
+        let t = self.request_timeout_secs;
+        if !(t.is_finite() && t > 0.0 && t <= MAX_SECS) {
+            bail!("webhooks.request_timeout_secs: must be a positive number of seconds");
+        }
+        if self.concurrency == 0 || self.batch_size == 0 || self.tick_ms == 0 {
+            bail!("webhooks: concurrency, batch_size and tick_ms must be positive");
+        }
+        if self.lease_secs as f64 <= t + 1.0 || self.lease_secs as f64 > MAX_SECS {
+            bail!("webhooks.lease_secs: must be longer than webhooks.request_timeout_secs + 1 ({}), so a claim outlives its attempt", t + 1.0);
+        }
+        Ok(())
     }
 }
 
@@ -729,6 +809,7 @@ impl Config {
             }
         }
         validate_limits(&self.limits)?;
+        self.webhooks.validate()?;
         if self.providers.is_empty() && self.sandbox.enabled == SandboxMode::Never {
             bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");
         }
@@ -1018,6 +1099,41 @@ mod tests {
             ("on_redis_error = \"maybe\"", "on_redis_error"),
         ] {
             let err = Config::from_toml_str(&format!("[limits]\n{bad}"), |_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn webhooks_settings_are_checked_by_name() {
+        let cfg = Config::from_toml_str(
+            "[webhooks]\nretry_schedule_secs = [0, 1, 1]\nallow_private_targets = true",
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(cfg.webhooks.retry_schedule_secs, vec![0.0, 1.0, 1.0]);
+        assert_eq!(
+            cfg.webhooks.delay_before_attempt(1),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(cfg.webhooks.delay_before_attempt(3), None);
+        for (bad, key) in [
+            ("retry_schedule_secs = []", "webhooks.retry_schedule_secs"),
+            (
+                "retry_schedule_secs = [5, 10]",
+                "webhooks.retry_schedule_secs",
+            ),
+            (
+                "retry_schedule_secs = [0, -1]",
+                "webhooks.retry_schedule_secs",
+            ),
+            ("request_timeout_secs = 0", "webhooks.request_timeout_secs"),
+            ("lease_secs = 10", "webhooks.lease_secs"),
+            ("concurrency = 0", "webhooks"),
+            ("allow_private = true", "allow_private"),
+        ] {
+            let err = Config::from_toml_str(&format!("[webhooks]\n{bad}"), |_| None)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{bad}: {err}");

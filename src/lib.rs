@@ -16,4 +16,5 @@ pub mod server;
 pub mod store;
 pub mod submit;
 pub mod validation;
+pub mod webhooks;
 pub mod workers;

@@ -26,7 +26,8 @@
 //!    `first_frame`; no first or end frame with a base-video edit.
 //! 7. Images plus elements: at most 4 with a video, at most 7 without.
 //! 8. `aspect_ratio` is required unless a `first_frame` image or a base video is given.
-//! 9. `callback_url` is an absolute https URL; `routing.providers` is non-empty with
+//! 9. `callback_url` is an absolute https URL (http only with
+//!    `webhooks.allow_private_targets`, and then `check_callback_url` is the full rule); `routing.providers` is non-empty with
 //!    non-empty names; `routing.max_cost_usd` is finite and positive.
 //! 10. `metadata` is an object of at most 16 keys (keys up to 64 characters) whose values
 //!     are strings of up to 512 characters.
@@ -94,7 +95,7 @@ pub fn validate(req: &VideoRequest) -> Checked {
     check_image_list(req)?;
     check_reference_count(req)?;
     check_aspect_ratio(req)?;
-    check_callback_url(req)?;
+    check_callback_url_shape(req)?;
     check_callback_events(req)?;
     check_routing(req)?;
     check_metadata(req)
@@ -423,20 +424,63 @@ fn check_aspect_ratio(req: &VideoRequest) -> Checked {
     Ok(())
 }
 
-/// Rule 9, `callback_url`.
-fn check_callback_url(req: &VideoRequest) -> Checked {
+/// Rule 9, `callback_url`, as far as it holds on every gateway: an absolute http(s) URL
+/// with a host. Whether plain http and internal addresses are allowed depends on
+/// `webhooks.allow_private_targets`: `check_callback_url` applies that, on create.
+fn check_callback_url_shape(req: &VideoRequest) -> Checked {
     let Some(raw) = req.callback_url.as_deref() else {
         return Ok(());
     };
     match Url::parse(raw) {
-        Ok(url) if url.scheme() == "https" && url.host_str().is_some_and(|h| !h.is_empty()) => {
+        Ok(url)
+            if matches!(url.scheme(), "https" | "http")
+                && url.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
             Ok(())
         }
-        _ => Err(ValidationError::new(
-            "callback_url",
-            "callback_url must be an absolute https URL such as https://example.com/hooks.",
-        )),
+        _ => Err(callback_url_error()),
     }
+}
+
+fn callback_url_error() -> ValidationError {
+    ValidationError::new(
+        "callback_url",
+        "callback_url must be an absolute https URL such as https://example.com/hooks.",
+    )
+}
+
+/// Rule 9, `callback_url`, in full: https, and not a loopback, private, link-local,
+/// multicast or metadata IP address, unless `allow_private_targets` (tests, private
+/// networks), which allows plain http and any address. A host name is not resolved here:
+/// its addresses are checked at each delivery (`webhooks::client`).
+pub fn check_callback_url(raw: Option<&str>, allow_private_targets: bool) -> Checked {
+    let Some(raw) = raw else {
+        return Ok(());
+    };
+    let url = Url::parse(raw).map_err(|_| callback_url_error())?;
+    let scheme_ok = url.scheme() == "https" || (allow_private_targets && url.scheme() == "http");
+    if !scheme_ok || url.host_str().is_none_or(str::is_empty) {
+        return Err(callback_url_error());
+    }
+    if allow_private_targets {
+        return Ok(());
+    }
+    let internal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => crate::webhooks::client::is_internal(ip.into()),
+        Some(url::Host::Ipv6(ip)) => crate::webhooks::client::is_internal(ip.into()),
+        // A name is resolved at each delivery, where every address it has is checked: it
+        // may point elsewhere by then.
+        Some(url::Host::Domain(_)) => false,
+        None => true,
+    };
+    if internal {
+        return Err(ValidationError::new(
+            "callback_url",
+            "callback_url must not point at a loopback, private, link-local, multicast or \
+             metadata address.",
+        ));
+    }
+    Ok(())
 }
 
 /// Rule 9, `callback_events`.
@@ -703,7 +747,7 @@ mod tests {
             case("r8_aspect_ratio_required", v3(json!({"aspect_ratio": null, "image_list": [img("https://a.example/x.png")]})), "aspect_ratio", "required unless a first_frame"),
             case("r8_feature_video_does_not_set_shape", v3(json!({"aspect_ratio": null, "video_list": [feature]})), "aspect_ratio", "required"),
             // 9. callback_url and routing
-            case("r9_callback_must_be_https", v3(json!({"callback_url": "http://a.example/hook"})), "callback_url", "absolute https URL"),
+            case("r9_callback_must_be_http_or_https", v3(json!({"callback_url": "ftp://a.example/hook"})), "callback_url", "absolute https URL"),
             case("r9_callback_events_need_a_url", v3(json!({"callback_events": ["in_progress"]})), "callback_events", "needs a callback_url"),
             case("r9_callback_events_unique", v3(json!({"callback_url": "https://a.example/h", "callback_events": ["in_progress", "in_progress"]})), "callback_events[1]", "twice"),
             case("r9_callback_must_be_absolute", v3(json!({"callback_url": "/hook"})), "callback_url", "absolute https URL"),
@@ -810,5 +854,32 @@ mod tests {
     fn error_displays_param_and_message() {
         let e = ValidationError::new("duration", "duration must be omitted.");
         assert_eq!(e.to_string(), "duration: duration must be omitted.");
+    }
+
+    #[test]
+    fn callback_urls_must_be_public_https_unless_private_targets_are_allowed() {
+        for refused in [
+            "http://hooks.example.com/h",
+            "https://127.0.0.1/h",
+            "https://10.0.0.8/h",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/h",
+            "https://[fd00:ec2::254]/h",
+            "ftp://hooks.example.com/h",
+        ] {
+            let e = check_callback_url(Some(refused), false).unwrap_err();
+            assert_eq!(e.param, "callback_url", "{refused}");
+        }
+        assert!(check_callback_url(Some("https://hooks.example.com/h?t=1"), false).is_ok());
+        assert!(check_callback_url(Some("https://8.8.8.8/h"), false).is_ok());
+        assert!(check_callback_url(None, false).is_ok());
+        for allowed in [
+            "http://127.0.0.1:8080/h",
+            "https://10.0.0.8/h",
+            "http://localhost/h",
+        ] {
+            assert!(check_callback_url(Some(allowed), true).is_ok(), "{allowed}");
+        }
+        assert!(check_callback_url(Some("ftp://127.0.0.1/h"), true).is_err());
     }
 }

@@ -153,10 +153,13 @@ async fn revoked_keys_are_refused_and_rotated_keys_have_a_grace_period(db: Db) {
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let new = rotated["key"].as_str().unwrap().to_string();
     assert_ne!(new, old);
-    assert_eq!(
+    assert_ne!(
         rotated["webhook_secret"], key["webhook_secret"],
-        "rotation keeps the signing secret"
+        "rotation issues a new signing secret (the previous one signs too during the grace period)"
     );
+    assert!(rotated["webhook_secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_")));
     for secret in [&old, &new] {
         let (status, _) = app.get_as(secret, "/v1/video/generations").await;
         assert_eq!(status, StatusCode::OK, "both work within the grace period");

@@ -3,6 +3,7 @@
 pub mod admin;
 mod auth;
 mod error;
+mod events;
 mod json;
 mod keys;
 pub mod load;
@@ -10,6 +11,7 @@ mod tasks;
 mod usage;
 
 pub use error::ApiError;
+pub use tasks::task_object;
 
 use std::sync::Arc;
 
@@ -56,6 +58,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .post(tasks::create.layer(from_fn_with_state(creates, load::shed_beyond))),
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
+        .route("/v1/video/generations/{id}/events", get(events::list))
+        .route(
+            "/v1/video/generations/{id}/events/{event_id}/redeliver",
+            post(events::redeliver),
+        )
         .route("/v1/video/quotes", post(tasks::quote))
         .route("/v1/usage", get(usage::mine))
         .route_layer(from_fn_with_state(gw.clone(), limits::layer::rate_limit))

@@ -266,19 +266,24 @@ impl Store {
         )
     }
 
-    /// Gives key `id` a new secret; the old one keeps working for `grace_ms`. The webhook
-    /// signing secret is kept (clients verify with it). None if there is no such active key.
+    /// Gives key `id` a new secret and a new webhook signing secret; the old key keeps
+    /// working for `grace_ms`, and for as long events are signed with both webhook
+    /// secrets (two `v1,` signatures), so receivers can switch without losing any. None if
+    /// there is no such active key.
     pub async fn rotate_key(&self, id: &str, grace_ms: i64) -> anyhow::Result<Option<IssuedKey>> {
         let secret = new_api_secret();
+        let webhook_secret = new_webhook_secret();
         let until = now_ms() + grace_ms;
         let rotated = sqlx::query(
             "UPDATE api_keys SET previous_key_hash = key_hash, previous_valid_until = $3, \
-             key_hash = $2, key_prefix = $4 WHERE id = $1 AND revoked_at IS NULL",
+             key_hash = $2, key_prefix = $4, previous_webhook_secret = webhook_secret, \
+             webhook_secret = $5 WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
         .bind(hash_key(&secret))
         .bind(until)
         .bind(&secret[..8])
+        .bind(&webhook_secret)
         .execute(&self.pool)
         .await?
         .rows_affected()
@@ -286,19 +291,13 @@ impl Store {
         if !rotated {
             return Ok(None);
         }
-        let webhook_secret: Option<String> =
-            sqlx::query("SELECT webhook_secret FROM api_keys WHERE id = $1")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("webhook_secret")?;
         let Some(info) = self.key_info_by_id(id).await? else {
             return Ok(None);
         };
         Ok(Some(IssuedKey {
             info,
             key: secret,
-            webhook_secret: webhook_secret.unwrap_or_default(),
+            webhook_secret,
             previous_valid_until: Some(until / 1000),
         }))
     }

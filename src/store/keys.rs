@@ -130,6 +130,8 @@ pub struct NewApiKey {
     pub id: String,
     pub name: String,
     pub secret: String,
+    /// The key's Standard Webhooks signing secret (`whsec_...`), shown once too.
+    pub webhook_secret: String,
 }
 
 pub fn hash_key(secret: &str) -> String {
@@ -145,20 +147,24 @@ impl Store {
             .collect();
         let secret = format!("og_{random}");
         let id = format!("key_{}", uuid::Uuid::new_v4().simple());
+        let webhook_secret = super::new_webhook_secret();
         sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_keys (id, name, key_hash, key_prefix, created_at, webhook_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(name)
         .bind(hash_key(&secret))
         .bind(&secret[..8])
         .bind(now_ms())
+        .bind(&webhook_secret)
         .execute(&self.pool)
         .await?;
         Ok(NewApiKey {
             id,
             name: name.to_string(),
             secret,
+            webhook_secret,
         })
     }
 

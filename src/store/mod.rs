@@ -7,6 +7,7 @@ mod keys;
 mod limits;
 mod tasks;
 mod usage;
+mod webhooks;
 
 pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
@@ -16,6 +17,7 @@ pub use tasks::{
     StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
 };
 pub use usage::{GroupBy, UsageRow};
+pub use webhooks::{EventNext, Redelivery, WebhookAttempt, WebhookEvent};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

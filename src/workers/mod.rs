@@ -5,6 +5,7 @@
 mod heartbeat;
 pub mod poller;
 pub mod reconciler;
+pub mod webhooks;
 
 pub use heartbeat::{Heartbeats, WorkerStatus};
 
@@ -37,9 +38,14 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             gw.clone(),
             |gw| async move { reconciler::reconcile_once(&gw).await },
         ),
-        spawn_loop("janitor", JANITOR_TICK, cancel, gw, |gw| async move {
-            janitor_once(&gw).await
-        }),
+        spawn_loop(
+            "janitor",
+            JANITOR_TICK,
+            cancel.clone(),
+            gw.clone(),
+            |gw| async move { janitor_once(&gw).await },
+        ),
+        webhooks::spawn(gw, cancel),
     ]
 }
 

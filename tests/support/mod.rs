@@ -4,4 +4,5 @@
 pub mod app;
 pub mod proxy;
 pub mod raw;
+pub mod receiver;
 pub mod sim;
