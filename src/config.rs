@@ -48,6 +48,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
+    pub webhooks: WebhooksConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -382,6 +383,62 @@ impl fmt::Debug for LimitsConfig {
             .field("on_redis_error", &self.on_redis_error)
             .finish()
     }
+}
+
+/// Webhooks: the callbacks providers make to omnigate (upstream intake).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// The address providers can reach this gateway at, e.g. `https://omnigate.example.com`
+    /// (scheme, host and an optional path prefix). When set, every new task gets an
+    /// unguessable callback token and providers whose dialect takes a `callback_url` are
+    /// given `{public_base_url}/upstream/callbacks/{token}`. Unset: no upstream callback is
+    /// requested and tasks are only polled.
+    pub public_base_url: Option<String>,
+    /// Seconds between the (backstop) polls of a task that was given a callback, instead of
+    /// its provider's `poll_interval_secs`.
+    pub callback_poll_interval_secs: f64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            public_base_url: None,
+            callback_poll_interval_secs: 60.0,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn callback_poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.callback_poll_interval_secs)
+    }
+
+    /// The URL a provider calls back on for the task holding `token`, when callbacks are on.
+    pub fn upstream_callback_url(&self, token: &str) -> Option<String> {
+        let base = self.public_base_url.as_deref()?;
+        Some(format!(
+            "{}/upstream/callbacks/{token}",
+            base.trim_end_matches('/')
+        ))
+    }
+}
+
+fn validate_webhooks(w: &WebhooksConfig) -> anyhow::Result<()> {
+    if let Some(raw) = &w.public_base_url {
+        let url = url::Url::parse(raw).map_err(|_| {
+            anyhow::anyhow!(
+                "webhooks.public_base_url: not a URL (expected https://host[/prefix]): {raw:?}"
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            bail!("webhooks.public_base_url: must be http(s)://host[:port][/prefix]");
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            bail!("webhooks.public_base_url: must not carry a query or fragment");
+        }
+    }
+    Ok(())
 }
 
 /// While Redis cannot answer: let `/v1` calls through unlimited (`fail_open`), or refuse
@@ -729,6 +786,7 @@ impl Config {
             }
         }
         validate_limits(&self.limits)?;
+        validate_webhooks(&self.webhooks)?;
         if self.providers.is_empty() && self.sandbox.enabled == SandboxMode::Never {
             bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");
         }
@@ -793,6 +851,10 @@ impl Config {
             ("health.cooldown_secs", self.health.cooldown_secs),
             ("sandbox.task_seconds", self.sandbox.task_seconds),
             ("workers.stall_secs", self.workers.stall_secs),
+            (
+                "webhooks.callback_poll_interval_secs",
+                self.webhooks.callback_poll_interval_secs,
+            ),
         ];
         let provider_keys: Vec<(String, f64)> = self
             .providers
