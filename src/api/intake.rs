@@ -11,8 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -26,13 +25,15 @@ use crate::store::TaskState;
 
 /// Length of a token as `submit` makes them: 32 bytes in unpadded base64.
 const TOKEN_LEN: usize = 43;
+/// A callback is one task object; anything much larger is not one.
+const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
 
 /// `POST /upstream/callbacks/{token}`: 200 when taken (whether or not it moved anything),
 /// 404 for a token no task has, 400 for a body that is no task of the provider's dialect.
 pub async fn upstream_callback(
     State(gw): State<Arc<Gateway>>,
     Path(token): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let unknown = || ApiError::NotFound("no such callback".into());
     if !is_token_shaped(&token) {
@@ -48,10 +49,15 @@ pub async fn upstream_callback(
     if !same_secret(&token, &stored) {
         return Err(unknown());
     }
-    let body = body.map_err(|e| ApiError::InvalidRequest {
-        param: None,
-        message: format!("could not read the body: {}", e.body_text()),
-    })?;
+    // Read only once the token is known good, and only a callback's worth.
+    let body = axum::body::to_bytes(body, MAX_CALLBACK_BYTES)
+        .await
+        .map_err(|_| ApiError::InvalidRequest {
+            param: None,
+            message: format!(
+                "could not read the body (a callback is at most {MAX_CALLBACK_BYTES} bytes)"
+            ),
+        })?;
     let provider = task.provider.as_deref().unwrap_or_default();
     let Some(up) = gw.router.get(provider) else {
         tracing::info!(task_id = %task.id, provider, "callback for a provider no longer configured; ignored");

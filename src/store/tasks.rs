@@ -947,14 +947,18 @@ impl Store {
     }
 
     /// Makes an unfinished, accepted task due for a poll now (an upstream callback said it
-    /// moved on). Idempotent: many callbacks before the poll make one poll. False when the
-    /// task is not being polled (finished, or not yet accepted) or already due.
+    /// moved on). Idempotent: many callbacks before the poll make one poll. A task being
+    /// polled right now gets another poll after this one (`apply_poll` keeps a
+    /// `next_poll_at` moved during the poll), since that poll may have read the provider
+    /// before the change. False when the task is not being polled (finished, or not yet
+    /// accepted) or already due.
     pub async fn hasten_poll(&self, id: &str) -> anyhow::Result<bool> {
         let now = now_ms();
         Ok(affected(
             sqlx::query(
                 "UPDATE tasks SET next_poll_at = $2 \
-                 WHERE id = $1 AND state IN ('queued', 'in_progress') AND next_poll_at > $2",
+                 WHERE id = $1 AND state IN ('queued', 'in_progress') \
+                 AND (next_poll_at > $2 OR (lease_until > $2 AND next_poll_at <> $2))",
             )
             .bind(id)
             .bind(now)
