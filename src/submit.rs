@@ -107,17 +107,18 @@ async fn upstream_callback_url(gw: &Gateway, id: &str, candidate: &Candidate) ->
     }
 }
 
-/// Seconds between polls of a task at `upstream`: its own interval, or the slower backstop
-/// pace when it was given an upstream callback.
+/// Seconds between polls of a task at `upstream`: its own interval, or the backstop pace
+/// (never faster than its own) when it was given an upstream callback.
 pub(crate) fn poll_interval(
     gw: &Gateway,
     upstream: &crate::routing::Upstream,
     with_callback: bool,
 ) -> Duration {
+    let own = upstream.config.poll_interval();
     if with_callback && upstream.adapter.capabilities().upstream_callback {
-        gw.config.webhooks.callback_poll_interval()
+        own.max(gw.config.webhooks.callback_poll_interval())
     } else {
-        upstream.config.poll_interval()
+        own
     }
 }
 
