@@ -402,7 +402,31 @@ async fn a_failover_to_a_dialect_with_callbacks_still_gives_it_the_url(db: Db) {
     assert_eq!(done["status"], "completed", "{done}");
 }
 
+async fn polling_stays_the_backstop_when_callbacks_never_arrive(db: Db) {
+    let db = TestDb::new(db).await;
+    let mut setup = Setup::new(&db).await;
+    // A public_base_url nobody answers at: every callback is lost.
+    let lost = Relay::start().await;
+    setup.cfg.webhooks.public_base_url = Some(lost.base_url());
+    setup.cfg.webhooks.callback_poll_interval_secs = 0.4;
+    let app = TestApp::start(setup.cfg.clone()).await;
+    let started = Instant::now();
+    let task = app.create(&request_for("apimodels")).await;
+    let id = task["id"].as_str().unwrap();
+    assert!(setup.apimodels.created_bodies()[0]["callback_url"].is_string());
+    let done = app.wait_terminal(id, WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // Queued, processing, done: three polls at the backstop pace, not the provider's 50 ms.
+    assert_eq!(setup.apimodels.query_count(), 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 on_both_stores!(
+    polling_stays_the_backstop_when_callbacks_never_arrive,
     a_failover_to_a_dialect_with_callbacks_still_gives_it_the_url,
     an_upstream_callback_completes_a_task_before_the_next_poll_would,
     duplicated_and_stale_callbacks_change_nothing,
