@@ -1018,6 +1018,44 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_public_base_url_is_checked_and_makes_the_intake_url() {
+        let base = include_str!("../config/omnigate.example.toml");
+        let on =
+            |line: &str| base.replace("# public_base_url = \"https://omnigate.example.com\"", line);
+        let cfg = Config::from_toml_str(
+            &on("public_base_url = \"https://gw.example/omni/\""),
+            env_with_all_keys,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.webhooks.upstream_callback_url("tok").as_deref(),
+            Some("https://gw.example/omni/upstream/callbacks/tok")
+        );
+        let cfg = Config::from_toml_str(base, env_with_all_keys).unwrap();
+        assert_eq!(cfg.webhooks.upstream_callback_url("tok"), None);
+        for bad in ["ftp://gw.example", "gw.example", "https://gw.example/?x=1"] {
+            let err = Config::from_toml_str(
+                &on(&format!("public_base_url = {bad:?}")),
+                env_with_all_keys,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("webhooks.public_base_url"), "{bad}: {err}");
+        }
+        let bad = base.replace(
+            "callback_poll_interval_secs = 60.0",
+            "callback_poll_interval_secs = 0.0",
+        );
+        let err = Config::from_toml_str(&bad, env_with_all_keys)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhooks.callback_poll_interval_secs"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_missing_credentials_name_the_key() {
         let base = include_str!("../config/omnigate.example.toml");
         let err = Config::from_toml_str(
