@@ -410,6 +410,15 @@ pub struct WebhooksConfig {
     /// other internal addresses. Off in production (SSRF); meant for tests and private
     /// networks.
     pub allow_private_targets: bool,
+    /// The address providers can reach this gateway at, e.g. `https://omnigate.example.com`
+    /// (scheme, host and an optional path prefix). When set, every new task gets an
+    /// unguessable callback token and providers whose dialect takes a `callback_url` are
+    /// given `{public_base_url}/upstream/callbacks/{token}`. Unset: no upstream callback is
+    /// requested and tasks are only polled.
+    pub public_base_url: Option<String>,
+    /// Seconds between the (backstop) polls of a task that was given a callback, instead of
+    /// its provider's `poll_interval_secs`.
+    pub callback_poll_interval_secs: f64,
 }
 
 impl Default for WebhooksConfig {
@@ -422,6 +431,8 @@ impl Default for WebhooksConfig {
             lease_secs: 60,
             tick_ms: 500,
             allow_private_targets: false,
+            public_base_url: None,
+            callback_poll_interval_secs: 60.0,
         }
     }
 }
@@ -439,7 +450,20 @@ impl WebhooksConfig {
             .map(|s| Duration::from_secs_f64(*s))
     }
 
+    pub fn callback_poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.callback_poll_interval_secs)
+    }
+
+    /// The URL a provider calls back on for the task holding `token`, when callbacks are on.
+    pub fn upstream_callback_url(&self, token: &str) -> Option<String> {
+        let base = self.public_base_url.as_deref()?;
+        Some(format!(
+            "{}/upstream/callbacks/{token}",
+            base.trim_end_matches('/')
+        ))
+    }
     fn validate(&self) -> anyhow::Result<()> {
+        validate_webhooks(self)?;
         let s = &self.retry_schedule_secs;
         if s.is_empty()
             || s.iter()
@@ -462,6 +486,23 @@ impl WebhooksConfig {
         }
         Ok(())
     }
+}
+
+fn validate_webhooks(w: &WebhooksConfig) -> anyhow::Result<()> {
+    if let Some(raw) = &w.public_base_url {
+        let url = url::Url::parse(raw).map_err(|_| {
+            anyhow::anyhow!(
+                "webhooks.public_base_url: not a URL (expected https://host[/prefix]): {raw:?}"
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            bail!("webhooks.public_base_url: must be http(s)://host[:port][/prefix]");
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            bail!("webhooks.public_base_url: must not carry a query or fragment");
+        }
+    }
+    Ok(())
 }
 
 /// While Redis cannot answer: let `/v1` calls through unlimited (`fail_open`), or refuse
@@ -874,6 +915,10 @@ impl Config {
             ("health.cooldown_secs", self.health.cooldown_secs),
             ("sandbox.task_seconds", self.sandbox.task_seconds),
             ("workers.stall_secs", self.workers.stall_secs),
+            (
+                "webhooks.callback_poll_interval_secs",
+                self.webhooks.callback_poll_interval_secs,
+            ),
         ];
         let provider_keys: Vec<(String, f64)> = self
             .providers
@@ -1034,6 +1079,44 @@ mod tests {
             .unwrap();
         assert_eq!(p.per_second(Mode::Pro, OnOff::Off, true), Some(0.1059));
         assert_eq!(p.per_second(Mode::Std, OnOff::On, false), Some(0.0956));
+    }
+
+    #[test]
+    fn webhooks_public_base_url_is_checked_and_makes_the_intake_url() {
+        let base = include_str!("../config/omnigate.example.toml");
+        let on =
+            |line: &str| base.replace("# public_base_url = \"https://omnigate.example.com\"", line);
+        let cfg = Config::from_toml_str(
+            &on("public_base_url = \"https://gw.example/omni/\""),
+            env_with_all_keys,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.webhooks.upstream_callback_url("tok").as_deref(),
+            Some("https://gw.example/omni/upstream/callbacks/tok")
+        );
+        let cfg = Config::from_toml_str(base, env_with_all_keys).unwrap();
+        assert_eq!(cfg.webhooks.upstream_callback_url("tok"), None);
+        for bad in ["ftp://gw.example", "gw.example", "https://gw.example/?x=1"] {
+            let err = Config::from_toml_str(
+                &on(&format!("public_base_url = {bad:?}")),
+                env_with_all_keys,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("webhooks.public_base_url"), "{bad}: {err}");
+        }
+        let bad = base.replace(
+            "callback_poll_interval_secs = 60.0",
+            "callback_poll_interval_secs = 0.0",
+        );
+        let err = Config::from_toml_str(&bad, env_with_all_keys)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhooks.callback_poll_interval_secs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -81,6 +81,47 @@ pub fn new_task_id() -> String {
     format!("vgt_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// 32 random bytes (the OS-seeded CSPRNG), URL-safe base64: the only secret in a task's
+/// upstream callback URL, which never contains the task id.
+fn new_callback_token() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// The URL `provider` is to call back on for task `id`, if callbacks are on and its
+/// dialect takes one. A failed read of the token means no callback (the task is then
+/// polled at its provider's pace), never a failed submit.
+async fn upstream_callback_url(gw: &Gateway, id: &str, candidate: &Candidate) -> Option<String> {
+    let webhooks = &gw.config.webhooks;
+    if webhooks.public_base_url.is_none()
+        || !candidate.upstream.adapter.capabilities().upstream_callback
+    {
+        return None;
+    }
+    match gw.store.callback_token(id).await {
+        Ok(token) => webhooks.upstream_callback_url(&token?),
+        Err(e) => {
+            tracing::warn!(task_id = %id, error = ?e, "could not read the upstream callback token; submitting without one");
+            None
+        }
+    }
+}
+
+/// Seconds between polls of a task at `upstream`: its own interval, or the backstop pace
+/// (never faster than its own) when it was given an upstream callback.
+pub(crate) fn poll_interval(
+    gw: &Gateway,
+    upstream: &crate::routing::Upstream,
+    with_callback: bool,
+) -> Duration {
+    let own = upstream.config.poll_interval();
+    if with_callback && upstream.adapter.capabilities().upstream_callback {
+        own.max(gw.config.webhooks.callback_poll_interval())
+    } else {
+        own
+    }
+}
+
 /// Checks a request against the rules and the configured providers (and their health)
 /// without writing anything: the plan is what a create would try, in order.
 pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, SubmitError> {
@@ -196,6 +237,13 @@ pub async fn create_task(
         holds: holds_for(owner, &plan),
         billed_seconds: Some(crate::routing::billed_seconds(&req)),
         request: req,
+        // Made whatever the first candidate's dialect: a failover may land elsewhere.
+        upstream_callback_token: gw
+            .config
+            .webhooks
+            .public_base_url
+            .is_some()
+            .then(new_callback_token),
     };
     match gw.store.insert_task(&task, claim.as_ref()).await? {
         Inserted::New => {}
@@ -556,11 +604,11 @@ pub(crate) async fn attempt_submit(
     let up = &candidate.upstream;
     let started = Instant::now();
     let lease_ms = submit_lease_ms(candidate);
-    let Some(result) = gw
-        .store
-        .while_leased(id, token, lease_ms, up.adapter.submit(id, req))
-        .await?
-    else {
+    let callback_url = upstream_callback_url(gw, id, candidate).await;
+    let submit = up
+        .adapter
+        .submit_with_callback(id, req, callback_url.as_deref());
+    let Some(result) = gw.store.while_leased(id, token, lease_ms, submit).await? else {
         return Ok(Attempted::LeaseLost);
     };
     let latency = started.elapsed();
@@ -579,8 +627,10 @@ pub(crate) async fn attempt_submit(
             let slim = req
                 .without_inline_images()
                 .and_then(|r| serde_json::to_string(&r).ok());
+            let given = callback_url.is_some();
             let recorded =
-                record_acceptance(gw, id, token, candidate, &submitted, &attempt, slim).await;
+                record_acceptance(gw, id, token, candidate, &submitted, &attempt, slim, given)
+                    .await;
             Attempted::Accepted { recorded }
         }
         Err(e) => {
@@ -626,6 +676,9 @@ pub(crate) async fn record_health(
 
 /// Records a provider's acceptance, retrying a failed write briefly and then in the
 /// background for as long as the lease lasts. False while the record is still pending.
+// Each argument is a distinct part of the one record; a struct for them would only be
+// unpacked again at once.
+#[allow(clippy::too_many_arguments)]
 async fn record_acceptance(
     gw: &Gateway,
     id: &str,
@@ -634,13 +687,16 @@ async fn record_acceptance(
     submitted: &Submitted,
     attempt: &Attempt,
     slim_request: Option<String>,
+    callback_given: bool,
 ) -> bool {
+    let interval = poll_interval(gw, &candidate.upstream, callback_given);
     let acceptance = Acceptance {
         upstream_id: &submitted.upstream_id,
         state: first_state(submitted),
-        first_poll_at: now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64,
+        first_poll_at: now_ms() + interval.as_millis() as i64,
         attempt: Some(attempt),
         slim_request: slim_request.as_deref(),
+        callback_given,
     };
     for delay in RECORD_RETRY_DELAYS_MS {
         match gw.store.mark_accepted(id, token, &acceptance).await {
@@ -670,6 +726,7 @@ async fn record_acceptance(
             first_poll_at,
             attempt: Some(&attempt),
             slim_request: slim_request.as_deref(),
+            callback_given,
         };
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -705,12 +762,17 @@ pub(crate) async fn accept_found(
         .without_inline_images()
         .map(|r| serde_json::to_string(&r))
         .transpose()?;
+    // Found after an interrupted submit to this same provider: its URL went with that
+    // submit when the dialect takes one (and the task has a token).
+    let callback_given = candidate.upstream.adapter.capabilities().upstream_callback
+        && gw.config.webhooks.public_base_url.is_some();
     let acceptance = Acceptance {
         upstream_id: &submitted.upstream_id,
         state: first_state(submitted),
         first_poll_at: now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64,
         attempt: None,
         slim_request: slim.as_deref(),
+        callback_given,
     };
     gw.store.mark_accepted(id, token, &acceptance).await?;
     Ok(())

@@ -305,6 +305,7 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
                 lease_until: 0,
                 holds: Default::default(),
                 billed_seconds: Some(5),
+                upstream_callback_token: None,
             },
             None,
         )
@@ -317,6 +318,7 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
             first_poll_at: 0,
             attempt: None,
             slim_request: None,
+            callback_given: false,
         };
         a.mark_accepted(&id, "nobody", &accepted).await.unwrap();
         ids.insert(id);

@@ -82,6 +82,7 @@ async fn insert_submitting(store: &Store, id: &str, token: &str, lease_until: i6
                 lease_until,
                 holds: Default::default(),
                 billed_seconds: Some(5),
+                upstream_callback_token: None,
             },
             None,
         )
@@ -109,6 +110,7 @@ async fn two_claims_in_one_process_cannot_both_write(db: Db) {
         first_poll_at: 0,
         attempt: None,
         slim_request: None,
+        callback_given: false,
     };
     assert!(!store
         .set_submit_target("vgt_claims", &submitter, "other", false, None, "r")

@@ -4,6 +4,7 @@ pub mod admin;
 mod auth;
 mod error;
 mod events;
+mod intake;
 mod json;
 mod keys;
 pub mod load;
@@ -42,6 +43,9 @@ pub struct BodyLimit(pub usize);
 /// 6. on `POST /v1/video/generations` only, the in-flight create limit
 ///    (`server.max_in_flight_creates`).
 ///
+/// `POST /upstream/callbacks/{token}` (providers' callbacks, `intake`) has layers 1-4 only:
+/// its token is its authentication.
+///
 /// The header-read timeout is the server's (`server.rs`). There is no blanket request
 /// timeout: a create is bounded by its providers' timeouts, and its submit runs on its own
 /// task so that a client hanging up cannot interrupt it.
@@ -70,6 +74,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(v1)
+        // Providers' callbacks: authenticated by the token in the path, not an API key.
+        .route(
+            "/upstream/callbacks/{token}",
+            post(intake::upstream_callback),
+        )
         .route("/admin/providers", get(admin::providers))
         .route("/admin/usage", get(usage::all))
         .route("/admin/keys", get(keys::list).post(keys::create))

@@ -51,8 +51,17 @@ impl Provider for Apimodels {
     }
 
     /// `task_id` is not sent: apimodels has no `external_task_id`.
-    async fn submit(&self, _task_id: &str, req: &VideoRequest) -> Result<Submitted, ProviderError> {
-        let request = self.upstream.post(GENERATIONS_PATH, &create_body(req));
+    async fn submit_with_callback(
+        &self,
+        _task_id: &str,
+        req: &VideoRequest,
+        callback_url: Option<&str>,
+    ) -> Result<Submitted, ProviderError> {
+        let mut body = create_body(req);
+        if let (Some(url), Some(body)) = (callback_url, body.as_object_mut()) {
+            body.insert("callback_url".into(), json!(url));
+        }
+        let request = self.upstream.post(GENERATIONS_PATH, &body);
         self.upstream.call(request, read_created).await
     }
 
@@ -65,6 +74,16 @@ impl Provider for Apimodels {
             .call(request, |reply| read_task(reply, upstream_id))
             .await
             .inspect_err(|e| http::log_unreadable(&self.name, upstream_id, e))
+    }
+
+    /// Its callback (terminal states only) is the `{code, msg, data}` of a query answer.
+    fn parse_callback(&self, body: &[u8]) -> Result<UpstreamTask, ProviderError> {
+        let reply = http::callback_reply(body);
+        let named = reply
+            .json()
+            .and_then(|v| v.pointer("/data/taskId").and_then(http::text))
+            .unwrap_or_default();
+        read_task(&reply, &named).inspect_err(|e| http::log_unreadable(&self.name, &named, e))
     }
 
     async fn find_by_external_id(&self, _task_id: &str) -> Result<Lookup, ProviderError> {
@@ -353,6 +372,35 @@ mod tests {
             t.failure_message.as_deref(),
             Some("Content policy violation")
         );
+    }
+
+    #[test]
+    fn a_callback_is_read_like_a_query_answer_naming_its_task() {
+        let adapter = Apimodels {
+            name: "apimodels".into(),
+            upstream: Upstream::new(
+                &serde_json::from_value(json!({
+                    "dialect": "apimodels", "base_url": "http://127.0.0.1:9",
+                    "models": ["kling-video-o1"],
+                }))
+                .unwrap(),
+            )
+            .unwrap(),
+        };
+        let body = json!({"code": 200, "msg": "success", "data": {
+            "taskId": "clx9", "state": "completed", "resultUrls": ["https://cdn/v.mp4"],
+        }});
+        let t = adapter.parse_callback(body.to_string().as_bytes()).unwrap();
+        assert_eq!(t.upstream_id, "clx9");
+        assert_eq!(t.status, TaskStatus::Completed);
+        let odd =
+            json!({"code": 200, "msg": "success", "data": {"taskId": "clx9", "state": "odd"}});
+        let err = adapter
+            .parse_callback(odd.to_string().as_bytes())
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        let err = adapter.parse_callback(b"[]").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Malformed);
     }
 
     #[test]

@@ -534,6 +534,16 @@ impl Observed {
     }
 }
 
+/// A body a provider POSTed to us, as if it were the answer to a query, so that a
+/// callback is read by the same code as a poll.
+pub(super) fn callback_reply(body: &[u8]) -> Reply {
+    Reply {
+        status: 200,
+        body: body.to_vec(),
+        oversized: body.len() > MAX_BODY_BYTES,
+    }
+}
+
 /// Logs an [`ErrorKind::Unreadable`] read once, where the provider and task are known.
 pub(super) fn log_unreadable(provider: &str, upstream_id: &str, err: &ProviderError) {
     if err.kind == ErrorKind::Unreadable {

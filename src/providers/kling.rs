@@ -107,8 +107,16 @@ impl Provider for Kling {
         &CAPABILITIES
     }
 
-    async fn submit(&self, task_id: &str, req: &VideoRequest) -> Result<Submitted, ProviderError> {
+    async fn submit_with_callback(
+        &self,
+        task_id: &str,
+        req: &VideoRequest,
+        callback_url: Option<&str>,
+    ) -> Result<Submitted, ProviderError> {
         let mut body = create_body(task_id, req);
+        if let (Some(url), Some(body)) = (callback_url, body.as_object_mut()) {
+            body.insert("callback_url".into(), json!(url));
+        }
         if self.element_id_as_string {
             stringify_element_ids(&mut body);
         }
@@ -134,6 +142,10 @@ impl Provider for Kling {
             other => other,
         }
         .inspect_err(|e| http::log_unreadable(&self.name, upstream_id, e))
+    }
+
+    fn parse_callback(&self, body: &[u8]) -> Result<UpstreamTask, ProviderError> {
+        read_callback(body).inspect_err(|e| http::log_unreadable(&self.name, "(callback)", e))
     }
 
     async fn find_by_external_id(&self, task_id: &str) -> Result<Lookup, ProviderError> {
@@ -431,6 +443,17 @@ pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask
     observe(&body, Some(upstream_id))
         .ok_or_else(|| malformed(reply, Call::Read, "no task state in the answer"))?
         .settle(reply)
+}
+
+/// Reads a callback body: the task object, flat or in Kling's envelope (WIRE-NOTES: both
+/// arrive), or the relay wrapper, read exactly as a query answer is. The task id is the
+/// one the body names.
+pub(super) fn read_callback(body: &[u8]) -> Result<UpstreamTask, ProviderError> {
+    let reply = http::callback_reply(body);
+    let json = check(&reply, Call::Read, classify_code)?;
+    observe(&json, None)
+        .ok_or_else(|| malformed(&reply, Call::Read, "no task state in the callback"))?
+        .settle(&reply)
 }
 
 /// Reads the answer to a single-task query made with our id in place of Kling's:
@@ -1214,6 +1237,29 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Auth);
+    }
+
+    #[test]
+    fn a_callback_reads_flat_and_enveloped_alike_with_the_query_mapping() {
+        let flat = json!({
+            "task_id": "86", "task_status": "succeed", "task_status_msg": "",
+            "task_info": {"external_task_id": "vgt_1"},
+            "task_result": {"videos": [{"id": "v", "url": "https://cdn/v.mp4", "duration": "5.041"}]},
+            "created_at": 1773130665000_u64, "updated_at": 1773130700000_u64,
+        });
+        let from_flat = read_callback(flat.to_string().as_bytes()).unwrap();
+        assert_eq!(from_flat.upstream_id, "86");
+        assert_eq!(from_flat.status, TaskStatus::Completed);
+        assert_eq!(from_flat.videos[0].url, "https://cdn/v.mp4");
+        let wrapped = envelope(flat).to_string();
+        assert_eq!(read_callback(wrapped.as_bytes()).unwrap(), from_flat);
+        let unknown = json!({"task_id": "86", "task_status": "paused"}).to_string();
+        let err = read_callback(unknown.as_bytes()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreadable);
+        for garbage in [&b"not json"[..], br#"{"hello": 1}"#] {
+            let err = read_callback(garbage).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Malformed);
+        }
     }
 
     #[test]

@@ -165,8 +165,31 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
     fn capabilities(&self) -> &Capabilities;
     /// Submits the (already validated) request; `task_id` is omnigate's own id, sent as
-    /// `external_task_id` where the dialect has it.
-    async fn submit(&self, task_id: &str, req: &VideoRequest) -> Result<Submitted, ProviderError>;
+    /// `external_task_id` where the dialect has it. `callback_url` is omnigate's upstream
+    /// intake for this task: sent as the dialect's `callback_url` where it has one
+    /// (`capabilities().upstream_callback`), ignored elsewhere. Never the client's own
+    /// `callback_url`, which omnigate serves itself.
+    async fn submit_with_callback(
+        &self,
+        task_id: &str,
+        req: &VideoRequest,
+        callback_url: Option<&str>,
+    ) -> Result<Submitted, ProviderError>;
+    /// [`Provider::submit_with_callback`] without an upstream callback.
+    async fn submit(&self, task_id: &str, req: &VideoRequest) -> Result<Submitted, ProviderError> {
+        self.submit_with_callback(task_id, req, None).await
+    }
+    /// Reads a body the provider POSTed to the upstream intake, with the same state mapping
+    /// as [`Provider::query`]: an unknown state word or a completion without a video URL is
+    /// [`ErrorKind::Unreadable`], a body that is no task at all [`ErrorKind::Malformed`].
+    /// The default is for dialects without callbacks: every body is malformed.
+    fn parse_callback(&self, body: &[u8]) -> Result<UpstreamTask, ProviderError> {
+        let _ = body;
+        Err(ProviderError::new(
+            ErrorKind::Malformed,
+            format!("{} does not make callbacks", self.name()),
+        ))
+    }
     async fn query(&self, upstream_id: &str) -> Result<UpstreamTask, ProviderError>;
     /// Finds the task submitted with `external_task_id = task_id`. Only called when
     /// `capabilities().external_task_id` is true.

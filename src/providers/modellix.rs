@@ -49,7 +49,13 @@ impl Provider for Modellix {
     }
 
     /// `task_id` is not sent: modellix has no `external_task_id`.
-    async fn submit(&self, _task_id: &str, req: &VideoRequest) -> Result<Submitted, ProviderError> {
+    /// modellix takes no `callback_url`: the URL is not sent and its tasks are polled.
+    async fn submit_with_callback(
+        &self,
+        _task_id: &str,
+        req: &VideoRequest,
+        _callback_url: Option<&str>,
+    ) -> Result<Submitted, ProviderError> {
         let request = self
             .upstream
             .post(&create_path(req.model), &create_body(req));

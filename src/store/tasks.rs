@@ -101,6 +101,9 @@ pub struct TaskRecord {
     pub poll_failures: i64,
     pub resubmits: i64,
     pub unreadable_answers: i64,
+    /// The provider that accepted the task was given an upstream callback URL: polls are
+    /// only the backstop, at `webhooks.callback_poll_interval_secs`.
+    pub upstream_callback: bool,
 }
 
 impl TaskRecord {
@@ -129,6 +132,7 @@ impl TaskRecord {
             poll_failures: 0,
             resubmits: 0,
             unreadable_answers: 0,
+            upstream_callback: false,
         }
     }
 }
@@ -174,6 +178,9 @@ pub struct Acceptance<'a> {
     pub attempt: Option<&'a Attempt>,
     /// The request without its base64 images, to replace the stored one.
     pub slim_request: Option<&'a str>,
+    /// The provider was given the task's upstream callback URL. If not, the task's token
+    /// is dropped, so that the record says which tasks expect callbacks.
+    pub callback_given: bool,
 }
 
 /// What the API writes before it calls any provider.
@@ -194,6 +201,9 @@ pub struct NewTask {
     pub holds: Holds,
     /// Seconds of video it is billed for, as estimated (usage reports).
     pub billed_seconds: Option<u32>,
+    /// The token in the task's upstream callback URL (set when `webhooks.public_base_url`
+    /// is); the provider finally chosen may or may not take callbacks.
+    pub upstream_callback_token: Option<String>,
 }
 
 /// A client's `Idempotency-Key` and a hash of the body it came with.
@@ -234,7 +244,7 @@ const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
     routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, resubmits, \
-    unreadable_answers";
+    unreadable_answers, upstream_callback_token";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
 /// claims, even in one process, can never both write the same task.
@@ -289,6 +299,9 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
         poll_failures: row.try_get("poll_failures")?,
         resubmits: row.try_get("resubmits")?,
         unreadable_answers: row.try_get("unreadable_answers")?,
+        upstream_callback: row
+            .try_get::<Option<String>, _>("upstream_callback_token")?
+            .is_some(),
     })
 }
 
@@ -431,8 +444,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
              routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
-             holds_slot, budget_period_start, reserved_micros, billed_seconds, callback_url, callback_in_progress) \
-             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18)",
+             holds_slot, budget_period_start, reserved_micros, billed_seconds, callback_url, callback_in_progress, \
+             upstream_callback_token) \
+             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(&t.id)
         .bind(&t.api_key_id)
@@ -452,6 +466,7 @@ impl Store {
         .bind(t.billed_seconds.map(i64::from))
         .bind(&t.request.callback_url)
         .bind(i64::from(t.request.wants_in_progress_events()))
+        .bind(&t.upstream_callback_token)
         .execute(&mut *tx)
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
@@ -671,7 +686,8 @@ impl Store {
         let done = affected(
             sqlx::query(
                 "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
-                 poll_failures = 0, lease_owner = NULL, lease_until = 0, request = COALESCE($7, request) \
+                 poll_failures = 0, lease_owner = NULL, lease_until = 0, request = COALESCE($7, request), \
+                 upstream_callback_token = CASE WHEN $8 = 1 THEN upstream_callback_token ELSE NULL END \
                  WHERE id = $1 AND state IN ('submitting', 'submit_unknown') AND lease_owner = $6",
             )
             .bind(id)
@@ -681,6 +697,7 @@ impl Store {
             .bind(now)
             .bind(token)
             .bind(a.slim_request)
+            .bind(i64::from(a.callback_given))
             .execute(&mut *tx)
             .await?,
         );
@@ -790,7 +807,8 @@ impl Store {
         let sql = format!(
             "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
              completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
-             next_poll_at = $8, poll_failures = 0, unreadable_answers = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
+             next_poll_at = CASE WHEN next_poll_at = $10 THEN $8 ELSE next_poll_at END, \
+             poll_failures = 0, unreadable_answers = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
              WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress') RETURNING {HOLD_COLUMNS}"
         );
         let applied = sqlx::query(&sql)
@@ -803,6 +821,9 @@ impl Store {
             .bind(cost_final_usd.map(to_micros))
             .bind(next_poll_at)
             .bind(now)
+            // An upstream callback during the poll moved next_poll_at (`hasten_poll`): the
+            // poll it asked for is still owed, so the slower schedule does not replace it.
+            .bind(task.next_poll_at)
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = &applied {
@@ -899,6 +920,54 @@ impl Store {
         }
         tx.commit().await?;
         Ok(ids.len() as u64)
+    }
+
+    /// The task whose upstream callback URL carries `token`, with the token as stored (for
+    /// the caller's constant-time comparison).
+    pub async fn task_by_callback_token(
+        &self,
+        token: &str,
+    ) -> anyhow::Result<Option<(TaskRecord, String)>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE upstream_callback_token = $1");
+        let row = sqlx::query(&sql)
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((task_from_row(&r)?, r.try_get("upstream_callback_token")?)))
+            .transpose()
+    }
+
+    /// The token of the task's upstream callback URL, if it has one.
+    pub async fn callback_token(&self, id: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT upstream_callback_token FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("upstream_callback_token"))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Makes an unfinished, accepted task due for a poll now (an upstream callback said it
+    /// moved on). Idempotent: many callbacks before the poll make one poll. A task being
+    /// polled right now gets another poll after this one (`apply_poll` keeps a
+    /// `next_poll_at` moved during the poll), since that poll may have read the provider
+    /// before the change. False when the task is not being polled (finished, or not yet
+    /// accepted) or already due.
+    pub async fn hasten_poll(&self, id: &str) -> anyhow::Result<bool> {
+        let now = now_ms();
+        Ok(affected(
+            sqlx::query(
+                "UPDATE tasks SET next_poll_at = $2 \
+                 WHERE id = $1 AND state IN ('queued', 'in_progress') \
+                 AND (next_poll_at > $2 OR (lease_until > $2 AND next_poll_at <> $2))",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?,
+        ))
     }
 
     pub async fn task(&self, id: &str) -> anyhow::Result<Option<TaskRecord>> {

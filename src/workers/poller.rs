@@ -36,7 +36,8 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Resu
         return fail(gw, task, token, "provider_unavailable", message, None).await;
     };
     let upstream_id = task.provider_task_id.as_deref().unwrap_or_default();
-    let interval = up.config.poll_interval();
+    // A task given an upstream callback is polled only as a backstop, more slowly.
+    let interval = crate::submit::poll_interval(gw, up, task.upstream_callback);
     let lease_ms = gw.config.poller.lease().as_millis() as i64;
     let started = std::time::Instant::now();
     let Some(result) = gw

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::rules::{self, ContentRule, Shape};
-use super::{body, Call, NewTask, Phase, Problem, Refusal, Sim, SimError, Twist};
+use super::{body, Call, NewTask, Phase, Problem, Refusal, Sim, SimError, SimTask, Twist};
 
 /// The request parameters its page documents.
 const SHAPE: Shape = Shape {
@@ -101,21 +101,38 @@ async fn query(
             Some(Twist::NoUrl) => ("completed".to_string(), Phase::Queued),
             None => (state.to_string(), phase),
         };
-        let mut data = json!({
-            "taskId": task.id,
-            "state": state,
-            "model": format!("kling-video/{}", task.model),
-            "createTime": task.created_ms,
-        });
-        if let Some(finished) = task.finished_ms {
-            data["completeTime"] = json!(finished);
-        }
-        match phase {
-            Phase::Succeeded => data["resultUrls"] = json!([task.video_url()]),
-            Phase::Failed(reason) => data["failMsg"] = json!(reason),
-            _ => {}
-        }
+        let data = task_data(task, &state, &phase);
         Ok(Json(json!({"code": 200, "msg": "success", "data": data})).into_response())
     })
     .await
+}
+
+/// The `data` of a task answer, with `state` as the answer words it.
+fn task_data(task: &SimTask, state: &str, phase: &Phase) -> Value {
+    let mut data = json!({
+        "taskId": task.id,
+        "state": state,
+        "model": format!("kling-video/{}", task.model),
+        "createTime": task.created_ms,
+    });
+    if let Some(finished) = task.finished_ms {
+        data["completeTime"] = json!(finished);
+    }
+    match phase {
+        Phase::Succeeded => data["resultUrls"] = json!([task.video_url()]),
+        Phase::Failed(reason) => data["failMsg"] = json!(reason),
+        _ => {}
+    }
+    data
+}
+
+/// apimodels calls back on a terminal state only, with the body of a query answer.
+pub(super) fn callback_body(task: &SimTask, phase: &Phase) -> Option<Value> {
+    let state = match phase {
+        Phase::Succeeded => "completed",
+        Phase::Failed(_) => "failed",
+        _ => return None,
+    };
+    let data = task_data(task, state, phase);
+    Some(json!({"code": 200, "msg": "success", "data": data}))
 }

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use super::rules::{self, ContentRule, Shape};
 use super::{
-    body, Call, NewTask, Phase, Problem, Refusal, Sim, SimDialect, SimError, SimTask, Twist,
+    body, Call, CallbackStyle, NewTask, Phase, Problem, Refusal, Sim, SimDialect, SimError,
+    SimTask, Twist,
 };
 
 /// The top-level keys of Kling's create body.
@@ -259,6 +260,16 @@ fn task_info(task: &SimTask) -> Value {
     match &task.external_id {
         Some(external_id) => json!({"external_task_id": external_id}),
         None => json!({}),
+    }
+}
+
+/// What Kling POSTs to a `callback_url` on every status change: the task object, flat or
+/// in its envelope.
+pub(super) fn callback_body(task: &SimTask, phase: &Phase, style: CallbackStyle) -> Value {
+    let object = task_object(task, phase);
+    match style {
+        CallbackStyle::Flat => object,
+        CallbackStyle::Enveloped => envelope(object),
     }
 }
 

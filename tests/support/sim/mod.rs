@@ -222,10 +222,33 @@ impl Phase {
     }
 }
 
+/// How a Kling-flavoured simulator shapes the task object it POSTs to a `callback_url`
+/// (WIRE-NOTES: usually flat, sometimes in the envelope). apimodels always sends its
+/// `{code, msg, data}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CallbackStyle {
+    #[default]
+    Flat,
+    Enveloped,
+}
+
+/// A callback the simulator POSTed, and what came of it.
+#[derive(Debug, Clone)]
+pub struct SentCallback {
+    pub url: String,
+    pub body: Value,
+    /// The receiver's HTTP status; `None` if it could not be reached.
+    pub status: Option<u16>,
+}
+
 /// One upstream task.
 struct SimTask {
     id: String,
     external_id: Option<String>,
+    /// Where the provider POSTs the task on status changes, as the create body said.
+    callback_url: Option<String>,
+    /// The phase changed since the last callback was queued.
+    callback_due: bool,
     /// The model as the request named it (`kling-v3-omni`, or a modellix slug).
     model: String,
     /// Seconds the finished video lasts.
@@ -262,6 +285,7 @@ impl SimTask {
         self.polls += 1;
         let after = self.phase();
         if after != before {
+            self.callback_due = self.callback_url.is_some();
             let now = now_ms();
             self.updated_ms = now;
             if after.is_terminal() {
@@ -269,6 +293,18 @@ impl SimTask {
             }
         }
         after
+    }
+
+    /// Ends the script now, as the provider finishing the task would; later queries see
+    /// the outcome.
+    fn finish(&mut self) {
+        let s = &self.script;
+        let before = self.phase();
+        self.polls = s.queued_polls + s.processing_polls + 1;
+        let now = now_ms();
+        self.updated_ms = now;
+        self.finished_ms = Some(now);
+        self.callback_due = self.callback_url.is_some() && self.phase() != before;
     }
 
     fn video_url(&self) -> String {
@@ -304,15 +340,24 @@ struct Ledger {
     list_count: usize,
     /// Set by a query fault for the query handler about to run.
     twist: Option<Twist>,
+    callback_style: CallbackStyle,
+    callbacks: Vec<SentCallback>,
 }
 
 impl Ledger {
     fn create(&mut self, new: NewTask, body: Value) -> &SimTask {
         let now = now_ms();
+        let callback_url = body
+            .get("callback_url")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string);
         self.created_bodies.push(body);
         self.tasks.push(SimTask {
             id: new.id,
             external_id: new.external_id,
+            callback_url,
+            callback_due: false,
             model: new.model,
             seconds: new.seconds,
             script: self.script.clone(),
@@ -527,6 +572,105 @@ impl Sim {
         self.ledger().submit_count
     }
 
+    /// Applies to callbacks sent from now on (Kling flavours).
+    pub fn set_callback_style(&self, style: CallbackStyle) {
+        self.ledger().callback_style = style;
+    }
+
+    /// Callbacks sent so far, in order, with the receiver's answers (a callback still in
+    /// flight is not listed yet).
+    pub fn callbacks(&self) -> Vec<SentCallback> {
+        self.ledger().callbacks.clone()
+    }
+
+    /// Finishes the task `upstream_id` now (its script's outcome), as the provider would
+    /// between two polls, and sends the callback the dialect sends for that, if the create
+    /// gave a `callback_url`. Returns the receiver's status, `None` if nothing was sent.
+    pub async fn finish_now(&self, upstream_id: &str) -> Option<u16> {
+        let due = {
+            let mut ledger = self.ledger();
+            let task = ledger
+                .task_mut(upstream_id)
+                .ok()
+                .expect("a task of this simulator");
+            task.finish();
+            self.due_callbacks(&mut ledger)
+        };
+        let mut status = None;
+        for (url, body) in due {
+            status = self.deliver(url, body).await;
+        }
+        status
+    }
+
+    /// Sends the callback for the task's current state once more, as providers repeat
+    /// them. `None` if the dialect sends none for that state or the create gave no URL.
+    pub async fn repeat_callback(&self, upstream_id: &str) -> Option<u16> {
+        let (url, body) = {
+            let ledger = self.ledger();
+            let task = ledger.tasks.iter().find(|t| t.id == upstream_id)?;
+            let body = self.callback_body(task, &task.phase(), ledger.callback_style)?;
+            (task.callback_url.clone()?, body)
+        };
+        self.deliver(url, body).await
+    }
+
+    /// Sends a callback saying the task is processing, whatever it is now: one that
+    /// arrives late, after a later one. Kling flavours only (apimodels calls back on
+    /// terminal states alone).
+    pub async fn stale_callback(&self, upstream_id: &str) -> Option<u16> {
+        let (url, body) = {
+            let ledger = self.ledger();
+            let task = ledger.tasks.iter().find(|t| t.id == upstream_id)?;
+            let phase = Phase::Processing { progress: 50 };
+            let body = self.callback_body(task, &phase, ledger.callback_style)?;
+            (task.callback_url.clone()?, body)
+        };
+        self.deliver(url, body).await
+    }
+
+    /// The body the dialect POSTs for `task` in `phase`, if it calls back for that phase.
+    fn callback_body(&self, task: &SimTask, phase: &Phase, style: CallbackStyle) -> Option<Value> {
+        match self.dialect {
+            SimDialect::Modellix => None,
+            SimDialect::Apimodels => apimodels::callback_body(task, phase),
+            _ => Some(kling::callback_body(task, phase, style)),
+        }
+    }
+
+    /// Takes the callbacks that phase changes made due.
+    fn due_callbacks(&self, ledger: &mut Ledger) -> Vec<(String, Value)> {
+        let style = ledger.callback_style;
+        let mut due = Vec::new();
+        for task in ledger.tasks.iter_mut().filter(|t| t.callback_due) {
+            task.callback_due = false;
+            let body = self.callback_body(task, &task.phase(), style);
+            if let (Some(url), Some(body)) = (task.callback_url.clone(), body) {
+                due.push((url, body));
+            }
+        }
+        due
+    }
+
+    /// POSTs one callback, unsigned, as the providers do, and records the answer.
+    async fn deliver(&self, url: String, body: Value) -> Option<u16> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("callback client");
+        let status = client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16());
+        self.ledger()
+            .callbacks
+            .push(SentCallback { url, body, status });
+        status
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         // A panicking test thread must not hide the ledger from the others.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
@@ -617,6 +761,11 @@ impl Sim {
         let answer = handle(&mut ledger);
         // A twist applies to one answer only, whether or not the handler used it.
         ledger.twist = None;
+        // A query that moved a task on makes the provider call back, a moment later.
+        for (url, body) in self.due_callbacks(&mut ledger) {
+            let sim = self.clone();
+            tokio::spawn(async move { sim.deliver(url, body).await });
+        }
         match answer {
             Ok(answer) => answer,
             Err(refusal) => {
