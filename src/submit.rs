@@ -189,6 +189,8 @@ pub struct Created {
 /// One written task on its way to a provider.
 struct Job {
     task: NewTask,
+    /// When the task was written (Unix ms).
+    created_at: i64,
     /// This submit's lease token: every write of the task checks it.
     token: String,
     plan: Plan,
@@ -196,9 +198,9 @@ struct Job {
 
 /// How a submit ended when it did not fail the task.
 enum SubmitOutcome {
-    /// A provider accepted it; `recorded` is false while the record of that is still being
-    /// retried in the background.
-    Accepted { provider: String, recorded: bool },
+    /// A provider accepted it: the task as recorded (or, while the record is still being
+    /// retried in the background, as it will be), so the answer needs no read.
+    Accepted(Box<TaskRecord>),
     /// The outcome is unknown: the reconciler has the task now.
     HandedToReconciler,
     /// Another claim took the task over mid-submit: it answers for the task.
@@ -245,11 +247,16 @@ pub async fn create_task(
             .is_some()
             .then(new_callback_token),
     };
-    match gw.store.insert_task(&task, claim.as_ref()).await? {
-        Inserted::New => {}
+    let created_at = match gw.store.insert_task(&task, claim.as_ref()).await? {
+        Inserted::New { created_at } => created_at,
         other => return replay(gw, other).await,
-    }
-    let job = Job { task, token, plan };
+    };
+    let job = Job {
+        task,
+        created_at,
+        token,
+        plan,
+    };
     let id = job.task.id.clone();
     // The submit runs on its own task: a client that hangs up (or a proxy timeout) must
     // not cancel it between the provider's acceptance and our record of it. It is tracked
@@ -270,43 +277,31 @@ pub async fn create_task(
                     tracing::warn!(task_id = %job.task.id, error = ?e, "could not release the idempotency key");
                 }
             }
-            outcome.map(|o| (o, job))
+            outcome
         })
     };
-    let (outcome, job) = submit.await.map_err(|e| SubmitError::StoreAfterWrite {
+    let outcome = submit.await.map_err(|e| SubmitError::StoreAfterWrite {
         task_id: id.clone(),
         source: anyhow::anyhow!("the submit ended abnormally: {e}"),
     })??;
-    let task = match gw.store.task(&id).await {
-        Ok(Some(task)) => task,
-        // The provider has the task and its record is being retried: answer with what we
-        // know rather than an error that would make the client pay for a second one.
-        _ if matches!(
-            outcome,
-            SubmitOutcome::Accepted {
-                recorded: false,
-                ..
+    let task = match outcome {
+        SubmitOutcome::Accepted(task) => *task,
+        SubmitOutcome::HandedToReconciler | SubmitOutcome::TakenOver => {
+            match gw.store.task(&id).await {
+                Ok(Some(task)) => task,
+                Ok(None) => {
+                    return Err(SubmitError::StoreAfterWrite {
+                        task_id: id,
+                        source: anyhow::anyhow!("the task vanished after it was written"),
+                    })
+                }
+                Err(source) => {
+                    return Err(SubmitError::StoreAfterWrite {
+                        task_id: id,
+                        source,
+                    })
+                }
             }
-        ) =>
-        {
-            let SubmitOutcome::Accepted { provider, .. } = outcome else {
-                unreachable!()
-            };
-            let mut pending = TaskRecord::pending(&job.task, TaskState::Queued, now_ms());
-            pending.provider = Some(provider);
-            pending
-        }
-        Ok(None) => {
-            return Err(SubmitError::StoreAfterWrite {
-                task_id: id,
-                source: anyhow::anyhow!("the task vanished after it was written"),
-            })
-        }
-        Err(source) => {
-            return Err(SubmitError::StoreAfterWrite {
-                task_id: id,
-                source,
-            })
         }
     };
     Ok(Created {
@@ -368,7 +363,7 @@ async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, SubmitError
                 "idempotency key points at a missing task {task_id}"
             ))),
         },
-        Inserted::New => Err(SubmitError::Store(anyhow::anyhow!(
+        Inserted::New { .. } => Err(SubmitError::Store(anyhow::anyhow!(
             "replay of a key that was not taken"
         ))),
     }
@@ -406,12 +401,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                 continue;
             }
             if up.name != target {
-                let i = job
-                    .plan
-                    .candidates
-                    .iter()
-                    .position(|c| c.upstream.name == up.name)
-                    .unwrap_or_default();
+                let i = plan_index(&job.plan, &up.name);
                 let still_ours = gw
                     .store
                     .set_submit_target(
@@ -429,16 +419,23 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                 }
                 target = up.name.clone();
             }
-            let attempted = attempt_submit(gw, id, &job.token, candidate, &job.task.request)
+            // The insert took the lease for the first candidate's call: no need to push it.
+            let fresh = n == 0 && up.name == job.task.provider;
+            let attempted = attempt_submit(gw, id, &job.token, candidate, &job.task.request, fresh)
                 .await
                 .map_err(after_write)?;
             match attempted {
                 Attempted::LeaseLost => return Ok(SubmitOutcome::TakenOver),
-                Attempted::Accepted { recorded } => {
-                    return Ok(SubmitOutcome::Accepted {
-                        provider: up.name.clone(),
-                        recorded,
-                    })
+                Attempted::Accepted { state, upstream_id } => {
+                    let mut task = TaskRecord::pending(&job.task, state, job.created_at);
+                    task.provider = Some(up.name.clone());
+                    task.provider_task_id = Some(upstream_id);
+                    task.sandbox = up.config.sandbox;
+                    task.cost_estimated_usd = Some(candidate.estimate_usd);
+                    task.routing_reason =
+                        Some(job.plan.reason_for(plan_index(&job.plan, &up.name)));
+                    task.updated_at = now_ms();
+                    return Ok(SubmitOutcome::Accepted(Box::new(task)));
                 }
                 Attempted::Refused(e) if e.ambiguous => {
                     // The provider may have the task: never submit it elsewhere. The
@@ -486,6 +483,14 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
         round = again;
     }
     give_up(gw, job, refusals).await
+}
+
+/// Where a provider stands in the plan (for its routing reason).
+fn plan_index(plan: &Plan, provider: &str) -> usize {
+    plan.candidates
+        .iter()
+        .position(|c| c.upstream.name == provider)
+        .unwrap_or_default()
 }
 
 /// Refusals that may pass within a second: worth another round at the same provider.
@@ -582,9 +587,10 @@ fn submit_lease_ms(candidate: &Candidate) -> i64 {
 
 /// What one submit to one provider came to.
 pub(crate) enum Attempted {
-    /// `recorded` is false while the record of the acceptance is retried in the background.
+    /// Its record is written, or still being retried in the background.
     Accepted {
-        recorded: bool,
+        state: TaskState,
+        upstream_id: String,
     },
     Refused(ProviderError),
     /// Another claim holds the task now: the provider was not called.
@@ -600,6 +606,7 @@ pub(crate) async fn attempt_submit(
     token: &str,
     candidate: &Candidate,
     req: &VideoRequest,
+    lease_is_fresh: bool,
 ) -> anyhow::Result<Attempted> {
     let up = &candidate.upstream;
     let started = Instant::now();
@@ -608,8 +615,13 @@ pub(crate) async fn attempt_submit(
     let submit = up
         .adapter
         .submit_with_callback(id, req, callback_url.as_deref());
-    let Some(result) = gw.store.while_leased(id, token, lease_ms, submit).await? else {
-        return Ok(Attempted::LeaseLost);
+    let result = if lease_is_fresh {
+        gw.store.keep_leased(id, token, lease_ms, submit).await
+    } else {
+        let Some(result) = gw.store.while_leased(id, token, lease_ms, submit).await? else {
+            return Ok(Attempted::LeaseLost);
+        };
+        result
     };
     let latency = started.elapsed();
     let mut attempt = Attempt {
@@ -631,7 +643,13 @@ pub(crate) async fn attempt_submit(
             let recorded =
                 record_acceptance(gw, id, token, candidate, &submitted, &attempt, slim, given)
                     .await;
-            Attempted::Accepted { recorded }
+            match recorded {
+                Recorded::Yes | Recorded::Pending => Attempted::Accepted {
+                    state: first_state(&submitted),
+                    upstream_id: submitted.upstream_id,
+                },
+                Recorded::ByAnotherClaim => Attempted::LeaseLost,
+            }
         }
         Err(e) => {
             attempt.outcome = if e.ambiguous { "unknown" } else { "refused" }.into();
@@ -674,8 +692,17 @@ pub(crate) async fn record_health(
     }
 }
 
+/// Whether a provider's acceptance made it into the store.
+enum Recorded {
+    Yes,
+    /// Still being retried in the background.
+    Pending,
+    /// Another claim holds the task: it answers for it (the attempt row keeps the id).
+    ByAnotherClaim,
+}
+
 /// Records a provider's acceptance, retrying a failed write briefly and then in the
-/// background for as long as the lease lasts. False while the record is still pending.
+/// background for as long as the lease lasts.
 // Each argument is a distinct part of the one record; a struct for them would only be
 // unpacked again at once.
 #[allow(clippy::too_many_arguments)]
@@ -688,7 +715,7 @@ async fn record_acceptance(
     attempt: &Attempt,
     slim_request: Option<String>,
     callback_given: bool,
-) -> bool {
+) -> Recorded {
     let interval = poll_interval(gw, &candidate.upstream, callback_given);
     let acceptance = Acceptance {
         upstream_id: &submitted.upstream_id,
@@ -700,12 +727,12 @@ async fn record_acceptance(
     };
     for delay in RECORD_RETRY_DELAYS_MS {
         match gw.store.mark_accepted(id, token, &acceptance).await {
-            Ok(true) => return true,
+            Ok(true) => return Recorded::Yes,
             Ok(false) => {
                 // Another claim holds the task (it found our submit late): it answers for it,
                 // and the attempt row just written lets it recover the provider's id.
                 tracing::warn!(task_id = %id, upstream_id = %submitted.upstream_id, "accepted after another claim took the task over");
-                return true;
+                return Recorded::ByAnotherClaim;
             }
             Err(e) => {
                 tracing::warn!(task_id = %id, upstream_id = %submitted.upstream_id, error = ?e, "recording the acceptance failed; retrying");
@@ -737,7 +764,7 @@ async fn record_acceptance(
         }
         tracing::error!(task_id = %id, %upstream_id, "acceptance never recorded; the reconciler will look the task up");
     });
-    false
+    Recorded::Pending
 }
 
 fn first_state(submitted: &Submitted) -> TaskState {

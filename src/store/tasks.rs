@@ -216,14 +216,12 @@ pub struct IdempotencyClaim {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
-    New,
+    /// Written, at this time (Unix ms).
+    New { created_at: i64 },
     /// A limit of the key refused the task; nothing was written.
     Refused(LimitRefusal),
     /// The idempotency key was already taken, by this task.
-    Existing {
-        task_id: String,
-        same_body: bool,
-    },
+    Existing { task_id: String, same_body: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,7 +469,7 @@ impl Store {
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
         tx.commit().await?;
-        Ok(Inserted::New)
+        Ok(Inserted::New { created_at: now })
     }
 
     /// The live holder of an idempotency key, if any.
@@ -595,11 +593,23 @@ impl Store {
             tracing::warn!(task_id = %id, "lease lost before an upstream call; not calling");
             return Ok(None);
         }
+        Ok(Some(self.keep_leased(id, token, lease_ms, call).await))
+    }
+
+    /// `while_leased` for a claim that was just taken with at least `lease_ms` to run: the
+    /// lease is only pushed ahead while the call runs.
+    pub async fn keep_leased<T>(
+        &self,
+        id: &str,
+        token: &str,
+        lease_ms: i64,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
         tokio::pin!(call);
         let every = std::time::Duration::from_millis((lease_ms / 3).max(100) as u64);
         loop {
             tokio::select! {
-                out = &mut call => return Ok(Some(out)),
+                out = &mut call => return out,
                 _ = tokio::time::sleep(every) => {
                     match self.extend_lease(id, token, now_ms() + lease_ms).await {
                         Ok(true) => {}

@@ -153,7 +153,7 @@ async fn resubmit_once(
         return fail(gw, task, token, "submit_outcome_unknown", message, None).await;
     }
     let request = gw.store.task_request(&task.id).await?;
-    match attempt_submit(gw, &task.id, token, candidate, &request).await? {
+    match attempt_submit(gw, &task.id, token, candidate, &request, false).await? {
         Attempted::Accepted { .. } | Attempted::LeaseLost => Ok(()),
         Attempted::Refused(e) if e.ambiguous => retry_later(gw, task, token).await,
         Attempted::Refused(e) => {
