@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -139,32 +137,14 @@ pub fn hash_key(secret: &str) -> String {
 }
 
 impl Store {
+    /// A key without limits (the sandbox's first key, tests).
     pub async fn create_api_key(&self, name: &str) -> anyhow::Result<NewApiKey> {
-        let random: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(40)
-            .map(char::from)
-            .collect();
-        let secret = format!("og_{random}");
-        let id = format!("key_{}", uuid::Uuid::new_v4().simple());
-        let webhook_secret = super::new_webhook_secret();
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, key_prefix, created_at, webhook_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&id)
-        .bind(name)
-        .bind(hash_key(&secret))
-        .bind(&secret[..8])
-        .bind(now_ms())
-        .bind(&webhook_secret)
-        .execute(&self.pool)
-        .await?;
+        let issued = self.issue_key(name, &super::KeyChange::default()).await?;
         Ok(NewApiKey {
-            id,
-            name: name.to_string(),
-            secret,
-            webhook_secret,
+            id: issued.info.id,
+            name: issued.info.name,
+            secret: issued.key,
+            webhook_secret: issued.webhook_secret,
         })
     }
 
