@@ -636,9 +636,7 @@ pub(crate) async fn attempt_submit(
     let attempted = match result {
         Ok(submitted) => {
             attempt.provider_task_id = Some(submitted.upstream_id.clone());
-            let slim = req
-                .without_inline_images()
-                .and_then(|r| serde_json::to_string(&r).ok());
+            let slim = slim_request(req);
             let given = callback_url.is_some();
             let recorded =
                 record_acceptance(gw, id, token, candidate, &submitted, &attempt, slim, given)
@@ -767,6 +765,13 @@ async fn record_acceptance(
     Recorded::Pending
 }
 
+/// The request to keep once a provider has the task: without its base64 images (None when
+/// it has none, so the stored one stays).
+fn slim_request(req: &VideoRequest) -> Option<String> {
+    req.without_inline_images()
+        .and_then(|r| serde_json::to_string(&r).ok())
+}
+
 fn first_state(submitted: &Submitted) -> TaskState {
     match submitted.status {
         TaskStatus::InProgress => TaskState::InProgress,
@@ -782,13 +787,7 @@ pub(crate) async fn accept_found(
     candidate: &Candidate,
     submitted: &Submitted,
 ) -> anyhow::Result<()> {
-    let slim = gw
-        .store
-        .task_request(id)
-        .await?
-        .without_inline_images()
-        .map(|r| serde_json::to_string(&r))
-        .transpose()?;
+    let slim = slim_request(&gw.store.task_request(id).await?);
     // Found after an interrupted submit to this same provider: its URL went with that
     // submit when the dialect takes one (and the task has a token).
     let callback_given = candidate.upstream.adapter.capabilities().upstream_callback
@@ -796,7 +795,8 @@ pub(crate) async fn accept_found(
     let acceptance = Acceptance {
         upstream_id: &submitted.upstream_id,
         state: first_state(submitted),
-        first_poll_at: now_ms() + candidate.upstream.config.poll_interval().as_millis() as i64,
+        first_poll_at: now_ms()
+            + poll_interval(gw, &candidate.upstream, callback_given).as_millis() as i64,
         attempt: None,
         slim_request: slim.as_deref(),
         callback_given,

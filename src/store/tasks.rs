@@ -99,7 +99,6 @@ pub struct TaskRecord {
     pub completed_at: Option<i64>,
     pub next_poll_at: i64,
     pub poll_failures: i64,
-    pub resubmits: i64,
     pub unreadable_answers: i64,
     /// The provider that accepted the task was given an upstream callback URL: polls are
     /// only the backstop, at `webhooks.callback_poll_interval_secs`.
@@ -130,7 +129,6 @@ impl TaskRecord {
             completed_at: None,
             next_poll_at: at,
             poll_failures: 0,
-            resubmits: 0,
             unreadable_answers: 0,
             upstream_callback: false,
         }
@@ -241,7 +239,7 @@ pub struct TaskPage {
 const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
-    routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, resubmits, \
+    routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
     unreadable_answers, upstream_callback_token";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
@@ -295,7 +293,6 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
         completed_at: row.try_get("completed_at")?,
         next_poll_at: row.try_get("next_poll_at")?,
         poll_failures: row.try_get("poll_failures")?,
-        resubmits: row.try_get("resubmits")?,
         unreadable_answers: row.try_get("unreadable_answers")?,
         upstream_callback: row
             .try_get::<Option<String>, _>("upstream_callback_token")?
