@@ -1,5 +1,6 @@
 //! The `omnigate` binary: `omnigate` (or `omnigate serve`) runs the gateway;
-//! `omnigate keys ...` manages API keys and their limits.
+//! `omnigate keys ...` manages API keys and their limits; `omnigate healthcheck` asks a
+//! running gateway whether it is ready.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,12 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Serve,
+    /// Ask a running gateway (at `server.listen`) whether it is ready; exit 1 if not.
+    /// For container health checks, where there is no curl.
+    Healthcheck {
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -47,6 +54,25 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => omnigate::app::start(config).await?.run_until_signal().await,
         Command::Keys { command } => omnigate::keys_cli::run(command, &config).await?,
+        Command::Healthcheck { path } => healthcheck(&config, &path).await?,
     }
+    Ok(())
+}
+
+async fn healthcheck(config: &Config, path: &str) -> anyhow::Result<()> {
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let answer = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "{path} answered {}",
+        answer.status()
+    );
     Ok(())
 }

@@ -257,6 +257,35 @@ async fn keys_create_prints_a_key_once_and_stores_only_its_hash() {
     assert!(store.authenticate("og_wrong").await.unwrap().is_none());
 }
 
+/// The container health check: `omnigate healthcheck` exits 0 against a running gateway
+/// and 1 once nothing answers at the address.
+#[tokio::test]
+async fn the_healthcheck_command_tells_a_live_gateway_from_a_gone_one() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = support::app::config(&db, Vec::new());
+    cfg.sandbox.enabled = SandboxMode::Always;
+    let app = TestApp::start(cfg).await;
+    let addr = app.app.as_ref().unwrap().addr;
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+            .arg("healthcheck")
+            .env("OMNIGATE_SERVER__LISTEN", addr.to_string())
+            .env_remove("OMNIGATE_CONFIG")
+            .output()
+            .expect("run omnigate healthcheck")
+    };
+    let live = tokio::task::spawn_blocking(check).await.unwrap();
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    app.app.unwrap().kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let gone = tokio::task::spawn_blocking(check).await.unwrap();
+    assert!(!gone.status.success(), "a stopped gateway passed the check");
+}
+
 #[tokio::test]
 async fn a_bad_config_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -174,6 +174,10 @@ fn pool_options(
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // sqlx pings every connection before handing it out by default: a round trip per
+        // statement. A connection that broke while idle fails its statement instead (an
+        // error the caller already handles, as for an outage) and is then dropped.
+        .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     match backend {
