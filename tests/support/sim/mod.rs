@@ -342,6 +342,9 @@ struct Ledger {
     twist: Option<Twist>,
     callback_style: CallbackStyle,
     callbacks: Vec<SentCallback>,
+    /// The `x-request-id` header of every create and read call, in order (None: absent).
+    submit_request_ids: Vec<Option<String>>,
+    query_request_ids: Vec<Option<String>>,
 }
 
 impl Ledger {
@@ -552,6 +555,16 @@ impl Sim {
         self.ledger().created_bodies.clone()
     }
 
+    /// The `x-request-id` each create call carried, in order (None: it had none).
+    pub fn submit_request_ids(&self) -> Vec<Option<String>> {
+        self.ledger().submit_request_ids.clone()
+    }
+
+    /// The `x-request-id` each read call (query or list) carried, in order.
+    pub fn query_request_ids(&self) -> Vec<Option<String>> {
+        self.ledger().query_request_ids.clone()
+    }
+
     /// Why each request refused for a rule, auth or path violation was refused.
     pub fn rejections(&self) -> Vec<String> {
         self.ledger().rejections.clone()
@@ -688,9 +701,18 @@ impl Sim {
     ) -> Response {
         let fault = {
             let mut ledger = self.ledger();
+            let request_id = headers
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap_or_default().to_string());
             match call {
-                Call::Submit => ledger.submit_count += 1,
-                Call::Query => ledger.query_count += 1,
+                Call::Submit => {
+                    ledger.submit_count += 1;
+                    ledger.submit_request_ids.push(request_id);
+                }
+                Call::Query => {
+                    ledger.query_count += 1;
+                    ledger.query_request_ids.push(request_id);
+                }
             }
             if let Err(reason) = self.authenticate(headers) {
                 ledger.rejections.push(format!("auth: {reason}"));
