@@ -15,11 +15,17 @@ use crate::telemetry::metrics;
 
 pub(super) struct Instrumented(pub Arc<dyn Provider>);
 
+/// Which task a call is about: by our id (submit, lookup) or the provider's (status).
+enum Id<'a> {
+    Ours(&'a str),
+    Theirs(&'a str),
+}
+
 impl Instrumented {
     async fn observe<T>(
         &self,
         operation: &'static str,
-        id: &str,
+        id: Id<'_>,
         call: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
         let provider = self.0.name();
@@ -27,11 +33,16 @@ impl Instrumented {
             "upstream_call",
             provider,
             operation,
-            id,
+            task_id = tracing::field::Empty,
+            upstream_id = tracing::field::Empty,
             outcome = tracing::field::Empty,
             otel.kind = "client",
             otel.name = format_args!("{provider} {operation}"),
         );
+        match id {
+            Id::Ours(id) => span.record("task_id", id),
+            Id::Theirs(id) => span.record("upstream_id", id),
+        };
         let started = Instant::now();
         let result = call.instrument(span.clone()).await;
         let outcome = match &result {
@@ -61,7 +72,7 @@ impl Provider for Instrumented {
         callback_url: Option<&str>,
     ) -> Result<Submitted, ProviderError> {
         let call = self.0.submit_with_callback(task_id, req, callback_url);
-        self.observe("submit", task_id, call).await
+        self.observe("submit", Id::Ours(task_id), call).await
     }
 
     fn parse_callback(&self, body: &[u8]) -> Result<UpstreamTask, ProviderError> {
@@ -69,12 +80,16 @@ impl Provider for Instrumented {
     }
 
     async fn query(&self, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
-        self.observe("status", upstream_id, self.0.query(upstream_id))
+        self.observe("status", Id::Theirs(upstream_id), self.0.query(upstream_id))
             .await
     }
 
     async fn find_by_external_id(&self, task_id: &str) -> Result<Lookup, ProviderError> {
-        self.observe("lookup", task_id, self.0.find_by_external_id(task_id))
-            .await
+        self.observe(
+            "lookup",
+            Id::Ours(task_id),
+            self.0.find_by_external_id(task_id),
+        )
+        .await
     }
 }

@@ -138,7 +138,7 @@ pub async fn attempt(
 
 impl Outcome {
     /// Counts the attempt in the webhook metrics by what it led to.
-    fn counted(self, took: Option<Duration>) -> Self {
+    pub(crate) fn counted(self, took: Option<Duration>) -> Self {
         let outcome = match self.next {
             EventNext::Delivered => "delivered",
             EventNext::RetryAt(_) => "retry",
