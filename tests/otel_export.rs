@@ -42,11 +42,15 @@ async fn spans_of_a_request_and_its_provider_call_reach_the_otlp_collector() {
 
     let mut app = TestApp::start(cfg).await;
     let request_id = format!("otel-{}", uuid::Uuid::new_v4().simple());
+    // The caller's trace, which the request's spans must join.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let resp = app
         .client
         .post(format!("{}/v1/video/generations", app.base))
         .bearer_auth(&app.key)
         .header("x-request-id", &request_id)
+        .header("traceparent", &traceparent)
         .json(
             &json!({"model": "kling-v3-omni", "prompt": "a lighthouse at dusk",
                       "aspect_ratio": "16:9", "duration": 5}),
@@ -55,6 +59,22 @@ async fn spans_of_a_request_and_its_provider_call_reach_the_otlp_collector() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    // The provider call carries the same trace, as a child of one of our spans.
+    let sent = sim.submit_header("traceparent");
+    let sent = sent
+        .last()
+        .cloned()
+        .flatten()
+        .expect("a traceparent on the submit");
+    assert!(sent.starts_with(&format!("00-{trace_id}-")), "{sent}");
+    assert!(
+        !sent.contains("00f067aa0ba902b7"),
+        "its parent is our span, not the caller's"
+    );
+    assert_eq!(
+        sim.submit_request_ids().last(),
+        Some(&Some(request_id.clone()))
+    );
     app.app.take().unwrap().shutdown().await;
     // Flushes what the batch processor still holds.
     telemetry.shutdown().await;
@@ -78,4 +98,12 @@ async fn spans_of_a_request_and_its_provider_call_reach_the_otlp_collector() {
     );
     assert!(contains(&all, &request_id), "the request id on its span");
     assert!(contains(&all, "otelsim submit"), "the provider call's span");
+    // Protobuf carries trace ids as their 16 raw bytes.
+    let raw: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    assert!(
+        all.windows(16).any(|w| w == raw.as_slice()),
+        "spans joined the caller's trace"
+    );
 }

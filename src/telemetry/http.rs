@@ -23,7 +23,7 @@ pub fn request_span(req: &Request) -> Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "http_request",
         method = %req.method(),
         route,
@@ -32,7 +32,9 @@ pub fn request_span(req: &Request) -> Span {
         status = tracing::field::Empty,
         otel.kind = "server",
         otel.name = format_args!("{} {route}", req.method()),
-    )
+    );
+    super::propagation::adopt_parent(&span, req.headers());
+    span
 }
 
 /// Counts the request and records its latency once answered, by route template.

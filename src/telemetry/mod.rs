@@ -4,6 +4,7 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod propagation;
 pub mod request_id;
 
 use anyhow::Context;
@@ -56,6 +57,7 @@ pub fn init(log: &LogConfig, otel: &OtelConfig) -> anyhow::Result<Telemetry> {
                 .with_filter(filter(log)?)
                 .boxed(),
         );
+        propagation::enable();
         Some(provider)
     } else {
         None
@@ -68,6 +70,17 @@ pub fn init(log: &LogConfig, otel: &OtelConfig) -> anyhow::Result<Telemetry> {
         tracing::info!(endpoint = %otel.traces_url(), "exporting spans over OTLP/HTTP");
     }
     Ok(Telemetry { tracer })
+}
+
+/// What every call to a provider carries on behalf of the work it serves: the request's
+/// `x-request-id` (when it serves a client request) and, with span export on, the W3C
+/// `traceparent` of the current span.
+pub fn outgoing(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    let req = match request_id::current() {
+        Some(id) => req.header(request_id::X_REQUEST_ID, id),
+        None => req,
+    };
+    propagation::inject(req)
 }
 
 fn tracer_provider(cfg: &OtelConfig) -> anyhow::Result<SdkTracerProvider> {

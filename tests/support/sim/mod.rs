@@ -342,9 +342,9 @@ struct Ledger {
     twist: Option<Twist>,
     callback_style: CallbackStyle,
     callbacks: Vec<SentCallback>,
-    /// The `x-request-id` header of every create and read call, in order (None: absent).
-    submit_request_ids: Vec<Option<String>>,
-    query_request_ids: Vec<Option<String>>,
+    /// The headers of every create and of every read call, in order.
+    submit_headers: Vec<HeaderMap>,
+    query_headers: Vec<HeaderMap>,
 }
 
 impl Ledger {
@@ -555,14 +555,19 @@ impl Sim {
         self.ledger().created_bodies.clone()
     }
 
-    /// The `x-request-id` each create call carried, in order (None: it had none).
-    pub fn submit_request_ids(&self) -> Vec<Option<String>> {
-        self.ledger().submit_request_ids.clone()
+    /// Header `name` of each create call, in order (None: it had none).
+    pub fn submit_header(&self, name: &str) -> Vec<Option<String>> {
+        header_values(&self.ledger().submit_headers, name)
     }
 
-    /// The `x-request-id` each read call (query or list) carried, in order.
-    pub fn query_request_ids(&self) -> Vec<Option<String>> {
-        self.ledger().query_request_ids.clone()
+    /// Header `name` of each read call (query or list), in order.
+    pub fn query_header(&self, name: &str) -> Vec<Option<String>> {
+        header_values(&self.ledger().query_headers, name)
+    }
+
+    /// The `x-request-id` each create call carried, in order (None: it had none).
+    pub fn submit_request_ids(&self) -> Vec<Option<String>> {
+        self.submit_header("x-request-id")
     }
 
     /// Why each request refused for a rule, auth or path violation was refused.
@@ -701,17 +706,14 @@ impl Sim {
     ) -> Response {
         let fault = {
             let mut ledger = self.ledger();
-            let request_id = headers
-                .get("x-request-id")
-                .map(|v| v.to_str().unwrap_or_default().to_string());
             match call {
                 Call::Submit => {
                     ledger.submit_count += 1;
-                    ledger.submit_request_ids.push(request_id);
+                    ledger.submit_headers.push(headers.clone());
                 }
                 Call::Query => {
                     ledger.query_count += 1;
-                    ledger.query_request_ids.push(request_id);
+                    ledger.query_headers.push(headers.clone());
                 }
             }
             if let Err(reason) = self.authenticate(headers) {
@@ -856,4 +858,14 @@ fn numeric_id() -> String {
     rand::thread_rng()
         .gen_range(800_000_000_000_000_000u64..900_000_000_000_000_000)
         .to_string()
+}
+
+fn header_values(calls: &[HeaderMap], name: &str) -> Vec<Option<String>> {
+    calls
+        .iter()
+        .map(|h| {
+            h.get(name)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        })
+        .collect()
 }
