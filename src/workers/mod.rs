@@ -153,10 +153,10 @@ where
     tokio::spawn(async move {
         tracing::info!(worker = name, "started");
         loop {
-            // A panic in the call itself (before any future exists) is caught too.
             // Debug level: an idle step every tick is not worth a span in production; the
             // per-task `task_step` spans inside it are.
             let span = tracing::debug_span!("worker_step", worker = name);
+            // A panic in the call itself (before any future exists) is caught too.
             let run = match std::panic::catch_unwind(AssertUnwindSafe(|| step(gw.clone()))) {
                 Ok(fut) => AssertUnwindSafe(fut).catch_unwind().instrument(span).await,
                 Err(panic) => Err(panic),
