@@ -565,6 +565,91 @@ async fn metrics_can_require_the_admin_token_or_be_turned_off() {
     assert_eq!(app.get("/metrics").await.0, StatusCode::NOT_FOUND);
 }
 
+/// The real binary with `[log] format = "json"` from the environment: its log lines are
+/// JSON objects, and those written while serving a request carry its id in their spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_on_the_lines_of_its_request() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("OMNIGATE_LOG__FORMAT", "json")
+        // tower_http at debug: a line when each request starts and ends, inside its span.
+        .env("OMNIGATE_LOG__FILTER", "info,tower_http=debug")
+        .env("OMNIGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .env(
+            "OMNIGATE_DATABASE__URL",
+            format!("sqlite://{}/o.db", dir.path().display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    // Stopped however the test ends, so a failed assertion leaves no gateway running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = KillOnDrop(child);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next = |within: Duration| {
+        let line = lines_rx.recv_timeout(within).expect("a log line");
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let addr = loop {
+        let line = next(WAIT);
+        if line["fields"]["message"] == "omnigate listening" {
+            break line["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let id = format!("json-{}", uuid::Uuid::new_v4().simple());
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/readyz"))
+        .header("x-request-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut ours = Vec::new();
+    while ours.len() < 2 {
+        let line = next(WAIT);
+        let spans = line["spans"].as_array().cloned().unwrap_or_default();
+        if let Some(request) = spans.iter().find(|s| s["name"] == "http_request") {
+            assert_eq!(request["request_id"], id.as_str(), "{line}");
+            assert_eq!(request["route"], "/readyz", "{line}");
+            ours.push(
+                line["fields"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
+    assert!(
+        ours.iter()
+            .any(|m| m.contains("started processing request")),
+        "{ours:?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|m| m.contains("finished processing request")),
+        "{ours:?}"
+    );
+}
+
 #[test]
 fn metrics_config_is_checked_at_start() {
     let toml = "[metrics]\nrequire_admin_token = true\n";
