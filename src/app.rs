@@ -165,6 +165,9 @@ async fn bootstrap_sandbox_key(gw: &Gateway) -> anyhow::Result<()> {
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     // A config built in code (tests, embedders) meets the same rules as a loaded one.
     config.validate()?;
+    if config.metrics.enabled {
+        crate::telemetry::metrics::install();
+    }
     let listen = config.server.listen;
     let (gateway, sandbox) = build_gateway(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)

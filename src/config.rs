@@ -49,6 +49,12 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    /// Log format and filter.
+    pub log: crate::telemetry::LogConfig,
+    /// Prometheus metrics at `/metrics`.
+    pub metrics: crate::telemetry::MetricsConfig,
+    /// OpenTelemetry span export (off by default).
+    pub otel: crate::telemetry::OtelConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -807,6 +813,12 @@ impl Config {
     /// code is held to the same rules as one loaded from a file.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.validate_durations()?;
+        crate::telemetry::config::validate(
+            &self.log,
+            &self.metrics,
+            &self.otel,
+            self.admin.token_env.is_some() || self.admin.token.is_some(),
+        )?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }

@@ -15,6 +15,7 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod submit;
+pub mod telemetry;
 pub mod validation;
 pub mod webhooks;
 pub mod workers;

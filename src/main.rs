@@ -39,23 +39,20 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
-        )
-        .init();
     let cli = Cli::parse();
     let path = cli.config.or_else(|| {
         let default = PathBuf::from("config/omnigate.toml");
         default.exists().then_some(default)
     });
     let config = Config::load(path.as_deref())?;
+    // Logs (and span export) as the config says, so they start after it is read.
+    let telemetry = omnigate::telemetry::init(&config.log, &config.otel)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => omnigate::app::start(config).await?.run_until_signal().await,
         Command::Keys { command } => omnigate::keys_cli::run(command, &config).await?,
         Command::Healthcheck { path } => healthcheck(&config, &path).await?,
     }
+    telemetry.shutdown().await;
     Ok(())
 }
 

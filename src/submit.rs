@@ -263,7 +263,8 @@ pub async fn create_task(
     // so that a graceful shutdown waits for it.
     let submit = {
         let gw = gw.clone();
-        gw.submits.clone().spawn(async move {
+        // `carry`: the request's id and span go with it, onto its upstream calls and logs.
+        gw.submits.clone().spawn(crate::telemetry::request_id::carry(async move {
             let outcome = submit_in_order(&gw, &job).await;
             if let (Err(SubmitError::Refused { .. } | SubmitError::Unavailable { .. }), Some(c)) =
                 (&outcome, &claim)
@@ -278,7 +279,7 @@ pub async fn create_task(
                 }
             }
             outcome
-        })
+        }))
     };
     let outcome = submit.await.map_err(|e| SubmitError::StoreAfterWrite {
         task_id: id.clone(),
@@ -744,7 +745,7 @@ async fn record_acceptance(
     let (upstream_id, attempt) = (submitted.upstream_id.clone(), attempt.clone());
     let (state, first_poll_at) = (acceptance.state, acceptance.first_poll_at);
     let deadline = Instant::now() + Duration::from_millis(submit_lease_ms(candidate) as u64);
-    gw.submits.spawn(async move {
+    gw.submits.spawn(crate::telemetry::request_id::carry(async move {
         let acceptance = Acceptance {
             upstream_id: &upstream_id,
             state,
@@ -761,7 +762,7 @@ async fn record_acceptance(
             }
         }
         tracing::error!(task_id = %id, %upstream_id, "acceptance never recorded; the reconciler will look the task up");
-    });
+    }));
     Recorded::Pending
 }
 

@@ -170,6 +170,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (kind, code) = self.kind_and_code();
+        crate::telemetry::metrics::limit_refusal(code);
         let message = match &self {
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");

@@ -8,6 +8,7 @@ mod intake;
 mod json;
 mod keys;
 pub mod load;
+mod observe;
 mod tasks;
 mod usage;
 
@@ -25,14 +26,18 @@ use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
 
 use crate::gateway::Gateway;
-use crate::limits;
+use crate::{limits, telemetry};
 
 /// The configured body limit, for the error that names it.
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
 /// Middleware, outermost first:
-/// 1. tracing (one span per request, so shed requests are logged too);
+/// 0. the request id (`telemetry::request_id`): taken or made, returned, and carried to
+///    upstream calls;
+/// 1. tracing (one span per request, with its id and route template, so shed requests
+///    are logged too), then the request metrics (by route template, so also for shed
+///    requests);
 /// 2. the in-flight request limit (`server.max_in_flight_requests`): beyond it, 503 at once;
 /// 3. the request-body byte budget (`server.body_memory_budget_bytes`), the early 413 on a
 ///    declared length over `server.max_body_bytes`, and the body idle timeout;
@@ -73,6 +78,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route_layer(from_fn_with_state(gw.clone(), auth::authenticate));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(observe::readyz))
+        .route("/metrics", get(observe::metrics))
         .merge(v1)
         // Providers' callbacks: authenticated by the token in the path, not an API key.
         .route(
@@ -91,7 +98,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .layer(axum::Extension(BodyLimit(max_body)))
         .layer(from_fn_with_state(budget, load::hold_body_budget))
         .layer(from_fn_with_state(requests, load::shed_beyond))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(telemetry::http::record))
+        .layer(TraceLayer::new_for_http().make_span_with(telemetry::http::request_span))
+        .layer(axum::middleware::from_fn(telemetry::request_id::assign))
         .with_state(gw)
 }
 

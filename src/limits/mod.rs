@@ -114,6 +114,11 @@ pub trait RateLimiter: Send + Sync {
 
     /// Names the backend in logs.
     fn name(&self) -> &'static str;
+
+    /// Whether the backend answers now (`/readyz`); one in this process always does.
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// What the API does with a call.
@@ -233,6 +238,16 @@ impl Limits {
                 }
             }
         }
+    }
+
+    /// Whether the backend answers now, for `/readyz`.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.backend.ping().await
+    }
+
+    /// Whether the limits are shared through an outside backend (Redis).
+    pub fn is_shared(&self) -> bool {
+        self.config.redis_url.is_some()
     }
 
     /// Checks the backend could not answer since this process started.

@@ -141,4 +141,18 @@ impl RateLimiter for RedisLimiter {
     fn name(&self) -> &'static str {
         "redis"
     }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let ping = async {
+            let mut conn = self.conn().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .context("PING")
+        };
+        tokio::time::timeout(self.timeout, ping)
+            .await
+            .with_context(|| format!("Redis gave no answer within {:?}", self.timeout))?
+            .map(drop)
+    }
 }

@@ -128,6 +128,9 @@ impl Upstream {
         req: RequestBuilder,
         read: impl FnOnce(&Reply) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
+        // The client request's id (and trace), so the provider's logs and support
+        // tickets can be matched with ours.
+        let req = crate::telemetry::outgoing(req);
         let result = match self.auth.apply(req) {
             Ok(req) => send(req).await.and_then(|reply| read(&reply)),
             Err(e) => Err(e),

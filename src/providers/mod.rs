@@ -3,6 +3,7 @@
 
 pub mod apimodels;
 mod http;
+mod instrumented;
 
 /// Test fixtures shared by the adapters' unit tests.
 #[cfg(test)]
@@ -196,11 +197,12 @@ pub trait Provider: Send + Sync {
     async fn find_by_external_id(&self, task_id: &str) -> Result<Lookup, ProviderError>;
 }
 
-/// Builds the adapter for a configured provider.
+/// Builds the adapter for a configured provider, its calls timed, counted and traced.
 pub fn build(name: &str, cfg: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>> {
-    Ok(match cfg.dialect {
+    let adapter: Arc<dyn Provider> = match cfg.dialect {
         Dialect::Modellix => Arc::new(modellix::Modellix::new(name, cfg)?),
         Dialect::Kling => Arc::new(kling::Kling::new(name, cfg)?),
         Dialect::Apimodels => Arc::new(apimodels::Apimodels::new(name, cfg)?),
-    })
+    };
+    Ok(Arc::new(instrumented::Instrumented(adapter)))
 }

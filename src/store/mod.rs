@@ -5,6 +5,7 @@
 mod key_admin;
 mod keys;
 mod limits;
+mod observe;
 mod tasks;
 mod usage;
 mod webhooks;
@@ -12,6 +13,7 @@ mod webhooks;
 pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
+pub use observe::UNFINISHED_STATES;
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,

@@ -75,6 +75,7 @@ pub async fn attempt(
                 }),
                 next: EventNext::Failed,
             }
+            .counted(None)
         }
     };
     let mut headers = HeaderMap::new();
@@ -131,6 +132,21 @@ pub async fn attempt(
     Outcome {
         attempt: Some(record),
         next,
+    }
+    .counted(Some(started.elapsed()))
+}
+
+impl Outcome {
+    /// Counts the attempt in the webhook metrics by what it led to.
+    pub(crate) fn counted(self, took: Option<Duration>) -> Self {
+        let outcome = match self.next {
+            EventNext::Delivered => "delivered",
+            EventNext::RetryAt(_) => "retry",
+            EventNext::Failed => "failed",
+            EventNext::Disabled => "disabled",
+        };
+        crate::telemetry::metrics::webhook_delivery(outcome, took);
+        self
     }
 }
 

@@ -2,6 +2,7 @@
 //! a `*_once` function that tests can call directly; rows are claimed through leases, so
 //! any number of gateway processes can share the work.
 
+pub mod gauges;
 mod heartbeat;
 pub mod poller;
 pub mod reconciler;
@@ -17,13 +18,15 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::gateway::Gateway;
 use crate::store::{lease_token, now_ms, ClaimKind, TaskRecord};
 
 pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
     let tick = Duration::from_millis(gw.config.poller.tick_ms);
-    vec![
+    let mut all: Vec<_> = gauges::spawn(&gw, &cancel).into_iter().collect();
+    all.extend([
         spawn_loop(
             "poller",
             tick,
@@ -46,7 +49,8 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             |gw| async move { janitor_once(&gw).await },
         ),
         webhooks::spawn(gw, cancel),
-    ]
+    ]);
+    all
 }
 
 /// Claims up to a batch of due tasks of `kind` for `lease_ms` under a fresh lease token and
@@ -70,12 +74,14 @@ where
     futures::stream::iter(tasks)
         .for_each_concurrent(concurrency, |t| {
             let id = t.id.clone();
+            let span = tracing::info_span!("task_step", ?kind, task_id = %id);
             let run = step(gw, t, token.clone());
             async move {
                 if let Err(e) = run.await {
                     tracing::error!(task_id = %id, ?kind, error = ?e, "task step failed to record");
                 }
             }
+            .instrument(span)
         })
         .await;
     Ok(n)
@@ -147,9 +153,12 @@ where
     tokio::spawn(async move {
         tracing::info!(worker = name, "started");
         loop {
+            // Debug level: an idle step every tick is not worth a span in production; the
+            // per-task `task_step` spans inside it are.
+            let span = tracing::debug_span!("worker_step", worker = name);
             // A panic in the call itself (before any future exists) is caught too.
             let run = match std::panic::catch_unwind(AssertUnwindSafe(|| step(gw.clone()))) {
-                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().instrument(span).await,
                 Err(panic) => Err(panic),
             };
             let busy = match run {

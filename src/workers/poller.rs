@@ -159,7 +159,8 @@ async fn record_seen(
         _ => None,
     };
     let next = now_ms() + interval.as_millis() as i64;
-    gw.store
+    let recorded = gw
+        .store
         .apply_poll(
             task,
             token,
@@ -172,6 +173,10 @@ async fn record_seen(
             },
         )
         .await?;
+    if recorded && state == TaskState::Completed && task.state != TaskState::Completed {
+        let provider = task.provider.as_deref().unwrap_or("none");
+        crate::telemetry::metrics::spend(provider, final_cost.unwrap_or(0.0));
+    }
     Ok(())
 }
 

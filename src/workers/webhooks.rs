@@ -3,6 +3,7 @@
 //! attempt and the event's next state with that token.
 
 use futures::StreamExt;
+use tracing::Instrument;
 
 use crate::gateway::Gateway;
 use crate::store::{lease_token, now_ms, EventNext, WebhookAttempt, WebhookEvent};
@@ -21,11 +22,13 @@ pub async fn deliver_once(gw: &Gateway, client: &WebhookClient) -> anyhow::Resul
     futures::stream::iter(events)
         .for_each_concurrent(cfg.concurrency, |event| {
             let token = &token;
+            let span = tracing::info_span!("webhook_delivery", event_id = %event.id, task_id = %event.task_id);
             async move {
                 if let Err(e) = deliver_event(gw, client, &event, token, lease_until).await {
                     tracing::error!(event_id = %event.id, task_id = %event.task_id, error = ?e, "webhook attempt failed to record");
                 }
             }
+            .instrument(span)
         })
         .await;
     Ok(n)
@@ -87,6 +90,7 @@ fn not_sent(why: &str, next: EventNext) -> Outcome {
         }),
         next,
     }
+    .counted(None)
 }
 
 /// The `webhooks` loop, with the one client its deliveries share.

@@ -342,6 +342,9 @@ struct Ledger {
     twist: Option<Twist>,
     callback_style: CallbackStyle,
     callbacks: Vec<SentCallback>,
+    /// The headers of every create and of every read call, in order.
+    submit_headers: Vec<HeaderMap>,
+    query_headers: Vec<HeaderMap>,
 }
 
 impl Ledger {
@@ -552,6 +555,21 @@ impl Sim {
         self.ledger().created_bodies.clone()
     }
 
+    /// Header `name` of each create call, in order (None: it had none).
+    pub fn submit_header(&self, name: &str) -> Vec<Option<String>> {
+        header_values(&self.ledger().submit_headers, name)
+    }
+
+    /// Header `name` of each read call (query or list), in order.
+    pub fn query_header(&self, name: &str) -> Vec<Option<String>> {
+        header_values(&self.ledger().query_headers, name)
+    }
+
+    /// The `x-request-id` each create call carried, in order (None: it had none).
+    pub fn submit_request_ids(&self) -> Vec<Option<String>> {
+        self.submit_header("x-request-id")
+    }
+
     /// Why each request refused for a rule, auth or path violation was refused.
     pub fn rejections(&self) -> Vec<String> {
         self.ledger().rejections.clone()
@@ -689,8 +707,14 @@ impl Sim {
         let fault = {
             let mut ledger = self.ledger();
             match call {
-                Call::Submit => ledger.submit_count += 1,
-                Call::Query => ledger.query_count += 1,
+                Call::Submit => {
+                    ledger.submit_count += 1;
+                    ledger.submit_headers.push(headers.clone());
+                }
+                Call::Query => {
+                    ledger.query_count += 1;
+                    ledger.query_headers.push(headers.clone());
+                }
             }
             if let Err(reason) = self.authenticate(headers) {
                 ledger.rejections.push(format!("auth: {reason}"));
@@ -834,4 +858,14 @@ fn numeric_id() -> String {
     rand::thread_rng()
         .gen_range(800_000_000_000_000_000u64..900_000_000_000_000_000)
         .to_string()
+}
+
+fn header_values(calls: &[HeaderMap], name: &str) -> Vec<Option<String>> {
+    calls
+        .iter()
+        .map(|h| {
+            h.get(name)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        })
+        .collect()
 }

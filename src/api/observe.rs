@@ -1,0 +1,94 @@
+//! The operator's probes: `GET /readyz` (can this process serve: store, schema, Redis)
+//! and `GET /metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::ApiError;
+use crate::gateway::Gateway;
+
+/// Longest a readiness check waits on the store or Redis: a probe must answer quickly
+/// even when what it probes hangs.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /readyz`: 200 when the store answers, every embedded migration is applied and
+/// Redis (if configured) answers; else 503 `not_ready` naming what is wrong. Unlike
+/// `/healthz` (is the process alive), a failing `/readyz` means "send no traffic here".
+pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let mut problems = Vec::new();
+    let (store, migrations) =
+        match tokio::time::timeout(CHECK_TIMEOUT, gw.store.pending_migrations()).await {
+            Ok(Ok(pending)) if pending.is_empty() => ("ok", "ok"),
+            Ok(Ok(pending)) => {
+                problems.push(format!("database migrations not applied: {pending:?}"));
+                ("ok", "pending")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "readyz: the store cannot be read");
+                problems.push("the database cannot be reached".to_string());
+                ("unreachable", "unknown")
+            }
+            Err(_) => {
+                problems.push(format!(
+                    "the database did not answer within {CHECK_TIMEOUT:?}"
+                ));
+                ("unreachable", "unknown")
+            }
+        };
+    let redis = if gw.limits.is_shared() {
+        match tokio::time::timeout(CHECK_TIMEOUT, gw.limits.ping()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "readyz: Redis cannot be reached");
+                problems.push("Redis (limits.redis_url) cannot be reached".to_string());
+                "unreachable"
+            }
+            Err(_) => {
+                problems.push(format!("Redis did not answer within {CHECK_TIMEOUT:?}"));
+                "unreachable"
+            }
+        }
+    } else {
+        "not_configured"
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::Unavailable {
+            code: "not_ready",
+            message: problems.join("; "),
+            retry_after_secs: 5,
+        });
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "checks": {"store": store, "migrations": migrations, "redis": redis},
+    })))
+}
+
+/// `GET /metrics`: the Prometheus text exposition. Open unless
+/// `metrics.require_admin_token`; a 404 when `metrics.enabled` is off.
+pub async fn metrics(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !gw.config.metrics.enabled {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    if gw.config.metrics.require_admin_token {
+        super::admin::authorize(&gw.config.admin, &headers)?;
+    }
+    let text = crate::telemetry::metrics::render().unwrap_or_default();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
