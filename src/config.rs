@@ -49,6 +49,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    /// Copies of finished videos in omnigate's own object storage (`results/`).
+    pub results: crate::results::ResultsConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -807,6 +809,7 @@ impl Config {
     /// code is held to the same rules as one loaded from a file.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.validate_durations()?;
+        self.results.validate()?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }

@@ -5,6 +5,7 @@
 mod key_admin;
 mod keys;
 mod limits;
+mod results;
 mod tasks;
 mod usage;
 mod webhooks;
@@ -16,6 +17,7 @@ pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
 };
+pub use results::{object_key, CopyJob, Deleted, VideoOrder};
 pub use usage::{GroupBy, UsageRow};
 pub use webhooks::{EventNext, Redelivery, WebhookAttempt, WebhookEvent};
 
@@ -39,6 +41,8 @@ pub struct Store {
     injected_faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Recently authenticated API keys (see `keys.rs`).
     keys: std::sync::Arc<keys::KeyCache>,
+    /// `results.enabled`: a task's completion also queues the copy of its video.
+    pub copy_results: bool,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -115,6 +119,7 @@ impl Store {
             backend,
             injected_faults: Default::default(),
             keys: Default::default(),
+            copy_results: false,
         })
     }
 

@@ -5,6 +5,7 @@
 mod heartbeat;
 pub mod poller;
 pub mod reconciler;
+pub mod results;
 pub mod webhooks;
 
 pub use heartbeat::{Heartbeats, WorkerStatus};
@@ -23,7 +24,10 @@ use crate::store::{lease_token, now_ms, ClaimKind, TaskRecord};
 
 pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
     let tick = Duration::from_millis(gw.config.poller.tick_ms);
-    vec![
+    let mut loops = results::spawn(gw.clone(), cancel.clone())
+        .into_iter()
+        .collect::<Vec<_>>();
+    loops.extend([
         spawn_loop(
             "poller",
             tick,
@@ -46,7 +50,8 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             |gw| async move { janitor_once(&gw).await },
         ),
         webhooks::spawn(gw, cancel),
-    ]
+    ]);
+    loops
 }
 
 /// Claims up to a batch of due tasks of `kind` for `lease_ms` under a fresh lease token and
