@@ -176,7 +176,10 @@ fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
                 let names: Vec<&str> = SIZES.iter().map(|(n, _, _)| *n).collect();
                 ApiError::invalid(
                     "size",
-                    format!("size {s:?} is not one omnigate renders; use one of {}", names.join(", ")),
+                    format!(
+                        "size {s:?} is not one omnigate renders; use one of {}",
+                        names.join(", ")
+                    ),
                 )
             })?,
     };
@@ -272,7 +275,10 @@ pub async fn list(
     })?;
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", "limit must be between 1 and 100"));
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
     }
     let order = match params.order.as_deref() {
         None | Some("desc") => VideoOrder::Desc,
@@ -315,7 +321,9 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     match gw.store.delete_video(&key.id, &id).await? {
-        Deleted::Yes => Ok(Json(json!({"id": id, "object": "video.deleted", "deleted": true}))),
+        Deleted::Yes => Ok(Json(
+            json!({"id": id, "object": "video.deleted", "deleted": true}),
+        )),
         Deleted::Unfinished => Err(ApiError::invalid(
             "video_id",
             format!("video {id} is not finished; only a completed or failed video can be deleted"),

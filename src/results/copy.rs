@@ -92,8 +92,8 @@ pub async fn copy_video(results: &Results, source: &str, key: &str) -> Result<St
 
 async fn copy_inner(results: &Results, source: &str, key: &str) -> Result<Stored, CopyError> {
     let cfg = &results.config;
-    let url =
-        Url::parse(source).map_err(|_| CopyError::Permanent("the result URL is not a URL".into()))?;
+    let url = Url::parse(source)
+        .map_err(|_| CopyError::Permanent("the result URL is not a URL".into()))?;
     check_url(&url, cfg.allow_private_sources).map_err(CopyError::Permanent)?;
     let resp = results
         .fetch
@@ -173,7 +173,9 @@ async fn copy_inner(results: &Results, source: &str, key: &str) -> Result<Stored
 }
 
 fn too_large(max: u64) -> CopyError {
-    CopyError::Permanent(format!("the video is larger than results.max_bytes ({max})"))
+    CopyError::Permanent(format!(
+        "the video is larger than results.max_bytes ({max})"
+    ))
 }
 
 /// A request error in a few words (no URL: a signed URL is a credential).

@@ -146,7 +146,11 @@ impl ResultsConfig {
             bail!("results: max_attempts, concurrency, batch_size and tick_ms must be positive");
         }
         if self.enabled && self.backend == ResultsBackend::S3 {
-            if self.s3_bucket.as_deref().is_none_or(|b| b.trim().is_empty()) {
+            if self
+                .s3_bucket
+                .as_deref()
+                .is_none_or(|b| b.trim().is_empty())
+            {
                 bail!("results.s3_bucket: required with results.backend = \"s3\"");
             }
             if let Some(e) = &self.s3_endpoint {
@@ -155,9 +159,9 @@ impl ResultsConfig {
                 match url.scheme() {
                     "https" => {}
                     "http" if self.s3_allow_http => {}
-                    "http" => bail!(
-                        "results.s3_endpoint: plain http needs results.s3_allow_http = true"
-                    ),
+                    "http" => {
+                        bail!("results.s3_endpoint: plain http needs results.s3_allow_http = true")
+                    }
                     _ => bail!("results.s3_endpoint: must be an http(s) URL"),
                 }
             }
@@ -246,5 +250,6 @@ fn s3(config: &ResultsConfig) -> anyhow::Result<object_store::aws::AmazonS3> {
             .with_access_key_id(read("s3_access_key_id_env", id)?)
             .with_secret_access_key(read("s3_secret_access_key_env", secret)?);
     }
-    b.build().context("results: the S3 store could not be set up")
+    b.build()
+        .context("results: the S3 store could not be set up")
 }

@@ -167,11 +167,26 @@ mod tests {
 
     #[test]
     fn ranges_follow_rfc_9110() {
-        assert_eq!(parse("bytes=0-9", 100), ByteRange::Part { start: 0, end: 9 });
-        assert_eq!(parse("bytes=90-200", 100), ByteRange::Part { start: 90, end: 99 });
-        assert_eq!(parse("bytes=95-", 100), ByteRange::Part { start: 95, end: 99 });
-        assert_eq!(parse("bytes=-10", 100), ByteRange::Part { start: 90, end: 99 });
-        assert_eq!(parse("bytes=-500", 100), ByteRange::Part { start: 0, end: 99 });
+        assert_eq!(
+            parse("bytes=0-9", 100),
+            ByteRange::Part { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse("bytes=90-200", 100),
+            ByteRange::Part { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse("bytes=95-", 100),
+            ByteRange::Part { start: 95, end: 99 }
+        );
+        assert_eq!(
+            parse("bytes=-10", 100),
+            ByteRange::Part { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse("bytes=-500", 100),
+            ByteRange::Part { start: 0, end: 99 }
+        );
         assert_eq!(parse("bytes=100-", 100), ByteRange::Unsatisfiable);
         assert_eq!(parse("bytes=100-120", 100), ByteRange::Unsatisfiable);
         assert_eq!(parse("bytes=-0", 100), ByteRange::Unsatisfiable);

@@ -13,11 +13,11 @@ mod webhooks;
 pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
+pub use results::{object_key, CopyJob, Deleted, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
 };
-pub use results::{object_key, CopyJob, Deleted, VideoOrder};
 pub use usage::{GroupBy, UsageRow};
 pub use webhooks::{EventNext, Redelivery, WebhookAttempt, WebhookEvent};
 

@@ -160,7 +160,11 @@ impl Store {
             .bind(&job.task_id)
             .bind(owner)
             .bind(error)
-            .bind(if retry_at.is_some() { job.state.as_str() } else { "failed" })
+            .bind(if retry_at.is_some() {
+                job.state.as_str()
+            } else {
+                "failed"
+            })
             .bind(retry_at.unwrap_or_else(now_ms))
             .bind(&job.state)
             .execute(&self.pool)

@@ -842,9 +842,9 @@ fn verify_kling_jwt(token: &str, access_key: &str, secret_key: &str) -> Result<(
 /// The bytes of the video of upstream task `id`: a few hundred KiB that differ from task to
 /// task and from position to position, so that a copy cut, shifted or mixed up shows.
 pub fn video_bytes(id: &str) -> Vec<u8> {
-    let seed = id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let seed = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(300_007);
     out.extend_from_slice(b"\0\0\0\x18ftypmp42");
