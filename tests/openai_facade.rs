@@ -352,7 +352,47 @@ async fn a_failed_video_carries_openais_error_shape(db: Db) {
     assert_eq!(done["size"], "1920x1080");
 }
 
+async fn facade_creates_share_the_keys_create_rate_limit(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, _sim, _dir) = setup(&db).await;
+    let change = omnigate::store::KeyChange {
+        rpm: Some(Some(1)),
+        burst: Some(Some(1)),
+        ..Default::default()
+    };
+    let key = app
+        .gateway()
+        .store
+        .issue_key("one-a-minute", &change)
+        .await
+        .unwrap()
+        .key;
+    let (status, first) = app
+        .post_as(
+            &key,
+            "/v1/video/generations",
+            &json!({"model": "kling-v3-omni", "prompt": "a", "aspect_ratio": "16:9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    // The facade's create spends the same bucket: one a minute in all.
+    let (status, second) = app
+        .post_as(&key, "/v1/videos", &json!({"prompt": "b"}))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{second}");
+    assert_eq!(second["error"]["code"], "rate_limited");
+    // Reads are another bucket.
+    let (status, _) = app
+        .get_as(
+            &key,
+            &format!("/v1/videos/{}", first["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 on_both_stores!(
+    facade_creates_share_the_keys_create_rate_limit,
     the_official_openai_sdk_works_unmodified,
     a_key_never_sees_another_keys_video,
     bad_fields_are_400s_naming_openais_field,

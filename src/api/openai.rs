@@ -252,7 +252,8 @@ pub async fn retrieve(
         .task_for_owner(&key.id, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no video {id}")))?;
-    Ok(Json(with_request(&gw, &task).await))
+    let requests = gw.store.video_requests(&[task.id.as_str()]).await?;
+    Ok(Json(video_object(&task, requests.get(&task.id))))
 }
 
 #[derive(Deserialize)]
@@ -298,10 +299,13 @@ pub async fn list(
         .store
         .list_videos(&key.id, after.as_ref(), order, limit)
         .await?;
-    let mut data = Vec::with_capacity(page.tasks.len());
-    for t in &page.tasks {
-        data.push(with_request(&gw, t).await);
-    }
+    let ids: Vec<&str> = page.tasks.iter().map(|t| t.id.as_str()).collect();
+    let requests = gw.store.video_requests(&ids).await?;
+    let data: Vec<Value> = page
+        .tasks
+        .iter()
+        .map(|t| video_object(t, requests.get(&t.id)))
+        .collect();
     Ok(Json(json!({
         "object": "list",
         "data": data,
@@ -359,14 +363,8 @@ pub async fn content(
     super::content::content_of(&gw, &key.id, &id, &headers).await
 }
 
-/// The video object with what only the stored request knows (prompt, seconds, size).
-/// A request whose details retention removed leaves those to the result or the defaults.
-async fn with_request(gw: &Gateway, t: &TaskRecord) -> Value {
-    let req = gw.store.task_request(&t.id).await.ok();
-    video_object(t, req.as_ref())
-}
-
-/// OpenAI's Video object for a task.
+/// OpenAI's Video object for a task, with what only its stored request knows (prompt,
+/// seconds, size); a request retention removed leaves those to the result or the defaults.
 fn video_object(t: &TaskRecord, req: Option<&VideoRequest>) -> Value {
     let status = t.state.public();
     let seconds = req

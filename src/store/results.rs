@@ -2,12 +2,14 @@
 //! task, claimed by the results worker under a lease, and the facade's deletions and
 //! cursor list (`GET /v1/videos`), which read tasks the way the OpenAI API orders them.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::tasks::{task_from_row, TaskPage, TaskRecord, TASK_COLUMNS};
 use super::{affected, now_ms, Store};
-use crate::domain::VideoResult;
+use crate::domain::{VideoRequest, VideoResult};
 
 /// One copy to make (`pending`) or one stored object to remove (`delete_pending`).
 #[derive(Debug, Clone)]
@@ -246,6 +248,36 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Deleted::Yes)
+    }
+
+    /// The stored requests of `ids` (one query), for what only they know (prompt, size).
+    /// A request retention emptied (`{}`) is left out rather than failing the read.
+    pub async fn video_requests(
+        &self,
+        ids: &[&str],
+    ) -> anyhow::Result<HashMap<String, VideoRequest>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, request FROM tasks WHERE id IN ({})",
+            params.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            let body: String = r.try_get("request")?;
+            if let Ok(req) = serde_json::from_str::<VideoRequest>(&body) {
+                out.insert(id, req);
+            }
+        }
+        Ok(out)
     }
 
     /// The owner's tasks in creation order (`asc` or `desc`), after the task `after`
