@@ -843,7 +843,8 @@ impl Store {
             }
             if state == TaskState::Completed {
                 limits::release(&mut tx, &task.id, row, true).await?;
-                if self.copy_results {
+                // Sandbox videos are not real: there is nothing to copy.
+                if self.copy_results && !task.sandbox {
                     super::results::queue_copy(&mut tx, &task.id, videos, now).await?;
                 }
             }
