@@ -809,7 +809,7 @@ impl Config {
     /// code is held to the same rules as one loaded from a file.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.validate_durations()?;
-        self.results.validate()?;
+        self.results.validate(self.workers.stall_secs)?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }

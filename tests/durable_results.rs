@@ -183,6 +183,12 @@ async fn mirrored_video_is_served_byte_for_byte_with_ranges(db: Db) {
     )
     .await;
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    // A copy gone from the store (removed by hand) falls back to the provider's URL.
+    std::fs::remove_file(&file).unwrap();
+    let path = format!("/v1/video/generations/{id}/content");
+    let resp = get_raw(&app, &app.key, &path, None).await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(resp.headers()[LOCATION], video["url"].as_str().unwrap());
 }
 
 async fn without_a_copy_content_redirects_to_the_provider(db: Db) {
@@ -231,20 +237,7 @@ async fn a_video_over_the_size_bound_is_not_copied(db: Db) {
     let id = task["id"].as_str().unwrap().to_string();
     app.wait_terminal(&id, WAIT).await;
     // The worker gives up at once (no retry can make the video smaller).
-    let deadline = Instant::now() + WAIT;
-    let (state, error) = loop {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT state, last_error FROM result_copies WHERE task_id = $1")
-                .bind(&id)
-                .fetch_optional(app.gateway().store.pool())
-                .await
-                .unwrap();
-        if let Some((state, error)) = row.filter(|(s, _)| s != "pending") {
-            break (state, error);
-        }
-        assert!(Instant::now() < deadline, "the copy was never given up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (state, error) = settled_copy(&app, &id).await;
     assert_eq!(state, "failed");
     assert!(error.unwrap().contains("max_bytes"));
     assert_eq!(sim.video_fetches(), 1, "a permanent refusal is not retried");
@@ -261,6 +254,40 @@ async fn a_video_over_the_size_bound_is_not_copied(db: Db) {
         StatusCode::FOUND,
         "served from the provider instead"
     );
+}
+
+/// The copy job's state and last error, once it has left `pending`.
+async fn settled_copy(app: &TestApp, id: &str) -> (String, Option<String>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT state, last_error FROM result_copies WHERE task_id = $1")
+                .bind(id)
+                .fetch_optional(app.gateway().store.pool())
+                .await
+                .unwrap();
+        if let Some(settled) = row.filter(|(s, _)| s != "pending") {
+            return settled;
+        }
+        assert!(Instant::now() < deadline, "the copy of {id} never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn result_urls_on_internal_addresses_are_not_fetched(db: Db) {
+    let db = TestDb::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cfg, sim) = local_setup(&db, dir.path()).await;
+    // Production's setting: a provider's answer may not point the gateway inside.
+    cfg.results.allow_private_sources = false;
+    let app = TestApp::start(cfg).await;
+    let task = app.create(&request()).await;
+    let id = task["id"].as_str().unwrap().to_string();
+    app.wait_terminal(&id, WAIT).await;
+    let (state, error) = settled_copy(&app, &id).await;
+    assert_eq!(state, "failed", "refused at once, never retried");
+    assert!(error.unwrap().contains("must be https"));
+    assert_eq!(sim.video_fetches(), 0, "nothing was fetched");
 }
 
 async fn a_copy_claimed_by_a_crashed_worker_is_made_once_its_lease_runs_out(db: Db) {
@@ -457,6 +484,7 @@ on_both_stores!(
     mirrored_video_is_served_byte_for_byte_with_ranges,
     without_a_copy_content_redirects_to_the_provider,
     a_video_over_the_size_bound_is_not_copied,
+    result_urls_on_internal_addresses_are_not_fetched,
     a_copy_claimed_by_a_crashed_worker_is_made_once_its_lease_runs_out,
     deleting_a_video_removes_its_stored_copy,
     copies_go_to_s3_and_are_served_from_it,
@@ -475,4 +503,13 @@ async fn results_config_errors_name_the_key() {
     cfg.results.download_timeout_secs = 60.0;
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("results.lease_secs"), "{err}");
+    let mut cfg = config(&db, vec![]);
+    cfg.results.enabled = true;
+    cfg.results.download_timeout_secs = 400.0;
+    cfg.results.lease_secs = 500;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("results.download_timeout_secs") && err.contains("workers.stall_secs"),
+        "{err}"
+    );
 }

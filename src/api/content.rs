@@ -45,7 +45,11 @@ pub(super) async fn content_of(
     }
     if let Some(results) = &gw.results {
         if let Some((key, content_type)) = gw.store.stored_copy(id).await? {
-            return crate::results::serve(results, &key, content_type.as_deref(), headers).await;
+            let served =
+                crate::results::serve(results, &key, content_type.as_deref(), headers).await?;
+            if let Some(resp) = served {
+                return Ok(resp);
+            }
         }
     }
     let url = task

@@ -62,6 +62,8 @@ pub struct ResultsConfig {
     /// from the provider).
     pub max_bytes: u64,
     /// Seconds one copy (download and upload) may take before it is abandoned and retried.
+    /// Shorter than `workers.stall_secs`: a worker step waits on its copies, and `/healthz`
+    /// would report a step longer than that as stuck.
     pub download_timeout_secs: f64,
     /// How long a claim on a copy lasts; longer than `download_timeout_secs`, so no other
     /// gateway process starts the same copy while one is running.
@@ -98,8 +100,8 @@ impl Default for ResultsConfig {
             s3_secret_access_key_env: None,
             s3_allow_http: false,
             max_bytes: 2 * 1024 * 1024 * 1024,
-            download_timeout_secs: 600.0,
-            lease_secs: 900,
+            download_timeout_secs: 240.0,
+            lease_secs: 300,
             max_attempts: 10,
             retry_base_secs: 10.0,
             max_backoff_secs: 1800.0,
@@ -117,8 +119,9 @@ impl ResultsConfig {
     }
 
     /// The relations start-up insists on (named by key), checked even when disabled so a
-    /// bad value is found before someone turns the feature on.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// bad value is found before someone turns the feature on. `stall_secs` is
+    /// `workers.stall_secs`.
+    pub fn validate(&self, stall_secs: f64) -> anyhow::Result<()> {
         const DAY: f64 = 86_400.0;
         for (key, v) in [
             ("results.download_timeout_secs", self.download_timeout_secs),
@@ -133,6 +136,11 @@ impl ResultsConfig {
             bail!(
                 "results.lease_secs: must be longer than results.download_timeout_secs + 5 ({}), so a claim outlives its copy",
                 self.download_timeout_secs + 5.0
+            );
+        }
+        if self.enabled && self.download_timeout_secs >= stall_secs {
+            bail!(
+                "results.download_timeout_secs: must be shorter than workers.stall_secs ({stall_secs}), or /healthz reports a long copy as a stuck worker"
             );
         }
         if self.max_bytes == 0 {

@@ -76,22 +76,27 @@ impl ByteRange {
 }
 
 /// Answers a read of the copy at `key` (under the configured prefix), honouring `Range`.
+/// None when the object is gone from the store (removed by hand, a bucket lifecycle rule):
+/// the caller falls back to the provider. A store that cannot answer is a 503.
 pub async fn serve(
     results: &Results,
     key: &str,
     content_type: Option<&str>,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Option<Response>, ApiError> {
     let path = results.path(key);
-    let meta = results
-        .store
-        .head(&path)
-        .await
-        .map_err(|e| anyhow::anyhow!("stored copy {key} cannot be read: {e}"))?;
+    let meta = match results.store.head(&path).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => {
+            tracing::warn!(key, "a stored copy is missing from the object store");
+            return Ok(None);
+        }
+        Err(e) => return Err(storage_unavailable(key, e)),
+    };
     let size = meta.size;
     let range = ByteRange::parse(headers.get(header::RANGE), size);
     let (status, start, end) = match range {
-        ByteRange::Unsatisfiable => return Ok(unsatisfiable(size)),
+        ByteRange::Unsatisfiable => return Ok(Some(unsatisfiable(size))),
         ByteRange::Full => (StatusCode::OK, 0, size),
         ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end + 1),
     };
@@ -121,7 +126,7 @@ pub async fn serve(
         );
     }
     if size == 0 {
-        return Ok((status, out, Body::empty()).into_response());
+        return Ok(Some((status, out, Body::empty()).into_response()));
     }
     let got = results
         .store
@@ -133,9 +138,21 @@ pub async fn serve(
             },
         )
         .await
-        .map_err(|e| anyhow::anyhow!("stored copy {key} cannot be read: {e}"))?;
+        .map_err(|e| storage_unavailable(key, e))?;
     let stream = got.into_stream().map_err(std::io::Error::other);
-    Ok((status, out, Body::from_stream(stream)).into_response())
+    Ok(Some(
+        (status, out, Body::from_stream(stream)).into_response(),
+    ))
+}
+
+/// The object store did not answer: logged with its details, a 503 for the client.
+fn storage_unavailable(key: &str, e: object_store::Error) -> ApiError {
+    tracing::warn!(key, error = %e, "the object store cannot serve a stored copy");
+    ApiError::Unavailable {
+        code: "storage_unavailable",
+        message: "the gateway's video storage is unavailable; retry shortly".into(),
+        retry_after_secs: 5,
+    }
 }
 
 /// 416 with `Content-Range: bytes */size` and the usual error envelope.

@@ -207,9 +207,23 @@ impl Store {
     /// `DELETE /v1/videos/{id}`: a finished task of `owner` disappears for it (reads,
     /// lists, content), and its stored copy is queued for removal, in one transaction.
     /// The row itself stays, for usage reports and the spend it was billed.
+    ///
+    /// The copy row is written before the task row, the order `copy_stored` takes them in
+    /// too: PostgreSQL would otherwise let a delete and a finishing copy deadlock.
     pub async fn delete_video(&self, owner: &str, id: &str) -> anyhow::Result<Deleted> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE result_copies SET state = 'delete_pending', next_attempt_at = $3 \
+             WHERE task_id = $1 AND state IN ('pending', 'stored', 'failed') \
+             AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = $1 AND t.api_key_id = $2 \
+               AND t.deleted_at IS NULL AND t.state IN ('completed', 'failed'))",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let hidden = affected(
             sqlx::query(
                 "UPDATE tasks SET deleted_at = $3, stored_bytes = NULL \
@@ -222,32 +236,24 @@ impl Store {
             .execute(&mut *tx)
             .await?,
         );
-        if !hidden {
-            let exists = sqlx::query(
-                "SELECT 1 AS one FROM tasks WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL",
-            )
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-            tx.rollback().await?;
-            return Ok(if exists {
-                Deleted::Unfinished
-            } else {
-                Deleted::NotFound
-            });
+        if hidden {
+            tx.commit().await?;
+            return Ok(Deleted::Yes);
         }
-        sqlx::query(
-            "UPDATE result_copies SET state = 'delete_pending', next_attempt_at = $2 \
-             WHERE task_id = $1 AND state IN ('pending', 'stored', 'failed')",
+        let exists = sqlx::query(
+            "SELECT 1 AS one FROM tasks WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL",
         )
         .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Deleted::Yes)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        tx.rollback().await?;
+        Ok(if exists {
+            Deleted::Unfinished
+        } else {
+            Deleted::NotFound
+        })
     }
 
     /// The stored requests of `ids` (one query), for what only they know (prompt, size).
