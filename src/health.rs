@@ -546,7 +546,7 @@ impl Health {
         let since = self.window_start(now_ms());
         let r = sqlx::query("DELETE FROM provider_health_buckets WHERE bucket_start < $1")
             .bind(since)
-            .execute(self.store().pool())
+            .execute(self.store().writer())
             .await?;
         let mut view = self.view();
         view.own.retain(|(_, _, start), _| *start >= since);
@@ -558,7 +558,7 @@ impl Health {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store().pool().begin().await?;
+        let mut tx = self.store().writer().begin().await?;
         for ((provider, phase, start), b) in batch {
             sqlx::query(
                 "INSERT INTO provider_health_buckets (provider, phase, bucket_start, instance, ok, \
@@ -690,7 +690,7 @@ impl Health {
         .bind(provider)
         .bind(now + PROBE_CLAIM_MS)
         .bind(now)
-        .fetch_optional(self.store().pool())
+        .fetch_optional(self.store().writer())
         .await?;
         if let Some(row) = claimed {
             self.remember(provider, stored_from_row(&row)?);
@@ -768,7 +768,7 @@ impl Health {
         sqlx::query(reset)
             .bind(provider)
             .bind(now)
-            .execute(self.store().pool())
+            .execute(self.store().writer())
             .await?;
         // Whether or not the row still needed it: it now holds no run of `phase` to reset.
         if let Some(s) = self.view().breakers.get_mut(provider) {
@@ -787,7 +787,7 @@ impl Health {
         error: &LastError,
     ) -> anyhow::Result<()> {
         let now = error.at;
-        let mut tx = self.store().pool().begin().await?;
+        let mut tx = self.store().writer().begin().await?;
         let mut breaker = lock_breaker(&mut tx, provider, now).await?;
         breaker.count_failure(phase);
         let open = match breaker.circuit(now) {

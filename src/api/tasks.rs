@@ -169,14 +169,13 @@ pub async fn list_or_query(
 
 /// One task with its status history and submit attempts.
 async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError> {
-    let task = gw
+    let detail = gw
         .store
-        .task_for_owner(owner, id)
+        .task_detail_for_owner(owner, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
-    let mut obj = task_object(&task);
-    let history = gw.store.status_history(id).await?;
-    let attempts = gw.store.attempts(id).await?;
+    let mut obj = task_object(&detail.task);
+    let (history, attempts) = (detail.history, detail.attempts);
     obj["status_history"] = json!(history
         .iter()
         .map(|c| json!({"status": c.status, "at": unix_secs(c.at)}))

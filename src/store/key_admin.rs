@@ -96,7 +96,7 @@ impl Store {
         .bind(&secret[..8])
         .bind(now_ms())
         .bind(&webhook_secret)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         let info = self
             .change_key(&id, change)
@@ -183,7 +183,7 @@ impl Store {
         id: &str,
         change: &KeyChange,
     ) -> anyhow::Result<Option<KeyInfo>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         // A write first: SQLite takes its write lock now instead of failing to upgrade a
         // read transaction when another connection commits in between.
         let exists = sqlx::query("UPDATE api_keys SET id = id WHERE id = $1")
@@ -259,7 +259,7 @@ impl Store {
             sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(now_ms())
-                .execute(&self.pool)
+                .execute(&self.writes)
                 .await?
                 .rows_affected()
                 > 0,
@@ -284,7 +284,7 @@ impl Store {
         .bind(until)
         .bind(&secret[..8])
         .bind(&webhook_secret)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?
         .rows_affected()
             > 0;

@@ -19,6 +19,13 @@ pub struct Holds {
     pub budget: Option<Budget>,
 }
 
+impl Holds {
+    /// Nothing to take: the key has neither limit.
+    pub fn is_empty(&self) -> bool {
+        self.max_in_flight.is_none() && self.budget.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     pub limit_usd: f64,

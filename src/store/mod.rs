@@ -16,7 +16,7 @@ pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use results::{object_key, CopyJob, Deleted, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
-    StatusChange, TaskError, TaskPage, TaskRecord, TaskState,
+    StatusChange, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,
 };
 pub use usage::{GroupBy, UsageRow};
 pub use webhooks::{EventNext, Redelivery, WebhookAttempt, WebhookEvent};
@@ -35,7 +35,10 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Reads, and writes on PostgreSQL.
     pool: AnyPool,
+    /// Writes: on SQLite one connection of its own, on PostgreSQL the same pool.
+    writes: AnyPool,
     backend: Backend,
     /// Acceptance writes still to fail on purpose (see `fail_next_acceptance_writes`).
     injected_faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
@@ -84,29 +87,7 @@ impl Store {
             }
             _ => url.to_string(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    match backend {
-                        // WAL lets readers run beside the single writer; the busy timeout makes
-                        // concurrent writers wait (a bounded time) instead of failing. synchronous = NORMAL
-                        // syncs the WAL at checkpoints, not at every commit: a commit survives
-                        // a crash of the process; only an OS crash or power loss can take back
-                        // the last commits.
-                        Backend::Sqlite => {
-                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"))
-                                .await?;
-                        }
-                        Backend::Postgres => {
-                            conn.execute(&*format!("SET statement_timeout = {statement_ms}"))
-                                .await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(backend, max_connections, acquire_timeout, statement_ms)
             .connect(&url)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
@@ -114,8 +95,18 @@ impl Store {
             .run(&pool)
             .await
             .context("running database migrations")?;
+        // SQLite has one writer at a time: writers queueing in the pool for one connection
+        // take turns in order, where several connections would each spin on the file lock.
+        let writes = match backend {
+            Backend::Postgres => pool.clone(),
+            Backend::Sqlite => pool_options(backend, 1, acquire_timeout, statement_ms)
+                .connect(&url)
+                .await
+                .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?,
+        };
         Ok(Store {
             pool,
+            writes,
             backend,
             injected_faults: Default::default(),
             keys: Default::default(),
@@ -129,6 +120,11 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool to write through (see `writes`).
+    pub fn writer(&self) -> &AnyPool {
+        &self.writes
     }
 
     /// `FOR UPDATE SKIP LOCKED` where the database has it: replicas claiming due rows at
@@ -171,6 +167,38 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The pool settings both stores share, and each connection's session settings.
+fn pool_options(
+    backend: Backend,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_ms: u128,
+) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    match backend {
+                        // WAL lets readers run beside the single writer; the busy timeout makes
+                        // concurrent writers wait (a bounded time) instead of failing. synchronous = NORMAL
+                        // syncs the WAL at checkpoints, not at every commit: a commit survives
+                        // a crash of the process; only an OS crash or power loss can take back
+                        // the last commits.
+                        Backend::Sqlite => {
+                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"))
+                                .await?;
+                        }
+                        Backend::Postgres => {
+                            conn.execute(&*format!("SET statement_timeout = {statement_ms}"))
+                                .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
 }
 
 fn affected(r: AnyQueryResult) -> bool {

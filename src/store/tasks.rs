@@ -2,12 +2,12 @@
 //! and every status change recorded with its time.
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::limits::{self, Holds, LimitRefusal, HOLD_COLUMNS};
-use super::{affected, now_ms, Store};
+use super::{affected, now_ms, Backend, Store};
 use crate::domain::{Model, TaskStatus, VideoRequest, VideoResult};
 
 /// Where a task is in omnigate's own life cycle. `Submitting` is written before the
@@ -138,7 +138,14 @@ impl TaskRecord {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A task with everything its detailed read shows.
+pub struct TaskDetail {
+    pub task: TaskRecord,
+    pub history: Vec<StatusChange>,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub provider: String,
     pub outcome: String,
@@ -153,7 +160,7 @@ pub struct Attempt {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusChange {
     pub status: String,
     pub at: i64,
@@ -390,10 +397,8 @@ async fn record_event(
     state: TaskState,
     at: i64,
 ) -> anyhow::Result<()> {
-    let wanted = match state {
-        TaskState::Completed | TaskState::Failed => "1 = 1",
-        TaskState::InProgress => "t.callback_in_progress = 1",
-        _ => return Ok(()),
+    let Some(wanted) = event_wanted(state, "t") else {
+        return Ok(());
     };
     let sql = format!(
         "INSERT INTO webhook_events (id, task_id, api_key_id, seq, type, url, progress, created_at, state, next_attempt_at) \
@@ -404,50 +409,58 @@ async fn record_event(
     );
     sqlx::query(&sql)
         .bind(task_id)
-        .bind(format!("msg_{}", uuid::Uuid::new_v4().simple()))
-        .bind(format!("video.generation.{}", state.public().as_str()))
+        .bind(new_event_id())
+        .bind(event_type(state))
         .bind(at)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
-impl Store {
-    /// Writes a new task in `submitting`, holding it for its submitter. With an
-    /// idempotency claim, the key is taken in the same transaction: if another request
-    /// already holds it, nothing is written and that request's task is returned instead.
-    pub async fn insert_task(
-        &self,
-        t: &NewTask,
-        idempotency: Option<&IdempotencyClaim>,
-    ) -> anyhow::Result<Inserted> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        if let Some(claim) = idempotency {
-            if !take_idempotency_key(&mut tx, &t.api_key_id, &t.id, claim, now).await? {
-                tx.rollback().await?;
-                return self
-                    .find_idempotency_key(&t.api_key_id, claim)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("idempotency key taken, then gone"));
-            }
-        }
-        let (holds_slot, budget_period, reserved) =
-            match limits::take(&mut tx, &t.api_key_id, &t.holds, now).await? {
-                Ok(taken) => taken,
-                Err(refusal) => {
-                    tx.rollback().await?;
-                    return Ok(Inserted::Refused(refusal));
-                }
-            };
-        sqlx::query(
-            "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
-             routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
-             holds_slot, budget_period_start, reserved_micros, billed_seconds, callback_url, callback_in_progress, \
-             upstream_callback_token) \
-             VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(&t.id)
+const INSERT_TASK: &str =
+    "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
+     routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
+     holds_slot, budget_period_start, reserved_micros, billed_seconds, callback_url, callback_in_progress, \
+     upstream_callback_token) \
+     VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18, $19)";
+
+/// A provider's acceptance of a task held by claim $6 (see `Store::mark_accepted`).
+const ACCEPT_TASK: &str =
+    "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
+     poll_failures = 0, lease_owner = NULL, lease_until = 0, request = COALESCE($7, request), \
+     upstream_callback_token = CASE WHEN $8 = 1 THEN upstream_callback_token ELSE NULL END \
+     WHERE id = $1 AND state IN ('submitting', 'submit_unknown') AND lease_owner = $6";
+
+/// Binds `ACCEPT_TASK`'s parameters $1..$8.
+fn bind_acceptance<'q>(
+    q: AnyQuery<'q>,
+    id: &'q str,
+    token: &'q str,
+    a: &Acceptance<'q>,
+    now: i64,
+) -> AnyQuery<'q> {
+    q.bind(id)
+        .bind(a.state.as_str())
+        .bind(a.upstream_id)
+        .bind(a.first_poll_at)
+        .bind(now)
+        .bind(token)
+        .bind(a.slim_request)
+        .bind(i64::from(a.callback_given))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds `INSERT_TASK`'s parameters $1..$19.
+fn bind_new_task<'q>(
+    q: AnyQuery<'q>,
+    t: &'q NewTask,
+    now: i64,
+    holds_slot: bool,
+    budget_period: Option<i64>,
+    reserved: Option<i64>,
+) -> anyhow::Result<AnyQuery<'q>> {
+    Ok(q.bind(&t.id)
         .bind(&t.api_key_id)
         .bind(t.request.model.as_str())
         .bind(serde_json::to_string(&t.request)?)
@@ -465,7 +478,84 @@ impl Store {
         .bind(t.billed_seconds.map(i64::from))
         .bind(&t.request.callback_url)
         .bind(i64::from(t.request.wants_in_progress_events()))
-        .bind(&t.upstream_callback_token)
+        .bind(&t.upstream_callback_token))
+}
+
+fn new_event_id() -> String {
+    format!("msg_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn event_type(state: TaskState) -> String {
+    format!("video.generation.{}", state.public().as_str())
+}
+
+/// The condition on task row `t` under which a change to `state` is an event its client
+/// asked for (given a callback_url), or None when no such change ever is.
+fn event_wanted(state: TaskState, t: &str) -> Option<String> {
+    match state {
+        TaskState::Completed | TaskState::Failed => Some("1 = 1".into()),
+        TaskState::InProgress => Some(format!("{t}.callback_in_progress = 1")),
+        _ => None,
+    }
+}
+
+impl Store {
+    /// `insert_task` for a key without limits and a request without an idempotency key,
+    /// on PostgreSQL: the task and its first status change in one statement, so one round
+    /// trip and one commit instead of four round trips.
+    async fn insert_task_in_one_statement(
+        &self,
+        t: &NewTask,
+        now: i64,
+    ) -> anyhow::Result<Inserted> {
+        let sql = format!(
+            "WITH t AS ({INSERT_TASK} RETURNING id) \
+             INSERT INTO task_status_changes (task_id, status, at) SELECT id, 'submitting', $10 FROM t"
+        );
+        bind_new_task(sqlx::query(&sql), t, now, false, None, None)?
+            .execute(&self.writes)
+            .await?;
+        Ok(Inserted::New { created_at: now })
+    }
+
+    /// Writes a new task in `submitting`, holding it for its submitter. With an
+    /// idempotency claim, the key is taken in the same transaction: if another request
+    /// already holds it, nothing is written and that request's task is returned instead.
+    pub async fn insert_task(
+        &self,
+        t: &NewTask,
+        idempotency: Option<&IdempotencyClaim>,
+    ) -> anyhow::Result<Inserted> {
+        let now = now_ms();
+        if self.backend == Backend::Postgres && idempotency.is_none() && t.holds.is_empty() {
+            return self.insert_task_in_one_statement(t, now).await;
+        }
+        let mut tx = self.writes.begin().await?;
+        if let Some(claim) = idempotency {
+            if !take_idempotency_key(&mut tx, &t.api_key_id, &t.id, claim, now).await? {
+                tx.rollback().await?;
+                return self
+                    .find_idempotency_key(&t.api_key_id, claim)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("idempotency key taken, then gone"));
+            }
+        }
+        let (holds_slot, budget_period, reserved) =
+            match limits::take(&mut tx, &t.api_key_id, &t.holds, now).await? {
+                Ok(taken) => taken,
+                Err(refusal) => {
+                    tx.rollback().await?;
+                    return Ok(Inserted::Refused(refusal));
+                }
+            };
+        bind_new_task(
+            sqlx::query(INSERT_TASK),
+            t,
+            now,
+            holds_slot,
+            budget_period,
+            reserved,
+        )?
         .execute(&mut *tx)
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
@@ -510,7 +600,7 @@ impl Store {
         .bind(api_key_id)
         .bind(key)
         .bind(task_id)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -520,7 +610,7 @@ impl Store {
         Ok(
             sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
                 .bind(now_ms())
-                .execute(&self.pool)
+                .execute(&self.writes)
                 .await?
                 .rows_affected(),
         )
@@ -530,7 +620,7 @@ impl Store {
     /// reconciler now, and never to another provider.
     pub async fn mark_submit_unknown(&self, id: &str, owner: &str) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         let done = affected(
             sqlx::query(
                 "UPDATE tasks SET state = 'submit_unknown', updated_at = $2, next_poll_at = $2, \
@@ -574,7 +664,7 @@ impl Store {
             .bind(routing_reason)
             .bind(now_ms())
             .bind(token)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -629,7 +719,7 @@ impl Store {
                 .bind(id)
                 .bind(token)
                 .bind(until)
-                .execute(&self.pool)
+                .execute(&self.writes)
                 .await?,
         ))
     }
@@ -644,7 +734,7 @@ impl Store {
             )
             .bind(id)
             .bind(token)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -678,7 +768,7 @@ impl Store {
     }
 
     pub async fn record_attempt(&self, task_id: &str, a: &Attempt) -> anyhow::Result<()> {
-        insert_attempt(&self.pool, task_id, a).await
+        insert_attempt(&self.writes, task_id, a).await
     }
 
     /// The provider accepted the task: record its id (with the attempt that got it, in the
@@ -693,24 +783,14 @@ impl Store {
     ) -> anyhow::Result<bool> {
         self.injected_fault()?;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            return self.mark_accepted_in_one_statement(id, token, a, now).await;
+        }
+        let mut tx = self.writes.begin().await?;
         let done = affected(
-            sqlx::query(
-                "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
-                 poll_failures = 0, lease_owner = NULL, lease_until = 0, request = COALESCE($7, request), \
-                 upstream_callback_token = CASE WHEN $8 = 1 THEN upstream_callback_token ELSE NULL END \
-                 WHERE id = $1 AND state IN ('submitting', 'submit_unknown') AND lease_owner = $6",
-            )
-            .bind(id)
-            .bind(a.state.as_str())
-            .bind(a.upstream_id)
-            .bind(a.first_poll_at)
-            .bind(now)
-            .bind(token)
-            .bind(a.slim_request)
-            .bind(i64::from(a.callback_given))
-            .execute(&mut *tx)
-            .await?,
+            bind_acceptance(sqlx::query(ACCEPT_TASK), id, token, a, now)
+                .execute(&mut *tx)
+                .await?,
         );
         if done {
             record_status(&mut tx, id, a.state, now).await?;
@@ -722,6 +802,65 @@ impl Store {
         Ok(done)
     }
 
+    /// `mark_accepted` on PostgreSQL: the update, its status change, its event and the
+    /// attempt in one statement (data-modifying CTEs), so one round trip and one commit.
+    /// The attempt is written whether or not the update took, as in the transaction.
+    async fn mark_accepted_in_one_statement(
+        &self,
+        id: &str,
+        token: &str,
+        a: &Acceptance<'_>,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        let mut sql = format!(
+            "WITH u AS ({ACCEPT_TASK} RETURNING id, api_key_id, callback_url, callback_in_progress, progress), \
+             s AS (INSERT INTO task_status_changes (task_id, status, at) SELECT id, $2, $5 FROM u)"
+        );
+        let mut next = 9;
+        let event = event_wanted(a.state, "u");
+        if let Some(wanted) = &event {
+            sql.push_str(&format!(
+                ", e AS (INSERT INTO webhook_events (id, task_id, api_key_id, seq, type, url, progress, created_at, state, next_attempt_at) \
+                 SELECT ${next}, u.id, u.api_key_id, \
+                   (SELECT COUNT(*) FROM webhook_events w WHERE w.task_id = u.id), \
+                   ${}, u.callback_url, u.progress, $5, 'pending', $5 \
+                 FROM u WHERE u.callback_url IS NOT NULL AND {wanted})",
+                next + 1
+            ));
+            next += 2;
+        }
+        if a.attempt.is_some() {
+            sql.push_str(&format!(
+                ", a AS (INSERT INTO task_attempts (task_id, provider, outcome, provider_task_id, error_code, message, latency_ms, at) \
+                 VALUES ($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}))",
+                next,
+                next + 1,
+                next + 2,
+                next + 3,
+                next + 4,
+                next + 5,
+                next + 6
+            ));
+        }
+        sql.push_str(" SELECT COUNT(*) AS n FROM u");
+        let mut q = bind_acceptance(sqlx::query(&sql), id, token, a, now);
+        if event.is_some() {
+            q = q.bind(new_event_id()).bind(event_type(a.state));
+        }
+        if let Some(at) = a.attempt {
+            q = q
+                .bind(&at.provider)
+                .bind(&at.outcome)
+                .bind(&at.provider_task_id)
+                .bind(&at.error_code)
+                .bind(&at.message)
+                .bind(at.latency_ms)
+                .bind(at.at);
+        }
+        let row = q.fetch_one(&self.writes).await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
     /// Fails an unfinished task held by `owner`. False if it had already finished or
     /// another process holds it.
     pub async fn fail_task(
@@ -731,7 +870,7 @@ impl Store {
         error: &TaskError,
     ) -> anyhow::Result<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         let sql = format!(
             "UPDATE tasks SET state = 'failed', error_code = $2, error_message = $3, error_provider_message = $4, \
              updated_at = $5, lease_owner = NULL, lease_until = 0 \
@@ -782,7 +921,7 @@ impl Store {
             .bind(lease_until)
             .bind(now)
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writes)
             .await?;
         rows.iter().map(task_from_row).collect()
     }
@@ -814,7 +953,7 @@ impl Store {
                 .unwrap_or(task.progress)
                 .max(task.progress),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         let sql = format!(
             "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
              completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
@@ -868,7 +1007,7 @@ impl Store {
             .bind(&task.id)
             .bind(owner)
             .bind(next_poll_at)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -892,7 +1031,7 @@ impl Store {
             .bind(owner)
             .bind(raw_answer)
             .bind(next_poll_at)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -900,7 +1039,7 @@ impl Store {
     /// Deletes the request body, status history and attempts of up to `limit` tasks that
     /// finished before `before`. Returns how many tasks it pruned.
     pub async fn prune_finished_details(&self, before: i64, limit: u32) -> anyhow::Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         // The first statement writes, so SQLite takes the write lock at once rather than
         // failing to upgrade a read transaction under load.
         let ids: Vec<String> = sqlx::query(
@@ -980,7 +1119,7 @@ impl Store {
             )
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -1053,42 +1192,50 @@ impl Store {
         Ok(TaskPage { tasks, has_more })
     }
 
-    pub async fn status_history(&self, id: &str) -> anyhow::Result<Vec<StatusChange>> {
-        let rows = sqlx::query(
-            "SELECT status, at FROM task_status_changes WHERE task_id = $1 ORDER BY at, status",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StatusChange {
-                    status: r.try_get("status")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn attempts(&self, id: &str) -> anyhow::Result<Vec<Attempt>> {
-        let rows = sqlx::query(
-            "SELECT provider, outcome, provider_task_id, error_code, message, latency_ms, at FROM task_attempts WHERE task_id = $1 ORDER BY at",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Attempt {
-                    provider: r.try_get("provider")?,
-                    outcome: r.try_get("outcome")?,
-                    provider_task_id: r.try_get("provider_task_id")?,
-                    error_code: r.try_get("error_code")?,
-                    message: r.try_get("message")?,
-                    latency_ms: r.try_get("latency_ms")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect()
+    /// A task as its owner sees it, with its status history and submit attempts, in one
+    /// query (the status read is the hottest path there is).
+    pub async fn task_detail_for_owner(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> anyhow::Result<Option<TaskDetail>> {
+        let (history, attempts) = match self.backend {
+            Backend::Postgres => (
+                "SELECT COALESCE(json_agg(json_build_object('status', status, 'at', at) ORDER BY at, status), '[]')::text \
+                 FROM task_status_changes WHERE task_id = tasks.id",
+                "SELECT COALESCE(json_agg(json_build_object('provider', provider, 'outcome', outcome, \
+                   'provider_task_id', provider_task_id, 'error_code', error_code, 'message', message, \
+                   'latency_ms', latency_ms, 'at', at) ORDER BY at), '[]')::text \
+                 FROM task_attempts WHERE task_id = tasks.id",
+            ),
+            // SQLite's json_group_array keeps the order of the rows it is fed.
+            Backend::Sqlite => (
+                "SELECT json_group_array(json_object('status', status, 'at', at)) FROM \
+                 (SELECT status, at FROM task_status_changes WHERE task_id = tasks.id ORDER BY at, status)",
+                "SELECT json_group_array(json_object('provider', provider, 'outcome', outcome, \
+                   'provider_task_id', provider_task_id, 'error_code', error_code, 'message', message, \
+                   'latency_ms', latency_ms, 'at', at)) FROM \
+                 (SELECT * FROM task_attempts WHERE task_id = tasks.id ORDER BY at)",
+            ),
+        };
+        let sql = format!(
+            "SELECT {TASK_COLUMNS}, ({history}) AS history_json, ({attempts}) AS attempts_json \
+             FROM tasks WHERE id = $1 AND api_key_id = $2"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let history: String = row.try_get("history_json")?;
+        let attempts: String = row.try_get("attempts_json")?;
+        Ok(Some(TaskDetail {
+            task: task_from_row(&row)?,
+            history: serde_json::from_str(&history).context("stored status history")?,
+            attempts: serde_json::from_str(&attempts).context("stored attempts")?,
+        }))
     }
 }

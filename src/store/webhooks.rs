@@ -108,7 +108,7 @@ impl Store {
             .bind(lease_until)
             .bind(now_ms())
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writes)
             .await?;
         rows.iter().map(event_from_row).collect()
     }
@@ -122,7 +122,7 @@ impl Store {
             )
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -144,7 +144,7 @@ impl Store {
             EventNext::Failed => ("failed", event.next_attempt_at, None),
             EventNext::Disabled => ("disabled", event.next_attempt_at, None),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         let done = affected(
             sqlx::query(
                 "UPDATE webhook_events SET state = $3, attempts = attempts + $4, \
@@ -281,7 +281,7 @@ impl Store {
         event_id: &str,
     ) -> anyhow::Result<Redelivery> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         let sql = format!(
             "UPDATE webhook_events SET state = 'pending', attempts = 0, next_attempt_at = $3, \
              lease_owner = NULL, lease_until = 0 \
