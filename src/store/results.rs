@@ -103,7 +103,7 @@ impl Store {
             .bind(lease_until)
             .bind(now_ms())
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writes)
             .await?;
         rows.iter().map(job_from_row).collect()
     }
@@ -118,7 +118,7 @@ impl Store {
         content_type: Option<&str>,
     ) -> anyhow::Result<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         let done = affected(
             sqlx::query(
                 "UPDATE result_copies SET state = 'stored', bytes = $3, content_type = $4, stored_at = $5, \
@@ -169,7 +169,7 @@ impl Store {
             })
             .bind(retry_at.unwrap_or_else(now_ms))
             .bind(&job.state)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -183,7 +183,7 @@ impl Store {
             )
             .bind(&job.task_id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?,
         ))
     }
@@ -212,7 +212,7 @@ impl Store {
     /// too: PostgreSQL would otherwise let a delete and a finishing copy deadlock.
     pub async fn delete_video(&self, owner: &str, id: &str) -> anyhow::Result<Deleted> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writes.begin().await?;
         sqlx::query(
             "UPDATE result_copies SET state = 'delete_pending', next_attempt_at = $3 \
              WHERE task_id = $1 AND state IN ('pending', 'stored', 'failed') \

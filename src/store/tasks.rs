@@ -1220,7 +1220,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT {TASK_COLUMNS}, ({history}) AS history_json, ({attempts}) AS attempts_json \
-             FROM tasks WHERE id = $1 AND api_key_id = $2"
+             FROM tasks WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL"
         );
         let Some(row) = sqlx::query(&sql)
             .bind(id)
