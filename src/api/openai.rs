@@ -4,8 +4,9 @@
 //! `base_url` pointed at omnigate. Mapping (README, "OpenAI-compatible API"):
 //! - `model`: one of our model ids (default `kling-v3-omni`); OpenAI's `sora-*` are
 //!   refused (400, `param: model`) rather than silently swapped for another model;
-//! - `seconds` is `duration`; `size` is the aspect ratio and the mode: 720-line sizes are
-//!   `std` (Kling's 720p), 1080-line sizes `pro` (1080p);
+//! - `seconds` is `duration`; `size` is the aspect ratio and the mode, by our convention:
+//!   720-line sizes ask for `std`, 1080-line sizes for `pro` (the provider documents no
+//!   exact resolution per mode, so a size names the ratio and tier, not pixels);
 //! - statuses are the same four; `error` is `{code, message}`.
 
 use std::sync::Arc;
