@@ -199,6 +199,16 @@ async fn bad_fields_are_400s_naming_openais_field(db: Db) {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["param"], "size");
+    // A file upload (the SDK's `input_reference=open(...)`) is refused by name.
+    let with_file = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"input_reference\"; filename=\"a.png\"\r\n\
+         Content-Type: image/png\r\n\r\n\x7fPNG\r\n--{boundary}--\r\n"
+    );
+    let resp = post_form(with_file).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "input_reference", "{err}");
     assert_eq!(
         sim.created_count(),
         0,
