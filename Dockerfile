@@ -30,6 +30,6 @@ ENV OMNIGATE_SERVER__LISTEN=0.0.0.0:8080
 EXPOSE 8080
 # No curl in the image: the binary asks itself.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["omnigate", "healthcheck", "--path", "/healthz"]
+    CMD ["omnigate", "healthcheck", "--path", "/readyz"]
 ENTRYPOINT ["omnigate"]
 CMD ["serve"]

@@ -92,13 +92,15 @@ pub async fn build_gateway(
     config: Config,
 ) -> anyhow::Result<(Arc<Gateway>, Option<sandbox::Sandbox>)> {
     let db = &config.database;
-    let store = Store::connect_with(
+    let mut store = Store::connect_with(
         &db.url,
         db.max_connections,
         db.acquire_timeout(),
         db.statement_timeout(),
     )
     .await?;
+    store.copy_results = config.results.enabled;
+    let results = crate::results::Results::build(&config.results)?;
     let mut upstreams = Vec::new();
     for (name, cfg) in &config.providers {
         upstreams.push(upstream(name, cfg.clone())?);
@@ -132,6 +134,7 @@ pub async fn build_gateway(
         draining: CancellationToken::new(),
         heartbeats: workers::Heartbeats::default(),
         limits,
+        results,
     });
     if sb.is_some() {
         bootstrap_sandbox_key(&gw).await?;

@@ -55,6 +55,8 @@ pub struct Config {
     pub metrics: crate::telemetry::MetricsConfig,
     /// OpenTelemetry span export (off by default).
     pub otel: crate::telemetry::OtelConfig,
+    /// Copies of finished videos in omnigate's own object storage (`results/`).
+    pub results: crate::results::ResultsConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -819,6 +821,7 @@ impl Config {
             &self.otel,
             self.admin.token_env.is_some() || self.admin.token.is_some(),
         )?;
+        self.results.validate(self.workers.stall_secs)?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }

@@ -26,4 +26,6 @@ pub struct Gateway {
     pub heartbeats: crate::workers::Heartbeats,
     /// Per-key request rates, in this process or shared through Redis.
     pub limits: crate::limits::Limits,
+    /// Omnigate's own copies of finished videos (`[results]`), when enabled.
+    pub results: Option<crate::results::Results>,
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod keys_cli;
 pub mod limits;
 pub mod providers;
+pub mod results;
 pub mod routing;
 pub mod sandbox;
 pub mod server;

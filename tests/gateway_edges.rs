@@ -264,9 +264,9 @@ async fn the_healthcheck_command_tells_a_live_gateway_from_a_gone_one() {
     let db = TestDb::new(Db::Sqlite).await;
     let mut cfg = support::app::config(&db, Vec::new());
     cfg.sandbox.enabled = SandboxMode::Always;
-    let app = TestApp::start(cfg).await;
+    let mut app = TestApp::start(cfg).await;
     let addr = app.app.as_ref().unwrap().addr;
-    let check = || {
+    let check = move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"))
             .arg("healthcheck")
             .env("OMNIGATE_SERVER__LISTEN", addr.to_string())
@@ -280,7 +280,7 @@ async fn the_healthcheck_command_tells_a_live_gateway_from_a_gone_one() {
         "{}",
         String::from_utf8_lossy(&live.stderr)
     );
-    app.app.unwrap().kill();
+    app.kill();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let gone = tokio::task::spawn_blocking(check).await.unwrap();
     assert!(!gone.status.success(), "a stopped gateway passed the check");

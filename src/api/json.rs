@@ -16,23 +16,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit.unwrap_or_default())
-            } else if caused_by::<BodyBudgetSpent>(&e) {
-                ApiError::overloaded(BodyBudgetSpent.to_string())
-            } else if caused_by::<TimeoutError>(&e) {
-                ApiError::BodyTimeout
-            } else {
-                ApiError::InvalidRequest {
-                    param: None,
-                    message: format!("could not read the body: {}", e.body_text()),
-                }
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse(&bytes).map(ValidJson)
     }
+}
+
+/// The whole body, with the size, budget and timeout refusals in the API's envelope.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit.unwrap_or_default())
+        } else if caused_by::<BodyBudgetSpent>(&e) {
+            ApiError::overloaded(BodyBudgetSpent.to_string())
+        } else if caused_by::<TimeoutError>(&e) {
+            ApiError::BodyTimeout
+        } else {
+            ApiError::InvalidRequest {
+                param: None,
+                message: format!("could not read the body: {}", e.body_text()),
+            }
+        }
+    })
 }
 
 /// Whether an error of type `T` is anywhere in `e`'s chain of sources.

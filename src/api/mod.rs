@@ -2,6 +2,7 @@
 
 pub mod admin;
 mod auth;
+mod content;
 mod error;
 mod events;
 mod intake;
@@ -9,6 +10,7 @@ mod json;
 mod keys;
 pub mod load;
 mod observe;
+mod openai;
 mod tasks;
 mod usage;
 
@@ -45,8 +47,8 @@ pub struct BodyLimit(pub usize);
 /// 5. on `/v1` routes, authentication (once: the key goes into the request's extensions),
 ///    then the per-key rate limit (`limits::layer`), so a refused call never reaches its
 ///    handler nor takes a create slot;
-/// 6. on `POST /v1/video/generations` only, the in-flight create limit
-///    (`server.max_in_flight_creates`).
+/// 6. on `POST /v1/video/generations` and `POST /v1/videos` only, the in-flight create
+///    limit (`server.max_in_flight_creates`), one count for both.
 ///
 /// `POST /upstream/callbacks/{token}` (providers' callbacks, `intake`) has layers 1-4 only:
 /// its token is its authentication.
@@ -64,9 +66,24 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/video/generations",
             get(tasks::list_or_query)
-                .post(tasks::create.layer(from_fn_with_state(creates, load::shed_beyond))),
+                .post(tasks::create.layer(from_fn_with_state(creates.clone(), load::shed_beyond))),
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
+        .route(
+            "/v1/video/generations/{id}/content",
+            get(content::generation_content),
+        )
+        // The OpenAI-compatible facade over the same tasks (`openai.rs`).
+        .route(
+            "/v1/videos",
+            get(openai::list)
+                .post(openai::create.layer(from_fn_with_state(creates, load::shed_beyond))),
+        )
+        .route(
+            "/v1/videos/{id}",
+            get(openai::retrieve).delete(openai::delete),
+        )
+        .route("/v1/videos/{id}/content", get(openai::content))
         .route("/v1/video/generations/{id}/events", get(events::list))
         .route(
             "/v1/video/generations/{id}/events/{event_id}/redeliver",

@@ -46,7 +46,7 @@ pub async fn create(
 
 /// Once a graceful shutdown has begun, a new create would start a submit the drain might
 /// have to cut; the client retries on another replica (or this one once restarted).
-fn refuse_while_draining(gw: &Gateway) -> Result<(), ApiError> {
+pub(super) fn refuse_while_draining(gw: &Gateway) -> Result<(), ApiError> {
     if gw.draining.is_cancelled() {
         return Err(ApiError::Unavailable {
             code: "shutting_down",
@@ -57,7 +57,7 @@ fn refuse_while_draining(gw: &Gateway) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -224,6 +224,11 @@ pub fn task_object(t: &TaskRecord) -> Value {
     }
     if status == TaskStatus::Completed {
         obj["result"] = json!({ "videos": t.videos });
+        // Beside the provider's `url` (which expires), omnigate's verified copy, once made.
+        if let (Some(bytes), Some(first)) = (t.stored_bytes, obj["result"]["videos"].get_mut(0)) {
+            first["omnigate_url"] = json!(format!("/v1/video/generations/{}/content", t.id));
+            first["stored_bytes"] = json!(bytes);
+        }
     }
     if let (TaskStatus::Failed, Some(e)) = (status, &t.error) {
         obj["error"] = json!(e);

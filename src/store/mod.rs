@@ -6,6 +6,7 @@ mod key_admin;
 mod keys;
 mod limits;
 mod observe;
+mod results;
 mod tasks;
 mod usage;
 mod webhooks;
@@ -14,6 +15,7 @@ pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use observe::UNFINISHED_STATES;
+pub use results::{object_key, CopyJob, Deleted, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,
@@ -44,6 +46,8 @@ pub struct Store {
     injected_faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// Recently authenticated API keys (see `keys.rs`).
     keys: std::sync::Arc<keys::KeyCache>,
+    /// `results.enabled`: a task's completion also queues the copy of its video.
+    pub copy_results: bool,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -108,6 +112,7 @@ impl Store {
             backend,
             injected_faults: Default::default(),
             keys: Default::default(),
+            copy_results: false,
         })
     }
 

@@ -103,6 +103,8 @@ pub struct TaskRecord {
     /// The provider that accepted the task was given an upstream callback URL: polls are
     /// only the backstop, at `webhooks.callback_poll_interval_secs`.
     pub upstream_callback: bool,
+    /// Bytes of omnigate's verified copy of the video (`results`), once there is one.
+    pub stored_bytes: Option<i64>,
 }
 
 impl TaskRecord {
@@ -131,6 +133,7 @@ impl TaskRecord {
             poll_failures: 0,
             unreadable_answers: 0,
             upstream_callback: false,
+            stored_bytes: None,
         }
     }
 }
@@ -243,11 +246,11 @@ pub struct TaskPage {
 }
 
 /// Every column a task read returns: the request body is left out on purpose.
-const TASK_COLUMNS: &str =
+pub(super) const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
     routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
-    unreadable_answers, upstream_callback_token";
+    unreadable_answers, upstream_callback_token, stored_bytes";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
 /// claims, even in one process, can never both write the same task.
@@ -255,7 +258,7 @@ pub fn lease_token(instance_id: &str) -> String {
     format!("{instance_id}/{}", uuid::Uuid::new_v4().simple())
 }
 
-fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
+pub(super) fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
     let model: String = row.try_get("model")?;
     let metadata: Option<String> = row.try_get("metadata")?;
     let result: Option<String> = row.try_get("result")?;
@@ -304,6 +307,7 @@ fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
         upstream_callback: row
             .try_get::<Option<String>, _>("upstream_callback_token")?
             .is_some(),
+        stored_bytes: row.try_get("stored_bytes")?,
     })
 }
 
@@ -978,6 +982,10 @@ impl Store {
             }
             if state == TaskState::Completed {
                 limits::release(&mut tx, &task.id, row, true).await?;
+                // Sandbox videos are not real: there is nothing to copy.
+                if self.copy_results && !task.sandbox {
+                    super::results::queue_copy(&mut tx, &task.id, videos, now).await?;
+                }
             }
         }
         tx.commit().await?;
@@ -1131,7 +1139,9 @@ impl Store {
         owner: &str,
         id: &str,
     ) -> anyhow::Result<Option<TaskRecord>> {
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND api_key_id = $2");
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL"
+        );
         let row = sqlx::query(&sql)
             .bind(id)
             .bind(owner)
@@ -1158,7 +1168,7 @@ impl Store {
             Some(TaskStatus::Failed) => "'failed'",
         };
         let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE api_key_id = $1 AND state IN ({states}) \
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE api_key_id = $1 AND state IN ({states}) AND deleted_at IS NULL \
              AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
              ORDER BY created_at DESC, id DESC LIMIT $4"
         );
@@ -1210,7 +1220,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT {TASK_COLUMNS}, ({history}) AS history_json, ({attempts}) AS attempts_json \
-             FROM tasks WHERE id = $1 AND api_key_id = $2"
+             FROM tasks WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL"
         );
         let Some(row) = sqlx::query(&sql)
             .bind(id)

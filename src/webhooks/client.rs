@@ -135,15 +135,16 @@ impl WebhookClient {
     }
 }
 
-/// Resolves a name once and hands the connector only checked addresses.
-struct CheckedResolver {
-    allow_private: bool,
+/// Resolves a name once and hands the connector only checked addresses. Also used by the
+/// results worker, which fetches URLs a provider's answer named.
+pub(crate) struct CheckedResolver {
+    pub(crate) allow_private: bool,
 }
 
 /// Why a name was refused; found again by type in the request error's sources.
 #[derive(Debug, thiserror::Error)]
 #[error("{name} resolves to an internal address ({ip})")]
-struct InternalTarget {
+pub(crate) struct InternalTarget {
     name: String,
     ip: IpAddr,
 }

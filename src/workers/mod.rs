@@ -6,6 +6,7 @@ pub mod gauges;
 mod heartbeat;
 pub mod poller;
 pub mod reconciler;
+pub mod results;
 pub mod webhooks;
 
 pub use heartbeat::{Heartbeats, WorkerStatus};
@@ -26,6 +27,7 @@ use crate::store::{lease_token, now_ms, ClaimKind, TaskRecord};
 pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
     let tick = Duration::from_millis(gw.config.poller.tick_ms);
     let mut all: Vec<_> = gauges::spawn(&gw, &cancel).into_iter().collect();
+    all.extend(results::spawn(gw.clone(), cancel.clone()));
     all.extend([
         spawn_loop(
             "poller",

@@ -82,7 +82,8 @@ impl Default for Script {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// One video at `https://cdn.sim.test/{task_id}.mp4`, lasting the requested duration.
+    /// One video at `https://cdn.sim.test/{task_id}.mp4` (or, after `Sim::serve_videos`,
+    /// at the simulator's own `/videos/{task_id}.mp4`), lasting the requested duration.
     Succeed,
     /// Failed with this reason in the dialect's failure field.
     Fail(String),
@@ -253,6 +254,8 @@ struct SimTask {
     model: String,
     /// Seconds the finished video lasts.
     seconds: u32,
+    /// Where its video is served (`Sim::serve_videos`); None: the unreachable CDN name.
+    video_base: Option<String>,
     script: Script,
     polls: u32,
     created_ms: u64,
@@ -308,7 +311,10 @@ impl SimTask {
     }
 
     fn video_url(&self) -> String {
-        format!("https://cdn.sim.test/{}.mp4", self.id)
+        match &self.video_base {
+            Some(base) => format!("{base}/videos/{}.mp4", self.id),
+            None => format!("https://cdn.sim.test/{}.mp4", self.id),
+        }
     }
 
     /// Kling reports the real length of the encoded file, a little over the request.
@@ -345,6 +351,10 @@ struct Ledger {
     /// The headers of every create and of every read call, in order.
     submit_headers: Vec<HeaderMap>,
     query_headers: Vec<HeaderMap>,
+    /// Set by `Sim::serve_videos`: tasks created from then on get fetchable video URLs.
+    video_base: Option<String>,
+    /// Requests the video route answered, with their `Range` header if any.
+    video_fetches: usize,
 }
 
 impl Ledger {
@@ -363,6 +373,7 @@ impl Ledger {
             callback_due: false,
             model: new.model,
             seconds: new.seconds,
+            video_base: self.video_base.clone(),
             script: self.script.clone(),
             polls: 0,
             created_ms: now,
@@ -446,6 +457,8 @@ impl Sim {
             _ => kling::routes(dialect),
         };
         let app = routes
+            // The provider's CDN: no credential, like a signed result URL.
+            .route("/videos/{file}", axum::routing::get(serve_video))
             .fallback(unknown_endpoint)
             .method_not_allowed_fallback(unknown_endpoint)
             .with_state(sim.clone());
@@ -689,6 +702,17 @@ impl Sim {
         status
     }
 
+    /// Tasks created from now on finish with a video URL this simulator serves (real bytes,
+    /// `video_bytes`), instead of the unreachable `cdn.sim.test`.
+    pub fn serve_videos(&self) {
+        self.ledger().video_base = Some(self.base_url.clone());
+    }
+
+    /// How many times the video route was fetched.
+    pub fn video_fetches(&self) -> usize {
+        self.ledger().video_fetches
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         // A panicking test thread must not hide the ledger from the others.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
@@ -837,6 +861,39 @@ fn verify_kling_jwt(token: &str, access_key: &str, secret_key: &str) -> Result<(
     )
     .map(|_| ())
     .map_err(|e| format!("JWT refused: {e}"))
+}
+
+/// The bytes of the video of upstream task `id`: a few hundred KiB that differ from task to
+/// task and from position to position, so that a copy cut, shifted or mixed up shows.
+pub fn video_bytes(id: &str) -> Vec<u8> {
+    let seed = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(300_007);
+    out.extend_from_slice(b"\0\0\0\x18ftypmp42");
+    while out.len() < 300_007 {
+        // xorshift64: cheap, deterministic noise.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(x as u8);
+    }
+    out
+}
+
+async fn serve_video(
+    State(sim): State<Sim>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    sim.ledger().video_fetches += 1;
+    let Some(id) = file.strip_suffix(".mp4") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !sim.ledger().tasks.iter().any(|t| t.id == id) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    ([(header::CONTENT_TYPE, "video/mp4")], video_bytes(id)).into_response()
 }
 
 async fn unknown_endpoint(State(sim): State<Sim>, method: Method, uri: Uri) -> Response {

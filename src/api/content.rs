@@ -1,0 +1,61 @@
+//! `GET /v1/video/generations/{id}/content` (and the facade's `/v1/videos/{id}/content`):
+//! the finished video itself. omnigate's stored copy is streamed, with range requests;
+//! without one (copying off, not done yet, or given up) the client is redirected (302) to
+//! the provider's URL, which costs this gateway no bandwidth and is what the task object
+//! already shows.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::auth::Caller;
+use super::ApiError;
+use crate::domain::TaskStatus;
+use crate::gateway::Gateway;
+
+pub async fn generation_content(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    content_of(&gw, &key.id, &id, &headers).await
+}
+
+/// The content of `owner`'s task `id`; another key's task is a 404, as everywhere.
+pub(super) async fn content_of(
+    gw: &Gateway,
+    owner: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let task = gw
+        .store
+        .task_for_owner(owner, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+    let status = task.state.public();
+    if status != TaskStatus::Completed {
+        return Err(ApiError::NotFound(format!(
+            "task {id} has no video: it is {}",
+            status.as_str()
+        )));
+    }
+    if let Some(results) = &gw.results {
+        if let Some((key, content_type)) = gw.store.stored_copy(id).await? {
+            let served =
+                crate::results::serve(results, &key, content_type.as_deref(), headers).await?;
+            if let Some(resp) = served {
+                return Ok(resp);
+            }
+        }
+    }
+    let url = task
+        .videos
+        .first()
+        .and_then(|v| HeaderValue::from_str(&v.url).ok())
+        .ok_or_else(|| ApiError::NotFound(format!("task {id} has no video URL")))?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
+}

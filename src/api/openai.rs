@@ -1,0 +1,410 @@
+//! The OpenAI-compatible facade, `/v1/videos`: OpenAI's Video API (create, retrieve, list,
+//! delete, download content) mapped onto the same tasks as `/v1/video/generations`, with
+//! the same keys, limits and isolation, so that the official OpenAI SDKs work with
+//! `base_url` pointed at omnigate. Mapping (README, "OpenAI-compatible API"):
+//! - `model`: one of our model ids (default `kling-v3-omni`); OpenAI's `sora-*` are
+//!   refused (400, `param: model`) rather than silently swapped for another model;
+//! - `seconds` is `duration`; `size` is the aspect ratio and the mode, by our convention:
+//!   720-line sizes ask for `std`, 1080-line sizes for `pro` (the provider documents no
+//!   exact resolution per mode, so a size names the ratio and tier, not pixels);
+//! - statuses are the same four; `error` is `{code, message}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::auth::Caller;
+use super::json::{parse, read_body};
+use super::tasks::{idempotency_key, refuse_while_draining};
+use super::ApiError;
+use crate::domain::{AspectRatio, Mode, Model, TaskStatus, VideoRequest};
+use crate::gateway::Gateway;
+use crate::store::{Deleted, TaskRecord, VideoOrder};
+use crate::submit;
+
+/// The sizes `size` accepts: (size, aspect ratio, mode). The first of each ratio and mode
+/// is how a task is reported.
+const SIZES: [(&str, AspectRatio, Mode); 6] = [
+    ("1280x720", AspectRatio::Wide, Mode::Std),
+    ("1920x1080", AspectRatio::Wide, Mode::Pro),
+    ("720x1280", AspectRatio::Tall, Mode::Std),
+    ("1080x1920", AspectRatio::Tall, Mode::Pro),
+    ("720x720", AspectRatio::Square, Mode::Std),
+    ("1080x1080", AspectRatio::Square, Mode::Pro),
+];
+
+/// The body of `POST /v1/videos`, as JSON or as the form fields the SDK sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVideo {
+    prompt: String,
+    #[serde(default)]
+    model: Option<String>,
+    /// A string in OpenAI's API (`"8"`); a number is accepted too.
+    #[serde(default)]
+    seconds: Option<Value>,
+    #[serde(default)]
+    size: Option<String>,
+    /// OpenAI's image reference; not carried (use `image_list` on `/v1/video/generations`).
+    #[serde(default)]
+    input_reference: Option<Value>,
+}
+
+/// A create body: `multipart/form-data` (what the OpenAI SDK sends) or JSON, both read
+/// within the body limits and turned into one JSON object, so that either form gets the
+/// same errors naming the same fields.
+pub struct CreateBody(CreateVideo);
+
+impl<S: Send + Sync> FromRequest<S> for CreateBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = read_body(req, state).await?;
+        if content_type.starts_with("multipart/form-data") {
+            let fields = form_fields(&content_type, bytes).await?;
+            parse(&serde_json::to_vec(&fields).map_err(anyhow::Error::from)?).map(CreateBody)
+        } else {
+            parse(&bytes).map(CreateBody)
+        }
+    }
+}
+
+/// The text fields of a multipart body as a JSON object; a file part is refused by name.
+async fn form_fields(content_type: &str, bytes: Bytes) -> Result<Map<String, Value>, ApiError> {
+    let bad = |message: String| ApiError::InvalidRequest {
+        param: None,
+        message,
+    };
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| bad(format!("multipart body without a usable boundary: {e}")))?;
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut fields = Map::new();
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("malformed multipart body: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        if field.file_name().is_some() {
+            return Err(ApiError::invalid(
+                name.clone(),
+                format!("{name}: file uploads are not supported; pass image URLs to POST /v1/video/generations (image_list)"),
+            ));
+        }
+        let text = field
+            .text()
+            .await
+            .map_err(|e| bad(format!("malformed multipart field {name}: {e}")))?;
+        fields.insert(name, Value::String(text));
+    }
+    Ok(fields)
+}
+
+/// `POST /v1/videos`
+pub async fn create(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    headers: HeaderMap,
+    CreateBody(body): CreateBody,
+) -> Result<Json<Value>, ApiError> {
+    refuse_while_draining(&gw)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let req = to_request(body)?;
+    let created = submit::create_task(&gw, &key, req.clone(), idempotency_key)
+        .await
+        .map_err(|e| in_openai_terms(e.into()))?;
+    Ok(Json(video_object(&created.task, Some(&req))))
+}
+
+/// Our request from OpenAI's fields.
+fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
+    if body.input_reference.is_some() {
+        return Err(ApiError::invalid(
+            "input_reference",
+            "input_reference is not supported here; pass image URLs to POST /v1/video/generations (image_list)",
+        ));
+    }
+    let model = match body.model.as_deref().map(str::trim) {
+        None | Some("") => Model::KlingV3Omni,
+        Some(m) => Model::parse(m).ok_or_else(|| {
+            let why = if m.starts_with("sora") {
+                format!("{m} is OpenAI's model, which omnigate does not serve")
+            } else {
+                format!("unknown model {m:?}")
+            };
+            ApiError::invalid(
+                "model",
+                format!("{why}; use kling-v3-omni (the default) or kling-video-o1"),
+            )
+        })?,
+    };
+    let seconds = match &body.seconds {
+        None => None,
+        Some(v) => Some(
+            match v {
+                Value::String(s) => s.trim().parse::<u32>().ok(),
+                Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "seconds",
+                    format!("seconds must be a whole number of seconds such as \"5\", got {v}"),
+                )
+            })?,
+        ),
+    };
+    let (aspect_ratio, mode) = match body.size.as_deref().map(str::trim) {
+        None | Some("") => (AspectRatio::Wide, None),
+        Some(s) => SIZES
+            .iter()
+            .find(|(name, _, _)| *name == s)
+            .map(|(_, ratio, mode)| (*ratio, Some(*mode)))
+            .ok_or_else(|| {
+                let names: Vec<&str> = SIZES.iter().map(|(n, _, _)| *n).collect();
+                ApiError::invalid(
+                    "size",
+                    format!(
+                        "size {s:?} is not one omnigate renders; use one of {}",
+                        names.join(", ")
+                    ),
+                )
+            })?,
+    };
+    Ok(VideoRequest {
+        model,
+        prompt: Some(body.prompt),
+        negative_prompt: None,
+        mode,
+        duration: seconds,
+        aspect_ratio: Some(aspect_ratio),
+        sound: None,
+        multi_shot: None,
+        shot_type: None,
+        multi_prompt: None,
+        image_list: Vec::new(),
+        video_list: Vec::new(),
+        element_list: Vec::new(),
+        watermark: None,
+        callback_url: None,
+        callback_events: None,
+        metadata: None,
+        routing: None,
+    })
+}
+
+/// A refusal naming one of our fields names OpenAI's instead.
+fn in_openai_terms(e: ApiError) -> ApiError {
+    let rename = |p: &str| match p {
+        "duration" => Some("seconds"),
+        "aspect_ratio" | "mode" => Some("size"),
+        _ => None,
+    };
+    match e {
+        ApiError::InvalidRequest {
+            param: Some(p),
+            message,
+        } if rename(&p).is_some() => {
+            let to = rename(&p).unwrap_or_default();
+            ApiError::InvalidRequest {
+                message: message.replace(&p, to),
+                param: Some(to.to_string()),
+            }
+        }
+        ApiError::Unprocessable {
+            code,
+            param: Some(p),
+            message,
+            provider_message,
+        } if rename(&p).is_some() => {
+            let to = rename(&p).unwrap_or_default();
+            ApiError::Unprocessable {
+                code,
+                message: message.replace(&p, to),
+                param: Some(to.to_string()),
+                provider_message,
+            }
+        }
+        other => other,
+    }
+}
+
+/// `GET /v1/videos/{id}`
+pub async fn retrieve(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = gw
+        .store
+        .task_for_owner(&key.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no video {id}")))?;
+    let requests = gw.store.video_requests(&[task.id.as_str()]).await?;
+    Ok(Json(video_object(&task, requests.get(&task.id))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    after: Option<String>,
+    limit: Option<u32>,
+    order: Option<String>,
+}
+
+/// `GET /v1/videos?after=&limit=&order=`: OpenAI's cursor list.
+pub async fn list(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidRequest {
+        param: None,
+        message: e.body_text(),
+    })?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let order = match params.order.as_deref() {
+        None | Some("desc") => VideoOrder::Desc,
+        Some("asc") => VideoOrder::Asc,
+        Some(_) => return Err(ApiError::invalid("order", "order must be asc or desc")),
+    };
+    let after = match params.after {
+        Some(id) => Some(
+            gw.store
+                .task_for_owner(&key.id, &id)
+                .await?
+                .ok_or_else(|| ApiError::invalid("after", "after is not one of your video ids"))?,
+        ),
+        None => None,
+    };
+    let page = gw
+        .store
+        .list_videos(&key.id, after.as_ref(), order, limit)
+        .await?;
+    let ids: Vec<&str> = page.tasks.iter().map(|t| t.id.as_str()).collect();
+    let requests = gw.store.video_requests(&ids).await?;
+    let data: Vec<Value> = page
+        .tasks
+        .iter()
+        .map(|t| video_object(t, requests.get(&t.id)))
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "first_id": page.tasks.first().map(|t| &t.id),
+        "last_id": page.tasks.last().map(|t| &t.id),
+        "has_more": page.has_more,
+    })))
+}
+
+/// `DELETE /v1/videos/{id}`: a finished video disappears for its key (reads, lists,
+/// content on both APIs) and omnigate's stored copy is removed; the task stays in the
+/// database for usage and billing. An unfinished one cannot be deleted (400): the provider
+/// is still working on it and will bill it either way.
+pub async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match gw.store.delete_video(&key.id, &id).await? {
+        Deleted::Yes => Ok(Json(
+            json!({"id": id, "object": "video.deleted", "deleted": true}),
+        )),
+        Deleted::Unfinished => Err(ApiError::invalid(
+            "video_id",
+            format!("video {id} is not finished; only a completed or failed video can be deleted"),
+        )),
+        Deleted::NotFound => Err(ApiError::NotFound(format!("no video {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentParams {
+    variant: Option<String>,
+}
+
+/// `GET /v1/videos/{id}/content`: the video (no thumbnails or spritesheets).
+pub async fn content(
+    State(gw): State<Arc<Gateway>>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+    params: Result<Query<ContentParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidRequest {
+        param: None,
+        message: e.body_text(),
+    })?;
+    if let Some(v) = params.variant.as_deref().filter(|v| *v != "video") {
+        return Err(ApiError::invalid(
+            "variant",
+            format!("variant {v:?} is not available; only \"video\" is"),
+        ));
+    }
+    super::content::content_of(&gw, &key.id, &id, &headers).await
+}
+
+/// OpenAI's Video object for a task, with what only its stored request knows (prompt,
+/// seconds, size); a request retention removed leaves those to the result or the defaults.
+fn video_object(t: &TaskRecord, req: Option<&VideoRequest>) -> Value {
+    let status = t.state.public();
+    let seconds = req
+        .and_then(VideoRequest::output_seconds)
+        .map(|s| s.to_string())
+        .or_else(|| {
+            t.videos
+                .first()
+                .and_then(|v| v.duration)
+                .map(|d| (d.round() as u64).to_string())
+        })
+        .unwrap_or_else(|| crate::domain::DEFAULT_DURATION.to_string());
+    let ratio = req
+        .and_then(|r| r.aspect_ratio)
+        .unwrap_or(AspectRatio::Wide);
+    let mode = req.map(VideoRequest::mode).unwrap_or_default();
+    let size = SIZES
+        .iter()
+        .find(|(_, r, m)| *r == ratio && *m == mode)
+        .map_or("1920x1080", |(name, _, _)| name);
+    let error = match (&t.error, status) {
+        (Some(e), TaskStatus::Failed) => json!({"code": e.code, "message": e.message}),
+        _ => Value::Null,
+    };
+    json!({
+        "id": t.id,
+        "object": "video",
+        "created_at": t.created_at.div_euclid(1000),
+        "status": status.as_str(),
+        "model": t.model.as_str(),
+        "progress": t.progress,
+        "seconds": seconds,
+        "size": size,
+        "prompt": req.and_then(|r| r.prompt.clone()),
+        "completed_at": t.completed_at.map(|c| c.div_euclid(1000)),
+        // omnigate's copy is kept until the video is deleted; the provider's URL expires
+        // on a schedule omnigate is not told.
+        "expires_at": Value::Null,
+        "error": error,
+        "remixed_from_video_id": Value::Null,
+    })
+}
