@@ -5,6 +5,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+/// glibc's malloc was a quarter of omnigate's CPU time on a status read (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use omnigate::config::Config;
 
 #[derive(Parser)]
