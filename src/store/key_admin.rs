@@ -13,7 +13,7 @@ use super::tasks::to_micros;
 use super::{now_ms, Store};
 
 /// A key as an operator sees it: never its secret, only the first characters of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub name: String,
@@ -36,7 +36,7 @@ pub struct KeyInfo {
 }
 
 /// A key just issued or rotated: the secrets exist only here and are shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub info: KeyInfo,

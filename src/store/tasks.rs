@@ -68,7 +68,7 @@ impl TaskState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TaskError {
     pub code: String,
     pub message: String,
@@ -135,7 +135,7 @@ impl TaskRecord {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub provider: String,
     pub outcome: String,
@@ -150,7 +150,7 @@ pub struct Attempt {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusChange {
     pub status: String,
     pub at: i64,
