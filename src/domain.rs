@@ -4,6 +4,11 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 /// The two Kling Omni-Video models; reseller spellings are accepted as aliases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,9 +38,36 @@ impl Model {
     pub fn parse(s: &str) -> Option<Model> {
         serde_json::from_value(Value::String(s.to_string())).ok()
     }
+
+    /// Every spelling the deserializer takes: the names, then the aliases.
+    pub const SPELLINGS: [&'static str; 6] = [
+        "kling-video-o1",
+        "kling-v3-omni",
+        "kling-o1",
+        "kling-video/kling-video-o1",
+        "kling-v3-omni-video",
+        "kling-video/kling-v3-omni",
+    ];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Written out rather than derived: the derive would list only the names, and a client
+/// may send any alias (answers always carry the name).
+impl PartialSchema for Model {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Model::SPELLINGS))
+            .description(Some(
+                "`kling-video-o1` or `kling-v3-omni`; the reseller spellings are accepted as \
+                 aliases and answered with the name.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Model {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Std,
@@ -52,7 +84,7 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum AspectRatio {
     #[serde(rename = "16:9")]
     Wide,
@@ -72,7 +104,7 @@ impl AspectRatio {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnOff {
     On,
@@ -89,7 +121,7 @@ impl OnOff {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum YesNo {
     Yes,
@@ -107,38 +139,43 @@ impl YesNo {
 
 /// `customize` is Kling's storyboard (explicit `multi_prompt`); `intelligence` lets the
 /// model cut shots itself (modellix's only option).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ShotType {
     Customize,
     Intelligence,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FrameType {
     FirstFrame,
     EndFrame,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReferType {
     Base,
     Feature,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRef {
+    /// An http(s) URL, or base64 (a `data:image/...;base64,` prefix is accepted), at most
+    /// 10 MiB decoded.
+    #[schema(min_length = 1)]
     pub image_url: String,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub frame: Option<FrameType>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VideoRef {
+    /// An http(s) URL.
+    #[schema(min_length = 1)]
     pub video_url: String,
     /// Kling's default is `base` (the video to edit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +185,7 @@ pub struct VideoRef {
     /// The input video's length in seconds, as the client knows it. Only prices a
     /// base-video edit (billed on the input's rounded length); never sent upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 3, maximum = 10)]
     pub duration: Option<f64>,
 }
 
@@ -157,21 +195,27 @@ impl VideoRef {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElementRef {
     /// Kling element ids are 64-bit integers; some resellers document them as strings.
     #[serde(deserialize_with = "u64_from_number_or_string")]
+    #[schema(schema_with = element_id_schema)]
     pub element_id: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shot {
+    /// 1-6, unique; a shot without one is numbered by its position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 6)]
     pub index: Option<u32>,
+    #[schema(min_length = 1, max_length = 512)]
     pub prompt: String,
+    /// Seconds, 1 to the request's `duration`; the shots' durations sum to it.
     #[serde(deserialize_with = "u32_from_number_or_string")]
+    #[schema(schema_with = shot_duration_schema)]
     pub duration: u32,
 }
 
@@ -182,17 +226,21 @@ impl Shot {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
+    /// Only these configured providers may take the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
     pub providers: Option<Vec<String>>,
+    /// Only providers whose estimate is at most this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
     pub max_cost_usd: Option<f64>,
 }
 
 /// A status change a client can ask to be called back on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallbackEvent {
     InProgress,
@@ -201,47 +249,71 @@ pub enum CallbackEvent {
 }
 
 /// The body of `POST /v1/video/generations`, as the client sent it (defaults not applied).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VideoRequest {
     pub model: Model,
+    /// 1-2500 characters; required unless `multi_shot` with `shot_type: customize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 2500)]
     pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2500)]
     pub negative_prompt: Option<String>,
+    /// Default `pro`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// Seconds: kling-video-o1 3-10 (only 5 or 10 for text-to-video and first-frame
+    /// image-to-video), kling-v3-omni 3-15 (at most 10 with a video); default 5; omitted
+    /// for a base-video edit. A numeric string is accepted.
     #[serde(
         default,
         deserialize_with = "opt_u32_from_number_or_string",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(schema_with = duration_schema)]
     pub duration: Option<u32>,
+    /// Required unless a first frame or a base video is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aspect_ratio: Option<AspectRatio>,
+    /// Default `off`; must be `off` with any video.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sound: Option<OnOff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_shot: Option<bool>,
+    /// Only with `multi_shot`, and then required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shot_type: Option<ShotType>,
+    /// With `shot_type: customize`: 1-6 shots whose durations sum to `duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 6)]
     pub multi_prompt: Option<Vec<Shot>>,
+    /// At most one `first_frame` and one `end_frame` (which needs a first frame); images
+    /// plus elements at most 4 with a video, 7 without.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 7)]
     pub image_list: Vec<ImageRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 1)]
     pub video_list: Vec<VideoRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 7)]
     pub element_list: Vec<ElementRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<bool>,
+    /// An absolute https URL; this task's signed events are POSTed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uri")]
     pub callback_url: Option<String>,
     /// Status changes sent to `callback_url` besides `completed` and `failed`, which are
     /// always sent.
+    /// Each at most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_events: Option<Vec<CallbackEvent>>,
+    /// Echoed back on the task and its events: at most 16 keys (up to 64 characters),
+    /// string values of up to 512 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = metadata_schema)]
     pub metadata: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<Routing>,
@@ -374,7 +446,7 @@ impl Feature {
 }
 
 /// The four states a client sees. Every provider's states map onto these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Queued,
@@ -408,11 +480,59 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VideoResult {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<f64>,
+}
+
+/// A whole number, or a string holding one (what `number_or_string` takes), with the
+/// validator's range on the number.
+fn whole_number_schema(minimum: u64, maximum: Option<u64>) -> Schema {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(minimum))
+                .maximum(maximum),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^\s*\+?[0-9]+\s*$")),
+        )
+        .into()
+}
+
+fn duration_schema() -> Schema {
+    whole_number_schema(3, Some(15))
+}
+
+fn shot_duration_schema() -> Schema {
+    whole_number_schema(1, Some(15))
+}
+
+fn element_id_schema() -> Schema {
+    whole_number_schema(0, None)
+}
+
+fn metadata_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .max_properties(Some(16))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(64)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(512))
+                .into(),
+        ))))
+        .into()
 }
 
 fn u64_from_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

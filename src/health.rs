@@ -103,7 +103,7 @@ pub struct ProviderHealth {
 }
 
 /// One provider in the admin view.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderReport {
     pub provider: String,
     /// `closed`, `open` or `half_open`.
@@ -121,14 +121,14 @@ pub struct ProviderReport {
     pub last_error: Option<LastError>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LatencyPercentiles {
     pub p50: Option<i64>,
     pub p95: Option<i64>,
 }
 
 /// The last failure that counted against the provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LastError {
     pub code: String,
     pub message: Option<String>,

@@ -15,6 +15,12 @@ use crate::gateway::Gateway;
 
 /// `GET /admin/providers`: each configured provider's circuit, success rate, submit
 /// latency, in-flight tasks and last error.
+#[utoipa::path(
+    get,
+    path = "/admin/providers",
+    tag = "admin",
+    responses((status = 200, description = "One row per configured provider.", body = super::openapi::ProviderList)),
+)]
 pub async fn providers(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,

@@ -15,6 +15,25 @@ use super::ApiError;
 use crate::domain::TaskStatus;
 use crate::gateway::Gateway;
 
+#[utoipa::path(
+    get,
+    path = "/v1/video/generations/{id}/content",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "The task id (`vgt_...`)."),
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=a-b`, `bytes=a-` or `bytes=-n`."),
+    ),
+    responses(
+        (status = 200, description = "The whole video, streamed (`Accept-Ranges: bytes`).", content_type = "video/mp4", body = Vec<u8>,
+         headers(("Accept-Ranges" = String), ("Content-Length" = u64))),
+        (status = 206, description = "The requested byte range (`Range: bytes=a-b`).", content_type = "video/mp4", body = Vec<u8>,
+         headers(("Content-Range" = String, description = "`bytes a-b/size`"), ("Accept-Ranges" = String))),
+        (status = 302, description = "No copy is stored (copying off, not done yet, or given up): the provider's URL.",
+         headers(("Location" = String))),
+        (status = 409, description = "`not_completed`: the task has no video yet.", body = super::error::ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`: the range starts past the end (`Content-Range: bytes */size`).", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn generation_content(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,

@@ -4,7 +4,44 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorObject {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    /// What went wrong, for programs: `invalid_request`, `invalid_api_key`, `not_found`,
+    /// `rate_limited`, `no_capable_provider`, `store_unavailable`, ... (the README's table).
+    #[schema(value_type = String, example = "invalid_request")]
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The request field at fault, as the client wrote it (`multi_prompt[2].duration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// A provider's own words, when a provider refused or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message: Option<String>,
+}
+
+/// The class of an error, as OpenAI names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequestError,
+    AuthenticationError,
+    InsufficientQuota,
+    RateLimitError,
+    UpstreamError,
+    ApiError,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -145,23 +182,24 @@ impl ApiError {
         }
     }
 
-    fn kind_and_code(&self) -> (&'static str, &'static str) {
+    fn kind_and_code(&self) -> (ErrorType, &'static str) {
+        use ErrorType as T;
         match self {
-            ApiError::InvalidRequest { .. } => ("invalid_request_error", "invalid_request"),
-            ApiError::Unprocessable { code, .. } => ("invalid_request_error", code),
-            ApiError::Unauthorized => ("authentication_error", "invalid_api_key"),
-            ApiError::NotFound(_) => ("invalid_request_error", "not_found"),
-            ApiError::Conflict(_) => ("invalid_request_error", "idempotency_conflict"),
-            ApiError::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
-            ApiError::PayloadTooLarge(_) => ("invalid_request_error", "body_too_large"),
-            ApiError::BodyTimeout => ("invalid_request_error", "body_timeout"),
-            ApiError::Upstream { code, .. } => ("upstream_error", code),
+            ApiError::InvalidRequest { .. } => (T::InvalidRequestError, "invalid_request"),
+            ApiError::Unprocessable { code, .. } => (T::InvalidRequestError, code),
+            ApiError::Unauthorized => (T::AuthenticationError, "invalid_api_key"),
+            ApiError::NotFound(_) => (T::InvalidRequestError, "not_found"),
+            ApiError::Conflict(_) => (T::InvalidRequestError, "idempotency_conflict"),
+            ApiError::MethodNotAllowed => (T::InvalidRequestError, "method_not_allowed"),
+            ApiError::PayloadTooLarge(_) => (T::InvalidRequestError, "body_too_large"),
+            ApiError::BodyTimeout => (T::InvalidRequestError, "body_timeout"),
+            ApiError::Upstream { code, .. } => (T::UpstreamError, code),
             ApiError::Limited { status, code, .. } if *status == StatusCode::PAYMENT_REQUIRED => {
-                ("insufficient_quota", code)
+                (T::InsufficientQuota, code)
             }
-            ApiError::Limited { code, .. } => ("rate_limit_error", code),
-            ApiError::Unavailable { code, .. } => ("api_error", code),
-            ApiError::Internal(_) => ("api_error", "internal_error"),
+            ApiError::Limited { code, .. } => (T::RateLimitError, code),
+            ApiError::Unavailable { code, .. } => (T::ApiError, code),
+            ApiError::Internal(_) => (T::ApiError, "internal_error"),
         }
     }
 }
@@ -178,26 +216,31 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({"type": kind, "code": code, "message": message});
-        match &self {
-            ApiError::InvalidRequest { param: Some(p), .. }
-            | ApiError::Unprocessable { param: Some(p), .. } => {
-                body["param"] = json!(p);
+        let param = match &self {
+            ApiError::InvalidRequest { param, .. } | ApiError::Unprocessable { param, .. } => {
+                param.clone()
             }
-            _ => {}
-        }
-        if let ApiError::Unprocessable {
-            provider_message: Some(m),
-            ..
-        }
-        | ApiError::Upstream {
-            provider_message: Some(m),
-            ..
-        } = &self
-        {
-            body["provider_message"] = json!(m);
-        }
-        let mut resp = (status, Json(json!({ "error": body }))).into_response();
+            _ => None,
+        };
+        let provider_message = match &self {
+            ApiError::Unprocessable {
+                provider_message, ..
+            }
+            | ApiError::Upstream {
+                provider_message, ..
+            } => provider_message.clone(),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorObject {
+                kind,
+                code,
+                message,
+                param,
+                provider_message,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             let secs = match &self {
                 ApiError::Unavailable {
@@ -301,7 +344,10 @@ mod tests {
             .unwrap_err();
         let e = ApiError::from(outage);
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(e.kind_and_code(), ("api_error", "store_unavailable"));
+        assert_eq!(
+            e.kind_and_code(),
+            (ErrorType::ApiError, "store_unavailable")
+        );
         let bug = ApiError::from(anyhow::Error::new(sqlx::Error::RowNotFound));
         assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let other = ApiError::from(anyhow::anyhow!("connection refused"));

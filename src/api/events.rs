@@ -13,6 +13,14 @@ use super::ApiError;
 use crate::gateway::Gateway;
 use crate::store::{Redelivery, WebhookAttempt, WebhookEvent};
 
+/// The task's webhook events, oldest first, each with its delivery attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/video/generations/{id}/events",
+    tag = "events",
+    params(("id" = String, Path, description = "The task id.")),
+    responses((status = 200, description = "The events.", body = super::openapi::EventList)),
+)]
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -26,6 +34,20 @@ pub async fn list(
     })))
 }
 
+/// Queues one event for delivery again (at once, with a fresh schedule).
+#[utoipa::path(
+    post,
+    path = "/v1/video/generations/{id}/events/{event_id}/redeliver",
+    tag = "events",
+    params(
+        ("id" = String, Path, description = "The task id."),
+        ("event_id" = String, Path, description = "The event id."),
+    ),
+    responses(
+        (status = 202, description = "Queued: the event, without its past attempts.", body = super::openapi::EventObject),
+        (status = 422, description = "`event_in_flight`: the event is being delivered right now.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn redeliver(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,

@@ -30,6 +30,18 @@ const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
 
 /// `POST /upstream/callbacks/{token}`: 200 when taken (whether or not it moved anything),
 /// 404 for a token no task has, 400 for a body that is no task of the provider's dialect.
+#[utoipa::path(
+    post,
+    path = "/upstream/callbacks/{token}",
+    tag = "upstream",
+    params(("token" = String, Path, description = "The task's callback token, given to its provider with the submit.")),
+    request_body(content = Object, description = "The provider's task update, in its own dialect (at most 1 MiB)."),
+    responses(
+        (status = 200, description = "Taken, whether or not it moved anything.", body = super::openapi::CallbackReceived),
+        (status = 400, description = "`invalid_request`: the body is no task update of the provider's dialect.", body = super::error::ErrorBody),
+        (status = 404, description = "`not_found`: no task has this token.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn upstream_callback(
     State(gw): State<Arc<Gateway>>,
     Path(token): Path<String>,

@@ -13,26 +13,45 @@ use super::admin::authorize;
 use super::json::ValidJson;
 use super::ApiError;
 use crate::gateway::Gateway;
-use crate::store::{BudgetPeriod, KeyChange, KeyInfo};
+use crate::store::{BudgetPeriod, IssuedKey, KeyChange, KeyInfo};
 
 /// The body of `POST /admin/keys` and `PATCH /admin/keys/{id}`. In a PATCH an absent field
 /// stays as it is and `null` removes the limit.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
+    /// Required to create a key; a key's name cannot be changed.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     team: Option<Option<String>>,
+    /// Creates per minute.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     rpm: Option<Option<u32>>,
+    /// Creates at once.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     burst: Option<Option<u32>>,
+    /// Reads per minute.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     read_rpm: Option<Option<u32>>,
+    /// Unfinished tasks at once.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     max_in_flight: Option<Option<u32>>,
+    /// Money per budget period, in US dollars.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1e12)]
     budget_usd: Option<Option<f64>>,
+    /// `month` (the default) or `day`.
+    #[schema(pattern = "^(month|day)$")]
     budget_period: Option<String>,
 }
 
@@ -69,6 +88,14 @@ impl KeyBody {
     }
 }
 
+/// Issues a key: its secret and webhook secret are in this answer only.
+#[utoipa::path(
+    post,
+    path = "/admin/keys",
+    tag = "admin",
+    request_body = KeyBody,
+    responses((status = 201, description = "The key, with its secrets (shown once).", body = IssuedKey)),
+)]
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -79,10 +106,17 @@ pub async fn create(
     if name.trim().is_empty() {
         return Err(ApiError::invalid("name", "name is required"));
     }
+    crate::store::check_label("name", &name).map_err(|(f, m)| ApiError::invalid(f, m))?;
     let issued = gw.store.issue_key(name.trim(), &body.change()?).await?;
     Ok((StatusCode::CREATED, Json(json!(issued))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/keys",
+    tag = "admin",
+    responses((status = 200, description = "Every key (never a secret).", body = super::openapi::KeyList)),
+)]
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -92,6 +126,13 @@ pub async fn list(
     Ok(Json(json!({"object": "list", "data": keys})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/keys/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key id.")),
+    responses((status = 200, description = "The key.", body = KeyInfo)),
+)]
 pub async fn show(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -101,6 +142,15 @@ pub async fn show(
     found(gw.store.key_info_by_id(&id).await?, &id).map(Json)
 }
 
+/// Changes a key's limits: an absent field stays as it is, `null` removes the limit.
+#[utoipa::path(
+    patch,
+    path = "/admin/keys/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key id.")),
+    request_body = KeyBody,
+    responses((status = 200, description = "The key as changed.", body = KeyInfo)),
+)]
 pub async fn update(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -115,6 +165,14 @@ pub async fn update(
     found(gw.store.change_key(&id, &change).await?, &id).map(Json)
 }
 
+/// Revokes a key at once.
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{id}/revoke",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key id.")),
+    responses((status = 200, description = "The key, revoked.", body = KeyInfo)),
+)]
 pub async fn revoke(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
@@ -127,6 +185,14 @@ pub async fn revoke(
     found(gw.store.key_info_by_id(&id).await?, &id).map(Json)
 }
 
+/// Gives a key a new secret; the old one works for `admin.key_rotation_grace_secs` more.
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{id}/rotate",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key id.")),
+    responses((status = 200, description = "The key with its new secret (shown once).", body = IssuedKey)),
+)]
 pub async fn rotate(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,

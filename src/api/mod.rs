@@ -11,6 +11,7 @@ mod keys;
 pub mod load;
 mod observe;
 mod openai;
+mod openapi;
 mod tasks;
 mod usage;
 
@@ -97,6 +98,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .merge(v1)
         // Providers' callbacks: authenticated by the token in the path, not an API key.
         .route(
@@ -123,6 +126,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
 /// `GET /healthz`: 200 with each background worker's last step, or 503 naming a worker
 /// that stopped or has not completed a step for `workers.stall_secs` beyond its tick.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "Every background worker is running.", body = openapi::HealthReport)),
+)]
 async fn healthz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let workers = gw.heartbeats.report(gw.config.workers.stall());
     let problems: Vec<&str> = workers

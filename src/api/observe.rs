@@ -20,6 +20,14 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// `GET /readyz`: 200 when the store answers, every embedded migration is applied and
 /// Redis (if configured) answers; else 503 `not_ready` naming what is wrong. Unlike
 /// `/healthz` (is the process alive), a failing `/readyz` means "send no traffic here".
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready: the store answers, its schema is current, Redis (if configured) answers. Otherwise 503 `not_ready`, its message naming each failed check.", body = super::openapi::ReadyReport),
+    ),
+)]
 pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let mut problems = Vec::new();
     let (store, migrations) =
@@ -72,6 +80,16 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiEr
 
 /// `GET /metrics`: the Prometheus text exposition. Open unless
 /// `metrics.require_admin_token`; a 404 when `metrics.enabled` is off.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text exposition (version 0.0.4).", content_type = "text/plain", body = String),
+        (status = 401, description = "`metrics.require_admin_token` is on and the admin token is missing or wrong.", body = super::error::ErrorBody),
+        (status = 404, description = "`metrics.enabled` is off.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn metrics(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,

@@ -40,19 +40,27 @@ const SIZES: [(&str, AspectRatio, Mode); 6] = [
 ];
 
 /// The body of `POST /v1/videos`, as JSON or as the form fields the SDK sends.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVideo {
+    #[schema(min_length = 1)]
     prompt: String,
+    /// One of omnigate's models or their aliases (default `kling-v3-omni`); `sora-*` is
+    /// refused.
     #[serde(default)]
+    #[schema(value_type = Option<crate::domain::Model>)]
     model: Option<String>,
     /// A string in OpenAI's API (`"8"`); a number is accepted too.
     #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+$")]
     seconds: Option<Value>,
     #[serde(default)]
+    #[schema(pattern = "^(1280x720|1920x1080|720x1280|1080x1920|720x720|1080x1080)$")]
     size: Option<String>,
-    /// OpenAI's image reference; not carried (use `image_list` on `/v1/video/generations`).
+    /// OpenAI's image reference; not carried (use `image_list` on `/v1/video/generations`):
+    /// a 400 naming it.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     input_reference: Option<Value>,
 }
 
@@ -114,6 +122,25 @@ async fn form_fields(content_type: &str, bytes: Bytes) -> Result<Map<String, Val
 }
 
 /// `POST /v1/videos`
+#[utoipa::path(
+    post,
+    path = "/v1/videos",
+    tag = "openai",
+    request_body(content(
+        (CreateVideo = "application/json"),
+        (CreateVideo = "multipart/form-data"),
+    )),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+            description = "As on `POST /v1/video/generations`.")),
+    responses(
+        (status = 200, description = "The video object (status `queued`).", body = super::openapi::Video),
+        (status = 400, description = "`invalid_request`: `param` names the field (OpenAI's name for it: `seconds`, `size`, `model`, ...).", body = super::error::ErrorBody),
+        (status = 402, description = "`budget_exceeded`.", body = super::error::ErrorBody),
+        (status = 409, description = "`idempotency_conflict`.", body = super::error::ErrorBody),
+        (status = 422, description = "No provider could take it.", body = super::error::ErrorBody),
+        (status = 504, description = "`no_provider_available`.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -243,6 +270,13 @@ fn in_openai_terms(e: ApiError) -> ApiError {
 }
 
 /// `GET /v1/videos/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/videos/{id}",
+    tag = "openai",
+    params(("id" = String, Path, description = "The video id (the task id).")),
+    responses((status = 200, description = "The video object.", body = super::openapi::Video)),
+)]
 pub async fn retrieve(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -257,15 +291,25 @@ pub async fn retrieve(
     Ok(Json(video_object(&task, requests.get(&task.id))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     after: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    #[param(pattern = "^(asc|desc)$")]
     order: Option<String>,
 }
 
 /// `GET /v1/videos?after=&limit=&order=`: OpenAI's cursor list.
+#[utoipa::path(
+    get,
+    path = "/v1/videos",
+    tag = "openai",
+    params(ListParams),
+    responses((status = 200, description = "A page of the key's videos.", body = super::openapi::VideoList)),
+)]
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -320,6 +364,16 @@ pub async fn list(
 /// content on both APIs) and omnigate's stored copy is removed; the task stays in the
 /// database for usage and billing. An unfinished one cannot be deleted (400): the provider
 /// is still working on it and will bill it either way.
+#[utoipa::path(
+    delete,
+    path = "/v1/videos/{id}",
+    tag = "openai",
+    params(("id" = String, Path, description = "The video id.")),
+    responses(
+        (status = 200, description = "Deleted: gone from reads, lists and content for its key; the stored copy is removed.", body = super::openapi::VideoDeleted),
+        (status = 400, description = "`invalid_request` naming `video_id`: only a completed or failed video can be deleted.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -337,13 +391,36 @@ pub async fn delete(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ContentParams {
+    /// Only `video`.
+    #[param(pattern = "^video$")]
     variant: Option<String>,
 }
 
 /// `GET /v1/videos/{id}/content`: the video (no thumbnails or spritesheets).
+#[utoipa::path(
+    get,
+    path = "/v1/videos/{id}/content",
+    tag = "openai",
+    params(
+        ("id" = String, Path, description = "The video id."),
+        ContentParams,
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=a-b`, `bytes=a-` or `bytes=-n`."),
+    ),
+    responses(
+        (status = 200, description = "The whole video, streamed (`Accept-Ranges: bytes`).", content_type = "video/mp4", body = Vec<u8>,
+         headers(("Accept-Ranges" = String), ("Content-Length" = u64))),
+        (status = 206, description = "The requested byte range (`Range: bytes=a-b`).", content_type = "video/mp4", body = Vec<u8>,
+         headers(("Content-Range" = String, description = "`bytes a-b/size`"), ("Accept-Ranges" = String))),
+        (status = 302, description = "No copy is stored (copying off, not done yet, or given up): the provider's URL.",
+         headers(("Location" = String))),
+        (status = 409, description = "`not_completed`: the task has no video yet.", body = super::error::ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`: the range starts past the end (`Content-Range: bytes */size`).", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn content(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,

@@ -21,6 +21,29 @@ use crate::{routing, submit};
 /// Longest `Idempotency-Key` accepted (Stripe's limit).
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 
+/// Validates the request, routes it to the cheapest capable provider, writes the task and
+/// submits it.
+#[utoipa::path(
+    post,
+    path = "/v1/video/generations",
+    tag = "tasks",
+    request_body = VideoRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+         description = "The same key with the same body answers the same task and never creates \
+                        a second upstream task; with another body, 409. Keys expire after \
+                        `idempotency.ttl_secs`."),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the task object (status `queued`).",
+         body = super::openapi::TaskObject,
+         headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
+        (status = 402, description = "`budget_exceeded`: the key's budget for the period cannot cover this task's estimate.", body = super::error::ErrorBody),
+        (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used with another body.", body = super::error::ErrorBody),
+        (status = 422, description = "`no_capable_provider` (the message lists each provider and why), `content_policy` or `upstream_bad_request` (`provider_message` has each provider's words).", body = super::error::ErrorBody),
+        (status = 504, description = "`no_provider_available`: the last provider timed out before accepting.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -72,6 +95,16 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 }
 
 /// `POST /v1/video/quotes`: what a create with this body would do, without doing it.
+#[utoipa::path(
+    post,
+    path = "/v1/video/quotes",
+    tag = "tasks",
+    request_body = VideoRequest,
+    responses(
+        (status = 200, description = "The provider a create would use, its estimate, and why the others would not be used.", body = super::openapi::Quote),
+        (status = 422, description = "`no_capable_provider`: valid, but no configured provider can carry it.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn quote(
     State(gw): State<Arc<Gateway>>,
     Caller(_key): Caller,
@@ -99,6 +132,14 @@ pub async fn quote(
     })))
 }
 
+/// One task, from the store, with its status history and submit attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/video/generations/{id}",
+    tag = "tasks",
+    params(("id" = String, Path, description = "The task id (`vgt_...`).")),
+    responses((status = 200, description = "The task.", body = super::openapi::TaskDetail)),
+)]
 pub async fn get_one(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -107,17 +148,35 @@ pub async fn get_one(
     detailed(&gw, &key.id, &id).await.map(Json)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// The query form one provider uses: `?task_id=` reads one task.
+    /// The query form one provider uses: `?task_id=` reads one task (then the answer is
+    /// that task, as `GET /v1/video/generations/{id}` gives it).
     task_id: Option<String>,
+    /// Only tasks in this status.
+    #[param(value_type = Option<TaskStatus>)]
     status: Option<String>,
+    /// Page size, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// The id of the last task of the previous page.
     cursor: Option<String>,
 }
 
+/// The caller's tasks, newest first, a page at a time; or one task with `?task_id=`.
+#[utoipa::path(
+    get,
+    path = "/v1/video/generations",
+    tag = "tasks",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of tasks (or, with `task_id`, that one task).",
+         body = super::openapi::TaskListOrTask),
+        (status = 404, description = "`not_found`: with `task_id`, no such task for this key.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn list_or_query(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,

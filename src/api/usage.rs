@@ -16,14 +16,17 @@ use super::ApiError;
 use crate::gateway::Gateway;
 use crate::store::{now_ms, period_start, BudgetPeriod, GroupBy, UsageRow};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// Start (inclusive) and end (exclusive) of the creation times counted: Unix seconds,
     /// an RFC 3339 time or a `YYYY-MM-DD` date (UTC). Default: this calendar month so far.
     from: Option<String>,
+    /// End (exclusive), in the same forms as `from`; after `from`. Default: now.
     to: Option<String>,
     /// `day` (the default), `model`, `provider` or `status`.
+    #[param(pattern = "^(day|model|provider|status)$")]
     group_by: Option<String>,
 }
 
@@ -99,6 +102,14 @@ fn round(usd: f64) -> f64 {
     (usd * 1e6).round() / 1e6
 }
 
+/// The caller's key's tasks, seconds of video and money, grouped.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "usage",
+    params(UsageParams),
+    responses((status = 200, description = "The report.", body = super::openapi::UsageReport)),
+)]
 pub async fn mine(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
@@ -109,6 +120,14 @@ pub async fn mine(
     Ok(Json(report(rows, from, to, name)))
 }
 
+/// Every key's usage, with its name and team.
+#[utoipa::path(
+    get,
+    path = "/admin/usage",
+    tag = "admin",
+    params(UsageParams),
+    responses((status = 200, description = "The report, a row per key and group.", body = super::openapi::UsageReport)),
+)]
 pub async fn all(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,

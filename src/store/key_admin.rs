@@ -13,7 +13,7 @@ use super::tasks::to_micros;
 use super::{now_ms, Store};
 
 /// A key as an operator sees it: never its secret, only the first characters of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub name: String,
@@ -22,9 +22,13 @@ pub struct KeyInfo {
     /// Unix seconds.
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub rpm: Option<u32>,
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub burst: Option<u32>,
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub read_rpm: Option<u32>,
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub max_in_flight: Option<u32>,
     pub budget_usd: Option<f64>,
     pub budget_period: &'static str,
@@ -36,7 +40,7 @@ pub struct KeyInfo {
 }
 
 /// A key just issued or rotated: the secrets exist only here and are shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub info: KeyInfo,
@@ -320,19 +324,38 @@ impl KeyChange {
             }
         }
         if let Some(Some(usd)) = self.budget_usd {
-            if !(usd.is_finite() && usd > 0.0) {
+            if !(usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD) {
                 return Err((
                     "budget_usd",
-                    "budget_usd must be a positive number of US dollars, or none to remove it"
-                        .into(),
+                    format!("budget_usd must be a positive number of US dollars up to {MAX_BUDGET_USD}, or none to remove it"),
                 ));
             }
         }
         if let Some(Some(team)) = &self.team {
-            if team.trim().is_empty() {
-                return Err(("team", "team must not be empty".into()));
-            }
+            check_label("team", team)?;
         }
         Ok(())
     }
+}
+
+/// The largest budget a key may have: its micro-dollars must fit the store's integers with
+/// room for sums.
+pub const MAX_BUDGET_USD: f64 = 1e12;
+
+/// A key's name or team: printable text (the database refuses NUL, and a control character
+/// in a name is a mistake), 1 to 200 characters.
+pub fn check_label(field: &'static str, value: &str) -> Result<(), (&'static str, String)> {
+    if value.trim().is_empty() {
+        return Err((field, format!("{field} must not be empty")));
+    }
+    if value.chars().count() > 200 {
+        return Err((field, format!("{field} must be at most 200 characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err((
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ mod tasks;
 mod usage;
 mod webhooks;
 
-pub use key_admin::{new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
+pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use observe::UNFINISHED_STATES;

@@ -68,7 +68,7 @@ impl TaskState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TaskError {
     pub code: String,
     pub message: String,
@@ -145,7 +145,7 @@ pub struct TaskDetail {
     pub attempts: Vec<Attempt>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub provider: String,
     pub outcome: String,
@@ -160,7 +160,7 @@ pub struct Attempt {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusChange {
     pub status: String,
     pub at: i64,

@@ -38,7 +38,7 @@ impl GroupBy {
 }
 
 /// One group of a report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageRow {
     /// The day (`YYYY-MM-DD`, UTC), model, provider or status.
     pub group: String,

@@ -33,7 +33,7 @@ pub struct WebhookEvent {
 }
 
 /// One delivery attempt, as kept.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookAttempt {
     pub at: i64,
     pub status_code: Option<i64>,

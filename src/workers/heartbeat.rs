@@ -21,7 +21,7 @@ struct Beat {
 }
 
 /// One worker as `/healthz` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkerStatus {
     pub name: &'static str,
     pub steps: u64,

@@ -1,0 +1,656 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes and
+//! the request and answer types, served at `GET /openapi.json` with a reference page at
+//! `GET /docs`.
+//!
+//! To add an endpoint: put `#[utoipa::path(...)]` on its handler (its success answer and
+//! the errors only it gives) and name the handler in `paths(...)` below. What every
+//! endpoint of a kind shares is added here, from the path, by [`Conventions`], so it cannot
+//! be forgotten: the security scheme (`/v1/...`: an API key, `/admin/...`: the admin
+//! token), the error answers of the layers in front of every handler (auth, rate limit,
+//! load shedding, body limits, the store) with the error envelope, and the RateLimit
+//! headers. `tests/openapi.rs` fails when the router serves a route the document lacks,
+//! and checks the running gateway against the document with schemathesis.
+
+use std::sync::LazyLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{Html, IntoResponse};
+use serde_json::Value;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Object, Ref, RefOr, Response, ResponseBuilder, Type};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::error::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "omnigate",
+        description = "One normalized API for AI video generation in front of the Kling \
+                       Omni-Video resellers. Errors are always `{\"error\": {\"type\", \"code\", \
+                       \"message\", \"param\"?, \"provider_message\"?}}`; times are Unix seconds."
+    ),
+    paths(
+        super::tasks::create,
+        super::tasks::list_or_query,
+        super::tasks::get_one,
+        super::tasks::quote,
+        super::events::list,
+        super::events::redeliver,
+        super::usage::mine,
+        super::intake::upstream_callback,
+        super::admin::providers,
+        super::usage::all,
+        super::keys::list,
+        super::keys::create,
+        super::keys::show,
+        super::keys::update,
+        super::keys::revoke,
+        super::keys::rotate,
+        super::content::generation_content,
+        super::openai::create,
+        super::openai::retrieve,
+        super::openai::list,
+        super::openai::delete,
+        super::openai::content,
+        super::healthz,
+        super::observe::readyz,
+        super::observe::metrics,
+        openapi_json,
+        docs,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Conventions),
+    tags(
+        (name = "tasks", description = "Video generation tasks: create, read, list, quote."),
+        (name = "events", description = "The webhook events of a task and their delivery attempts."),
+        (name = "usage", description = "Tasks, seconds of video and money."),
+        (name = "openai", description = "OpenAI's video API over the same tasks (the official SDK works against it)."),
+        (name = "upstream", description = "Where providers call back."),
+        (name = "admin", description = "The operator's API, behind the admin token."),
+        (name = "meta", description = "Health and this document."),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as served: built once.
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| serde_json::to_string(&document()).expect("the OpenAPI document serializes"));
+
+/// The document, with what utoipa's types cannot say patched into the JSON (see
+/// [`require_retry_after`]).
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    require_retry_after(&mut doc);
+    doc
+}
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object)),
+)]
+pub async fn openapi_json() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+}
+
+/// `GET /docs`: the API reference, rendered in the browser by Scalar.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "meta",
+    responses((status = 200, description = "An HTML page rendering this document.", content_type = "text/html", body = String)),
+)]
+pub async fn docs() -> Html<&'static str> {
+    static PAGE: LazyLock<String> = LazyLock::new(|| {
+        let doc: Value = serde_json::from_str(&DOCUMENT).expect("the document is JSON");
+        utoipa_scalar::Scalar::new(doc).to_html()
+    });
+    Html(PAGE.as_str())
+}
+
+/// Who may call a path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// `/v1/...`: `Authorization: Bearer <API key>`, counted by the rate limit.
+    ApiKey,
+    /// `/admin/...`: `Authorization: Bearer <admin token>`.
+    Admin,
+    /// Everything else: no credentials (the callback intake's token is in its path).
+    Open,
+}
+
+impl Scope {
+    fn of(path: &str) -> Scope {
+        if path.starts_with("/v1/") {
+            Scope::ApiKey
+        } else if path.starts_with("/admin/") {
+            Scope::Admin
+        } else {
+            Scope::Open
+        }
+    }
+}
+
+const API_KEY_SCHEME: &str = "api_key";
+const ADMIN_SCHEME: &str = "admin_token";
+
+/// What every operation of a kind shares, added from its path (see the module comment).
+/// A status a handler's own attribute already lists is left as the handler describes it.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            API_KEY_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("og_...")
+                    .description(Some(
+                        "An API key (`og_...`), issued by `omnigate keys create` or \
+                         `POST /admin/keys`. The scheme name is case-insensitive.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            ADMIN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token, from the env var named by `admin.token_env`. Without \
+                         one configured the admin API answers 404.",
+                    ))
+                    .build(),
+            ),
+        );
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let scope = Scope::of(path);
+            let has_path_params = path.contains('{');
+            let security = match scope {
+                Scope::ApiKey => Some(API_KEY_SCHEME),
+                Scope::Admin => Some(ADMIN_SCHEME),
+                Scope::Open => None,
+            };
+            for op in operations(item) {
+                op.security =
+                    security.map(|name| vec![SecurityRequirement::new(name, Vec::<String>::new())]);
+                let has_input = op.request_body.is_some()
+                    || op.parameters.iter().flatten().any(|p| {
+                        !matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path)
+                    });
+                let has_body = op.request_body.is_some();
+                add_shared_responses(op, scope, has_input, has_body, has_path_params);
+            }
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+fn add_shared_responses(
+    op: &mut Operation,
+    scope: Scope,
+    has_input: bool,
+    has_body: bool,
+    has_path_params: bool,
+) {
+    let mut add = |status: &str, response: Response| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert(RefOr::T(response));
+    };
+    if has_input {
+        add(
+            "400",
+            error("`invalid_request`: a field or parameter breaks a rule; `param` names it."),
+        );
+    }
+    match scope {
+        Scope::ApiKey => {
+            add(
+                "401",
+                unauthorized("`invalid_api_key`: the API key is missing or unknown."),
+            );
+            add(
+                "429",
+                with_retry_after(error(
+                    "`rate_limited`: this key's rate for creates or reads is spent \
+                     (`Retry-After` says when the next call passes); on a create also \
+                     `concurrency_limited`: the key has its limit of unfinished tasks.",
+                )),
+            );
+        }
+        Scope::Admin => {
+            add(
+                "401",
+                unauthorized("`invalid_api_key`: the admin token is missing or wrong."),
+            );
+            add(
+                "404",
+                error("`not_found`: no such key, or no admin token is configured (then the admin API does not exist)."),
+            );
+        }
+        Scope::Open => {}
+    }
+    if has_path_params {
+        add(
+            "404",
+            error("`not_found`: nothing with that id (another key's task is not yours to see)."),
+        );
+    }
+    if has_body {
+        add(
+            "408",
+            error("`body_timeout`: the body paused longer than `server.body_timeout_secs`."),
+        );
+        add(
+            "413",
+            error("`body_too_large`: the body is over `server.max_body_bytes`."),
+        );
+    }
+    add(
+        "503",
+        with_retry_after(error(
+            "`overloaded` (a limit of this gateway is reached), `store_unavailable` (the \
+             database is unreachable or locked), `shutting_down` (a create during a graceful \
+             shutdown), `rate_limiter_unavailable` (Redis cannot answer and the policy is \
+             fail_closed), `no_provider_available` (every capable provider refused or has an \
+             open circuit) or `worker_unhealthy` (`/healthz`).",
+        )),
+    );
+    if scope == Scope::ApiKey {
+        // The rate limit layer writes these on every answer it counted (a key with limits).
+        for response in op.responses.responses.values_mut() {
+            if let RefOr::T(response) = response {
+                add_ratelimit_headers(response);
+            }
+        }
+    }
+}
+
+/// An answer with the error envelope.
+fn error(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .build(),
+        )
+        .build()
+}
+
+fn unauthorized(description: &str) -> Response {
+    let mut r = error(description);
+    r.headers
+        .insert("WWW-Authenticate".into(), header(Type::String, "`Bearer`."));
+    r
+}
+
+fn with_retry_after(mut r: Response) -> Response {
+    r.headers.insert(
+        "Retry-After".into(),
+        header(Type::Integer, "Seconds to wait before retrying."),
+    );
+    r
+}
+
+fn header(ty: Type, description: &str) -> Header {
+    let mut h = Header::new(Object::with_type(ty));
+    h.description = Some(description.into());
+    h
+}
+
+fn add_ratelimit_headers(r: &mut Response) {
+    for (name, ty, description) in [
+        (
+            "RateLimit-Limit",
+            Type::Integer,
+            "Calls that can be made at once (the burst).",
+        ),
+        (
+            "RateLimit-Remaining",
+            Type::Integer,
+            "How many of them are left.",
+        ),
+        (
+            "RateLimit-Reset",
+            Type::Integer,
+            "Seconds until all are back.",
+        ),
+        (
+            "RateLimit-Policy",
+            Type::String,
+            "The steady rate per 60 s window, with the burst: `60;w=60;burst=10`.",
+        ),
+    ] {
+        r.headers
+            .entry(name.into())
+            .or_insert_with(|| header(ty, description));
+    }
+}
+
+/// `Retry-After` is on every 429 and 503 this gateway sends; utoipa's `Header` has no
+/// `required`, so it is set here, where schemathesis then checks it.
+fn require_retry_after(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in item.values_mut() {
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (status, response) in responses.iter_mut() {
+                if status != "429" && status != "503" {
+                    continue;
+                }
+                if let Some(h) = response.pointer_mut("/headers/Retry-After") {
+                    h["required"] = Value::Bool(true);
+                }
+            }
+        }
+    }
+}
+
+pub use answers::*;
+
+/// The answers their handlers build with `json!`, described as types (schemathesis checks,
+/// in tests/openapi.rs, that the running gateway agrees with them).
+#[allow(dead_code)] // never built: they only describe
+mod answers {
+    use std::collections::HashMap;
+
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    use crate::domain::TaskStatus;
+    use crate::health::ProviderReport;
+    use crate::store::{Attempt, KeyInfo, StatusChange, TaskError, UsageRow, WebhookAttempt};
+    use crate::workers::WorkerStatus;
+
+    /// The task object.
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskObject {
+        #[schema(example = "vgt_01J...")]
+        id: String,
+        /// Always `video.generation`.
+        #[schema(example = "video.generation")]
+        object: String,
+        /// The model's name (never an alias).
+        #[schema(example = "kling-v3-omni")]
+        model: String,
+        status: TaskStatus,
+        /// 0-100.
+        #[schema(minimum = 0, maximum = 100)]
+        progress: i64,
+        /// The provider that has (or had) the task; null before one took it.
+        provider: Option<String>,
+        /// Present, and true, only for a task served by the sandbox.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sandbox: Option<bool>,
+        cost: TaskCost,
+        /// Only when completed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<TaskResult>,
+        /// Only when failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<TaskError>,
+        /// The request's `metadata`, echoed.
+        metadata: HashMap<String, String>,
+        routing: TaskRouting,
+        created_at: i64,
+        updated_at: i64,
+        completed_at: Option<i64>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskCost {
+        estimated_usd: Option<f64>,
+        /// Once completed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        final_usd: Option<f64>,
+        #[schema(example = "USD")]
+        currency: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskResult {
+        videos: Vec<TaskVideo>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskVideo {
+        /// The provider's URL (it may expire: 7 days at some providers).
+        url: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration: Option<f64>,
+        /// omnigate's own copy (durable results), once stored: a path on this gateway.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        omnigate_url: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stored_bytes: Option<u64>,
+    }
+
+    /// OpenAI's Video object.
+    #[derive(Serialize, ToSchema)]
+    pub struct Video {
+        id: String,
+        /// Always `video`.
+        object: String,
+        created_at: i64,
+        #[schema(pattern = "^(queued|in_progress|completed|failed)$")]
+        status: String,
+        model: String,
+        #[schema(minimum = 0, maximum = 100)]
+        progress: i64,
+        seconds: String,
+        size: String,
+        prompt: Option<String>,
+        completed_at: Option<i64>,
+        /// Always null: omnigate's copy is kept until deleted.
+        expires_at: Option<i64>,
+        error: Option<VideoError>,
+        remixed_from_video_id: Option<String>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct VideoError {
+        code: String,
+        message: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct VideoList {
+        /// Always `list`.
+        object: String,
+        data: Vec<Video>,
+        first_id: Option<String>,
+        last_id: Option<String>,
+        has_more: bool,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct VideoDeleted {
+        id: String,
+        /// Always `video.deleted`.
+        object: String,
+        deleted: bool,
+    }
+
+    /// `/readyz`: each check's result.
+    #[derive(Serialize, ToSchema)]
+    pub struct ReadyReport {
+        status: String,
+        #[schema(value_type = Object)]
+        checks: HashMap<String, String>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskRouting {
+        /// Why this provider was chosen.
+        reason: Option<String>,
+    }
+
+    /// One task with its history: the task object plus `status_history` and `attempts`.
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskDetail {
+        #[serde(flatten)]
+        task: TaskObject,
+        /// Every status change; the statuses include omnigate's own `submitting` and
+        /// `submit_unknown`.
+        status_history: Vec<StatusChange>,
+        /// Every submit attempt: `outcome` is `accepted`, `refused` or `unknown`.
+        attempts: Vec<Attempt>,
+    }
+
+    /// `GET /v1/video/generations` answers a page, or with `?task_id=` one task.
+    #[derive(Serialize, ToSchema)]
+    #[serde(untagged)]
+    #[allow(clippy::large_enum_variant)] // never built: it only describes
+    pub enum TaskListOrTask {
+        List(TaskList),
+        Task(TaskDetail),
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskList {
+        /// Always `list`.
+        object: String,
+        data: Vec<TaskObject>,
+        has_more: bool,
+        /// Pass as `cursor` for the next page; null on the last one.
+        next_cursor: Option<String>,
+    }
+
+    /// What a create with this body would do.
+    #[derive(Serialize, ToSchema)]
+    pub struct Quote {
+        /// Always `video.quote`.
+        object: String,
+        model: String,
+        provider: String,
+        estimated_usd: f64,
+        currency: String,
+        billed_seconds: u32,
+        reason: String,
+        /// The providers tried next (`status: fallback`) and those passed over, with why.
+        alternatives: Vec<QuoteAlternative>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct QuoteAlternative {
+        provider: String,
+        estimated_usd: Option<f64>,
+        /// `fallback` or `passed_over`.
+        status: String,
+        reason: String,
+        /// A fallback's place in the order (the chosen provider is 1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rank: Option<u32>,
+        /// A passed-over provider: the kind of reason.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+        /// A passed-over provider: the request field behind the reason, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        param: Option<String>,
+    }
+
+    /// A webhook event of a task, with its delivery attempts.
+    #[derive(Serialize, ToSchema)]
+    pub struct EventObject {
+        id: String,
+        /// Always `webhook.event`.
+        object: String,
+        /// `video.generation.completed`, `video.generation.failed`, ...
+        #[serde(rename = "type")]
+        kind: String,
+        url: String,
+        progress: i64,
+        /// `pending`, `delivered`, `failed`, ...
+        state: String,
+        created_at: i64,
+        /// While pending.
+        next_attempt_at: Option<i64>,
+        delivered_at: Option<i64>,
+        attempts: Vec<WebhookAttempt>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct EventList {
+        object: String,
+        data: Vec<EventObject>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct KeyList {
+        object: String,
+        data: Vec<KeyInfo>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct ProviderList {
+        object: String,
+        data: Vec<ProviderReport>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct UsageReport {
+        /// Always `usage`.
+        object: String,
+        /// Unix seconds, inclusive.
+        from: i64,
+        /// Unix seconds, exclusive.
+        to: i64,
+        group_by: String,
+        currency: String,
+        data: Vec<UsageRow>,
+        total: UsageTotal,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct UsageTotal {
+        tasks: i64,
+        seconds: i64,
+        estimated_usd: f64,
+        final_usd: f64,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct HealthReport {
+        /// `ok`.
+        status: String,
+        workers: Vec<WorkerStatus>,
+    }
+
+    /// A provider callback was taken.
+    #[derive(Serialize, ToSchema)]
+    pub struct CallbackReceived {
+        received: bool,
+        /// The callback moved the task ahead: it is polled now.
+        poll_scheduled: bool,
+    }
+}
