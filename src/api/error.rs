@@ -102,6 +102,16 @@ pub enum ApiError {
 
 /// An error from below the API: a database outage (found by type anywhere in the chain,
 /// never by message text) is a quick 503 `store_unavailable`; anything else is internal.
+/// A query string that does not parse into the handler's parameters: a 400 saying why.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::InvalidRequest {
+            param: None,
+            message: e.body_text(),
+        }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         if e.chain().any(is_store_outage) {

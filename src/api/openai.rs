@@ -315,10 +315,7 @@ pub async fn list(
     Caller(key): Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::InvalidRequest {
-        param: None,
-        message: e.body_text(),
-    })?;
+    let Query(params) = params?;
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid(
@@ -428,10 +425,7 @@ pub async fn content(
     params: Result<Query<ContentParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::InvalidRequest {
-        param: None,
-        message: e.body_text(),
-    })?;
+    let Query(params) = params?;
     if let Some(v) = params.variant.as_deref().filter(|v| *v != "video") {
         return Err(ApiError::invalid(
             "variant",

@@ -182,10 +182,7 @@ pub async fn list_or_query(
     Caller(key): Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::InvalidRequest {
-        param: None,
-        message: e.body_text(),
-    })?;
+    let Query(params) = params?;
     if let Some(id) = params.task_id {
         return detailed(&gw, &key.id, &id).await.map(Json);
     }

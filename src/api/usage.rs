@@ -34,10 +34,7 @@ pub struct UsageParams {
 fn window(
     p: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<(i64, i64, GroupBy, String), ApiError> {
-    let Query(p) = p.map_err(|e| ApiError::InvalidRequest {
-        param: None,
-        message: e.body_text(),
-    })?;
+    let Query(p) = p?;
     let now = now_ms();
     let from = match p.from.as_deref() {
         Some(s) => parse_time("from", s)?,

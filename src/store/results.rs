@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::tasks::{task_from_row, TaskPage, TaskRecord, TASK_COLUMNS};
+use super::tasks::{page_of, TaskPage, TaskRecord, TASK_COLUMNS};
 use super::{affected, now_ms, Store};
 use crate::domain::{VideoRequest, VideoResult};
 
@@ -316,12 +316,6 @@ impl Store {
             .bind(limit as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut tasks = rows
-            .iter()
-            .map(task_from_row)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let has_more = tasks.len() > limit as usize;
-        tasks.truncate(limit as usize);
-        Ok(TaskPage { tasks, has_more })
+        page_of(&rows, limit)
     }
 }

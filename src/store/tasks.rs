@@ -245,6 +245,18 @@ pub struct TaskPage {
     pub has_more: bool,
 }
 
+/// A page of at most `limit` tasks from `rows`, which were asked for one more than that
+/// (the extra row only says whether there is a next page).
+pub(super) fn page_of(rows: &[AnyRow], limit: u32) -> anyhow::Result<TaskPage> {
+    let mut tasks = rows
+        .iter()
+        .map(task_from_row)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let has_more = tasks.len() > limit as usize;
+    tasks.truncate(limit as usize);
+    Ok(TaskPage { tasks, has_more })
+}
+
 /// Every column a task read returns: the request body is left out on purpose.
 pub(super) const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
@@ -1183,13 +1195,7 @@ impl Store {
             .bind(limit as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut tasks = rows
-            .iter()
-            .map(task_from_row)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let has_more = tasks.len() > limit as usize;
-        tasks.truncate(limit as usize);
-        Ok(TaskPage { tasks, has_more })
+        page_of(&rows, limit)
     }
 
     /// A task as its owner sees it, with its status history and submit attempts, in one
