@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::routing::{Router, Upstream};
 use crate::store::Store;
-use crate::{api, providers, sandbox, server, workers};
+use crate::{api, console, providers, sandbox, server, workers};
 
 pub struct RunningApp {
     pub addr: SocketAddr,
@@ -177,7 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         .await
         .with_context(|| format!("server.listen: cannot bind {listen}"))?;
     let addr = listener.local_addr()?;
-    let app = api::router(gateway.clone());
+    let app = api::router(gateway.clone(), console::routes());
     let stop_server = CancellationToken::new();
     let server = tokio::spawn(server::serve(
         listener,

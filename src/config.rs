@@ -706,7 +706,8 @@ impl PriceTable {
         }
     }
 
-    fn entries(&self) -> [(&'static str, Option<f64>); 6] {
+    /// Each (mode and audio option, price) in a fixed order.
+    pub fn entries(&self) -> [(&'static str, Option<f64>); 6] {
         [
             ("std", self.std),
             ("std_sound", self.std_sound),

@@ -28,11 +28,20 @@ pub struct Sandbox {
 #[derive(Clone, Copy)]
 struct Timing {
     task_ms: i64,
+    /// The sandbox's own address: finished tasks' videos are served from it.
+    addr: SocketAddr,
 }
 
+/// Every sandbox task's "video": a real 3-second clip (a test pattern), so a browser can
+/// play a sandbox result end to end.
+const CLIP: &[u8] = include_bytes!("assets/sandbox-clip.webm");
+
 pub async fn start(task_seconds: f64) -> anyhow::Result<Sandbox> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
     let timing = Timing {
         task_ms: (task_seconds * 1000.0) as i64,
+        addr,
     };
     let app = Router::new()
         .route("/api/v1/kling/{slug}/async", post(modellix_create))
@@ -46,9 +55,8 @@ pub async fn start(task_seconds: f64) -> anyhow::Result<Sandbox> {
             "/api/v1/video/generations",
             post(apimodels_create).get(apimodels_query),
         )
+        .route("/videos/{file}", get(clip))
         .with_state(timing);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "sandbox upstream stopped");
@@ -136,8 +144,12 @@ fn phase(t: Timing, id: &str) -> Option<Phase> {
     } else if elapsed < t.task_ms {
         Phase::Processing
     } else {
-        Phase::Done(format!("https://sandbox.omnigate.invalid/videos/{id}.mp4"))
+        Phase::Done(format!("http://{}/videos/{id}.webm", t.addr))
     })
+}
+
+async fn clip() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "video/webm")], CLIP)
 }
 
 fn not_found() -> (axum::http::StatusCode, Json<Value>) {

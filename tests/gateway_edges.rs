@@ -219,10 +219,15 @@ async fn the_zero_config_sandbox_runs_a_task_to_completion(kind: Db) {
         .wait_terminal(task["id"].as_str().unwrap(), Duration::from_secs(20))
         .await;
     assert_eq!(done["status"], "completed", "{done}");
-    assert!(done["result"]["videos"][0]["url"]
-        .as_str()
-        .unwrap()
-        .contains("sandbox"));
+    // The sandbox serves its result itself: a real, playable clip.
+    let url = done["result"]["videos"][0]["url"].as_str().unwrap();
+    let clip = reqwest::get(url).await.unwrap();
+    assert_eq!(clip.headers()["content-type"], "video/webm");
+    let bytes = clip.bytes().await.unwrap();
+    assert!(
+        bytes.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]),
+        "a WebM (EBML) file"
+    );
     // The first start made a bootstrap key; the harness made the second.
     assert_eq!(app.gateway().store.count_api_keys().await.unwrap(), 2);
 }

@@ -44,7 +44,7 @@ pub async fn generation_content(
 }
 
 /// The content of `owner`'s task `id`; another key's task is a 404, as everywhere.
-pub(super) async fn content_of(
+pub async fn content_of(
     gw: &Gateway,
     owner: &str,
     id: &str,

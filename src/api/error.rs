@@ -175,7 +175,7 @@ impl ApiError {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -189,6 +189,17 @@ impl ApiError {
             ApiError::Limited { status, .. } => *status,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message a client may see: an internal error's details go to the log instead.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error; the details are in the gateway's log".to_string()
+            }
+            other => other.to_string(),
         }
     }
 
@@ -219,13 +230,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let (kind, code) = self.kind_and_code();
         crate::telemetry::metrics::limit_refusal(code);
-        let message = match &self {
-            ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                "internal error; the details are in the gateway's log".to_string()
-            }
-            other => other.to_string(),
-        };
+        let message = self.public_message();
         let param = match &self {
             ApiError::InvalidRequest { param, .. } | ApiError::Unprocessable { param, .. } => {
                 param.clone()

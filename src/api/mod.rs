@@ -15,8 +15,11 @@ mod openapi;
 mod tasks;
 mod usage;
 
+pub use admin::same_secret;
+pub use content::content_of;
 pub use error::ApiError;
-pub use tasks::task_object;
+pub use json::parse as parse_json;
+pub use tasks::{quote_object, refuse_while_draining, task_object};
 
 use std::sync::Arc;
 
@@ -52,12 +55,13 @@ pub struct BodyLimit(pub usize);
 ///    limit (`server.max_in_flight_creates`), one count for both.
 ///
 /// `POST /upstream/callbacks/{token}` (providers' callbacks, `intake`) has layers 1-4 only:
-/// its token is its authentication.
+/// its token is its authentication. So do the `pages` (the console, `crate::console`),
+/// which sign in with a session cookie of their own.
 ///
 /// The header-read timeout is the server's (`server.rs`). There is no blanket request
 /// timeout: a create is bounded by its providers' timeouts, and its submit runs on its own
 /// task so that a client hanging up cannot interrupt it.
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
     let server = &gw.config.server;
     let max_body = server.max_body_bytes;
     let requests = load::Slots::new(server.max_in_flight_requests, "requests");
@@ -101,6 +105,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .merge(v1)
+        // HTML pages (the console), under the same outer layers as the API.
+        .merge(pages)
         // Providers' callbacks: authenticated by the token in the path, not an API key.
         .route(
             "/upstream/callbacks/{token}",

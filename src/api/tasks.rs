@@ -69,7 +69,7 @@ pub async fn create(
 
 /// Once a graceful shutdown has begun, a new create would start a submit the drain might
 /// have to cut; the client retries on another replica (or this one once restarted).
-pub(super) fn refuse_while_draining(gw: &Gateway) -> Result<(), ApiError> {
+pub fn refuse_while_draining(gw: &Gateway) -> Result<(), ApiError> {
     if gw.draining.is_cancelled() {
         return Err(ApiError::Unavailable {
             code: "shutting_down",
@@ -111,6 +111,11 @@ pub async fn quote(
     ValidJson(req): ValidJson<VideoRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let plan = submit::plan_request(&gw, &req).await?;
+    Ok(Json(quote_object(&req, &plan)))
+}
+
+/// What a create with `req` would do under `plan`: the quote's JSON object.
+pub fn quote_object(req: &VideoRequest, plan: &routing::Plan) -> Value {
     let chosen = &plan.candidates[0];
     let fallbacks = plan.candidates.iter().enumerate().skip(1).map(|(rank, c)| {
         json!({"provider": c.upstream.name, "estimated_usd": c.estimate_usd, "rank": rank + 1,
@@ -120,16 +125,16 @@ pub async fn quote(
         json!({"provider": p.provider, "estimated_usd": p.estimate_usd, "status": "passed_over",
                "why": p.why, "param": p.param, "reason": p.reason})
     });
-    Ok(Json(json!({
+    json!({
         "object": "video.quote",
         "model": req.model.as_str(),
         "provider": chosen.upstream.name,
         "estimated_usd": chosen.estimate_usd,
         "currency": "USD",
-        "billed_seconds": routing::billed_seconds(&req),
+        "billed_seconds": routing::billed_seconds(req),
         "reason": plan.reason_for(0),
         "alternatives": fallbacks.chain(passed).collect::<Vec<_>>(),
-    })))
+    })
 }
 
 /// One task, from the store, with its status history and submit attempts.

@@ -38,19 +38,36 @@ pub async fn rate_limit(State(gw): State<Arc<Gateway>>, req: Request, next: Next
         return next.run(req).await;
     };
     let bucket = bucket_of(req.method(), req.uri().path());
-    match gw.limits.check(key, bucket).await {
-        Verdict::Unlimited | Verdict::FailedOpen => next.run(req).await,
-        Verdict::Decided(d) if d.allowed => {
-            let mut resp = next.run(req).await;
-            write_headers(resp.headers_mut(), &d);
-            resp
-        }
+    let verdict = gw.limits.check(key, bucket).await;
+    let mut resp = match refusal(&verdict, bucket) {
+        Some(refused) => refused.into_response(),
+        None => next.run(req).await,
+    };
+    if let Verdict::Decided(d) = &verdict {
+        write_headers(resp.headers_mut(), d);
+    }
+    resp
+}
+
+/// Counts one create of `key` outside the middleware (the console's playground).
+pub async fn count_create(gw: &Gateway, key: &ApiKey) -> Result<(), ApiError> {
+    match refusal(&gw.limits.check(key, Bucket::Create).await, Bucket::Create) {
+        Some(refused) => Err(refused),
+        None => Ok(()),
+    }
+}
+
+/// The error a verdict refuses a call with, if it does.
+fn refusal(verdict: &Verdict, bucket: Bucket) -> Option<ApiError> {
+    match verdict {
+        Verdict::Unlimited | Verdict::FailedOpen => None,
+        Verdict::Decided(d) if d.allowed => None,
         Verdict::Decided(d) => {
             let what = match bucket {
                 Bucket::Create => "creates",
                 Bucket::Read => "reads",
             };
-            let mut resp = ApiError::Limited {
+            Some(ApiError::Limited {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 code: "rate_limited",
                 message: format!(
@@ -58,19 +75,15 @@ pub async fn rate_limit(State(gw): State<Arc<Gateway>>, req: Request, next: Next
                      retry in {} s",
                     d.quota.per_minute, d.quota.burst, d.retry_after_secs
                 ),
-            }
-            .into_response();
-            write_headers(resp.headers_mut(), &d);
-            resp
+            })
         }
-        Verdict::FailedClosed => ApiError::Unavailable {
+        Verdict::FailedClosed => Some(ApiError::Unavailable {
             code: "rate_limiter_unavailable",
             message: "the rate limiter cannot be reached, and this gateway refuses calls it \
                       cannot count; retry shortly"
                 .into(),
             retry_after_secs: UNAVAILABLE_RETRY_SECS,
-        }
-        .into_response(),
+        }),
     }
 }
 

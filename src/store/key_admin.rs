@@ -259,15 +259,16 @@ impl Store {
 
     /// Revokes key `id` at once; false if there is no such active key.
     pub async fn revoke_key(&self, id: &str) -> anyhow::Result<bool> {
-        Ok(
+        let revoked =
             sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(now_ms())
                 .execute(&self.writes)
                 .await?
                 .rows_affected()
-                > 0,
-        )
+                > 0;
+        self.keys.forget(id);
+        Ok(revoked)
     }
 
     /// Gives key `id` a new secret and a new webhook signing secret; the old key keeps

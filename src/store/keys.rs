@@ -35,6 +35,13 @@ impl KeyCache {
             .map(|(key, _)| key.clone())
     }
 
+    /// Drops key `id` at once (revoked here: this process refuses it from now on; other
+    /// processes within the TTL).
+    pub(super) fn forget(&self, id: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (key, _)| key.id != id);
+    }
+
     fn put(&self, hash: String, key: ApiKey, at: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= KEY_CACHE_MAX {
@@ -177,6 +184,17 @@ impl Store {
 }
 
 impl Store {
+    /// The active key with this id (a console session acts as its key).
+    pub async fn active_key(&self, id: &str) -> anyhow::Result<Option<ApiKey>> {
+        let sql =
+            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND revoked_at IS NULL");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
     pub async fn count_api_keys(&self) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.pool)

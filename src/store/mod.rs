@@ -2,6 +2,7 @@
 //! One set of portable SQL runs on PostgreSQL (production, many gateway processes) and
 //! on SQLite (the embedded single-machine default), chosen by the database URL.
 
+mod console;
 mod key_admin;
 mod keys;
 mod limits;
@@ -11,6 +12,7 @@ mod tasks;
 mod usage;
 mod webhooks;
 
+pub use console::{ConsoleSession, OutcomeSlot, TaskFilter, UsageCell};
 pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};

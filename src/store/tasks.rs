@@ -35,7 +35,7 @@ impl TaskState {
         }
     }
 
-    pub(super) fn parse(s: &str) -> anyhow::Result<TaskState> {
+    pub fn parse(s: &str) -> anyhow::Result<TaskState> {
         Ok(match s {
             "submitting" => TaskState::Submitting,
             "submit_unknown" => TaskState::SubmitUnknown,

@@ -1,0 +1,505 @@
+//! The console at `/console`: in a real headless Chromium (tests/console_browser.py, which
+//! also writes a screenshot of every page to target/console-screenshots/), and over plain
+//! HTTP for what a browser would hide: CSRF refusals, cookie flags, another key's pages.
+
+mod support;
+
+use std::process::Command;
+
+use omnigate::config::{Config, SandboxMode, Secret};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::app::{config, Db, TestApp, TestDb};
+
+const ADMIN_TOKEN: &str = "console-admin-token";
+
+fn sandbox_config(db: &TestDb) -> Config {
+    let mut cfg = config(db, vec![]);
+    cfg.sandbox.enabled = SandboxMode::Always;
+    cfg.sandbox.task_seconds = 3.0;
+    cfg.admin.token = Some(Secret::new(ADMIN_TOKEN));
+    cfg
+}
+
+/// A browser-like client for one session: follows no redirects, keeps its cookies.
+struct Console {
+    base: String,
+    http: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+impl Console {
+    fn new(app: &TestApp) -> Console {
+        Console {
+            base: app.base.clone(),
+            http: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, resp: &reqwest::Response) {
+        for c in resp.headers().get_all(SET_COOKIE) {
+            let c = c.to_str().unwrap();
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            if !v.is_empty() {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&resp);
+        resp
+    }
+
+    /// Signs in with `token` through the sign-in form, as a browser would.
+    async fn sign_in(app: &TestApp, token: &str) -> Console {
+        let mut c = Console::new(app);
+        let (status, page) = c.get("/console/login").await;
+        assert_eq!(status, StatusCode::OK);
+        let nonce = csrf_in(&page);
+        let resp = c
+            .post("/console/login", &[("csrf", &nonce), ("token", token)])
+            .await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "sign-in with {token}");
+        assert_eq!(resp.headers()[LOCATION], "/console/tasks");
+        c
+    }
+
+    /// The CSRF token of the session, from any page's forms.
+    async fn csrf(&mut self) -> String {
+        let (_, page) = self.get("/console/tasks").await;
+        csrf_in(&page)
+    }
+}
+
+fn csrf_in(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF field");
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+async fn second_key(app: &TestApp) -> (String, String) {
+    let k = app.gateway().store.create_api_key("team-b").await.unwrap();
+    (k.id, k.secret)
+}
+
+fn prompt_task() -> Value {
+    json!({"model": "kling-video-o1", "prompt": "a red kite over hills", "mode": "std",
+           "duration": 5, "aspect_ratio": "16:9"})
+}
+
+#[tokio::test]
+async fn a_key_builds_a_task_in_the_playground_and_watches_it_play_in_a_real_browser() {
+    let db = TestDb::new(Db::Postgres).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let (b_id, b_secret) = second_key(&app).await;
+    let (status, task_of_b) = app
+        .post_as(&b_secret, "/v1/video/generations", &prompt_task())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task_of_b}");
+    let task_of_b = task_of_b["id"].as_str().unwrap().to_string();
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console_browser.py");
+    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
+    let args = [
+        script.to_string(),
+        app.base.clone(),
+        app.key.clone(),
+        b_id.clone(),
+        task_of_b.clone(),
+        ADMIN_TOKEN.to_string(),
+        shots.to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(&args)
+            .output()
+            .expect("python3 runs (the test command installs selenium and chromium)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+
+    // The task the browser created is the key's, completed, and its video played.
+    let id = seen["task_id"].as_str().unwrap();
+    let (status, task) = app.get(&format!("/v1/video/generations/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(
+        task["provider"], seen["quoted_provider"],
+        "the quote named the provider used"
+    );
+    assert!(
+        seen["video_src"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/console/tasks/{id}/video")),
+        "{seen}"
+    );
+    assert!(seen["video_seconds"].as_f64().unwrap() > 1.0, "{seen}");
+    assert_eq!(seen["other_task_heading"], "Not found");
+
+    // The key the operator revoked in the browser is refused by the API.
+    let (status, _) = app.get_as(&b_secret, "/v1/video/generations").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for page in [
+        "01-sign-in",
+        "02-playground",
+        "03-task",
+        "04-tasks",
+        "05-usage",
+        "06-providers",
+        "07-keys",
+        "08-key-revoked",
+    ] {
+        let path = format!("{shots}/{page}.png");
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {path} missing or empty");
+    }
+}
+
+async fn forms_without_the_csrf_token_are_refused(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let (b_id, b_secret) = second_key(&app).await;
+    let mut operator = Console::sign_in(&app, ADMIN_TOKEN).await;
+
+    let revoke = format!("/console/keys/{b_id}/revoke");
+    let resp = operator.post(&revoke, &[]).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = operator.post(&revoke, &[("csrf", "not-the-token")]).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = operator.post("/console/keys", &[("name", "sneaky")]).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = operator.post("/console/logout", &[]).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let (status, _) = app.get_as(&b_secret, "/v1/video/generations").await;
+    assert_eq!(status, StatusCode::OK, "a refused form changed nothing");
+    assert!(!app
+        .gateway()
+        .store
+        .list_keys()
+        .await
+        .unwrap()
+        .iter()
+        .any(|k| k.name == "sneaky"));
+
+    // With the token, the same form works.
+    let csrf = operator.csrf().await;
+    let resp = operator.post(&revoke, &[("csrf", &csrf)]).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (status, _) = app.get_as(&b_secret, "/v1/video/generations").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The sign-in form needs its own token (the cookie it set), so no page elsewhere can
+    // sign a browser in.
+    let mut fresh = Console::new(&app);
+    let resp = fresh
+        .post("/console/login", &[("token", ADMIN_TOKEN)])
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = fresh
+        .post(
+            "/console/login",
+            &[("token", ADMIN_TOKEN), ("csrf", "guess")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // A playground submit without the token creates nothing.
+    let mut key = Console::sign_in(&app, &app.key).await;
+    let resp = key
+        .post(
+            "/console/playground",
+            &[
+                ("model", "kling-video-o1"),
+                ("prompt", "x"),
+                ("aspect_ratio", "16:9"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let (_, list) = app.get("/v1/video/generations").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_are_refused_sqlite() {
+    forms_without_the_csrf_token_are_refused(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_are_refused_postgres() {
+    forms_without_the_csrf_token_are_refused(Db::Postgres).await;
+}
+
+async fn a_key_sees_only_its_own_tasks(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let (_, b_secret) = second_key(&app).await;
+    let mine = app.create(&prompt_task()).await;
+    let (_, theirs) = app
+        .post_as(&b_secret, "/v1/video/generations", &prompt_task())
+        .await;
+    let (mine, theirs) = (mine["id"].as_str().unwrap(), theirs["id"].as_str().unwrap());
+
+    let mut a = Console::sign_in(&app, &app.key).await;
+    let (status, list) = a.get("/console/tasks").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(mine) && !list.contains(theirs), "{list}");
+    // Even asking for the other key by the operator's filter shows only its own.
+    let (_, list) = a.get("/console/tasks?key=whatever").await;
+    assert!(list.contains(mine) && !list.contains(theirs));
+    for path in [
+        format!("/console/tasks/{theirs}"),
+        format!("/console/tasks/{theirs}/video"),
+        "/console/keys".to_string(),
+        "/console/providers".to_string(),
+    ] {
+        let (status, page) = a.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!page.contains(theirs), "{path} leaks the other task");
+    }
+    let csrf = a.csrf().await;
+    let resp = a
+        .post(
+            &format!("/console/tasks/{theirs}/events/evt_x/redeliver"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let (status, page) = a.get(&format!("/console/tasks/{mine}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Status history") && page.contains("Submit attempts"));
+
+    // The operator sees both, and can filter by key.
+    let mut op = Console::sign_in(&app, ADMIN_TOKEN).await;
+    let (_, list) = op.get("/console/tasks").await;
+    assert!(list.contains(mine) && list.contains(theirs));
+    let a_id = &app
+        .gateway()
+        .store
+        .authenticate(&app.key)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let (_, list) = op.get(&format!("/console/tasks?key={a_id}")).await;
+    assert!(list.contains(mine) && !list.contains(theirs));
+    let (status, _) = op.get(&format!("/console/tasks/{theirs}")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_sees_only_its_own_tasks_sqlite() {
+    a_key_sees_only_its_own_tasks(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_key_sees_only_its_own_tasks_postgres() {
+    a_key_sees_only_its_own_tasks(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn revoking_a_key_or_signing_out_ends_the_console_session() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let (b_id, b_secret) = second_key(&app).await;
+    let mut b = Console::sign_in(&app, &b_secret).await;
+    assert_eq!(b.get("/console/tasks").await.0, StatusCode::OK);
+    app.gateway().store.revoke_key(&b_id).await.unwrap();
+    let (status, _) = b.get("/console/tasks").await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "a revoked key's session goes to sign-in"
+    );
+
+    let mut a = Console::sign_in(&app, &app.key).await;
+    let csrf = a.csrf().await;
+    let stolen = a.cookie_header();
+    let resp = a.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // The old cookie is dead on the server too, not only forgotten by the browser.
+    let resp = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/console/tasks", app.base))
+        .header(COOKIE, stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    // Wrong tokens are told so, with the form again.
+    let mut c = Console::new(&app);
+    let (_, page) = c.get("/console/login").await;
+    let resp = c
+        .post(
+            "/console/login",
+            &[("csrf", &csrf_in(&page)), ("token", "og_nope")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("neither the admin token nor a live API key"));
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_strict_and_secure_behind_https() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let login = http
+        .get(format!("{}/console/login", app.base))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let nonce_cookie = login.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    let page = login.text().await.unwrap();
+    let resp = http
+        .post(format!("{}/console/login", app.base))
+        .header("x-forwarded-proto", "https")
+        .header(COOKIE, nonce_cookie.split(';').next().unwrap())
+        .form(&[
+            ("csrf", csrf_in(&page).as_str()),
+            ("token", app.key.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("omnigate_session="))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+        assert!(session.contains(flag), "{flag} missing: {session}");
+    }
+}
+
+#[tokio::test]
+async fn bad_filters_and_form_fields_get_a_400_naming_the_field() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let mut op = Console::sign_in(&app, ADMIN_TOKEN).await;
+    for (query, field) in [
+        ("status=sleeping", "status"),
+        ("model=sora", "model"),
+        ("from=yesterday", "from"),
+        ("after=garbage", "after"),
+    ] {
+        let (status, page) = op.get(&format!("/console/tasks?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(page.contains(&format!("{field}:")), "{query}: {page}");
+    }
+    let csrf = op.csrf().await;
+    let resp = op
+        .post(
+            "/console/keys",
+            &[("csrf", &csrf), ("name", "x"), ("rpm", "lots")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("rpm:"));
+
+    // The playground's quote answers with the API's envelope, naming the field.
+    let mut key = Console::sign_in(&app, &app.key).await;
+    let csrf = key.csrf().await;
+    let resp = key
+        .post(
+            "/console/playground/quote",
+            &[
+                ("csrf", &csrf),
+                ("model", "kling-video-o1"),
+                ("prompt", "x"),
+                ("duration", "99"),
+                ("aspect_ratio", "16:9"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "duration", "{body}");
+    let resp = key
+        .post(
+            "/console/playground/quote",
+            &[
+                ("csrf", &csrf),
+                ("model", "kling-video-o1"),
+                ("prompt", "a kite"),
+                ("duration", "5"),
+                ("aspect_ratio", "16:9"),
+                ("mode", "std"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["quote"]["estimated_usd"].as_f64().unwrap() > 0.0,
+        "{body}"
+    );
+    assert_eq!(body["request"]["duration"], "5");
+}
