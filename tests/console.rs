@@ -12,6 +12,7 @@ use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::receiver::Receiver;
 
 const ADMIN_TOKEN: &str = "console-admin-token";
 
@@ -502,4 +503,47 @@ async fn bad_filters_and_form_fields_get_a_400_naming_the_field() {
         "{body}"
     );
     assert_eq!(body["request"]["duration"], "5");
+}
+
+#[tokio::test]
+async fn the_task_page_lists_webhook_deliveries_and_redelivers_one() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = sandbox_config(&db);
+    cfg.webhooks.allow_private_targets = true;
+    cfg.sandbox.task_seconds = 1.0;
+    let app = TestApp::start(cfg).await;
+    let receiver = Receiver::start().await;
+    let mut body = prompt_task();
+    body["callback_url"] = json!(receiver.url());
+    let id = app.create(&body).await["id"].as_str().unwrap().to_string();
+    app.wait_terminal(&id, std::time::Duration::from_secs(20))
+        .await;
+    let first = receiver
+        .wait_for(1, std::time::Duration::from_secs(20))
+        .await;
+    let event_id = first[0].header("webhook-id").to_string();
+
+    let mut key = Console::sign_in(&app, &app.key).await;
+    let (status, page) = key.get(&format!("/console/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("video.generation.completed") && page.contains(">200<"),
+        "{page}"
+    );
+    let csrf = csrf_in(&page);
+    let resp = key
+        .post(
+            &format!("/console/tasks/{id}/events/{event_id}/redeliver"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let again = receiver
+        .wait_for(2, std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        again[1].header("webhook-id"),
+        event_id,
+        "the same event, delivered again"
+    );
 }
