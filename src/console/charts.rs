@@ -58,7 +58,9 @@ pub fn columns(title: &str, parts: &[&'static str], cols: &[Column]) -> Markup {
         .fold(0.0, f64::max);
     let (h, top, bottom) = (180.0, 18.0, 22.0);
     let plot = h - top - bottom;
-    let slot = WIDTH / cols.len().max(1) as f64;
+    // Room on both sides for the first and last columns' centred labels.
+    let pad = 28.0;
+    let slot = (WIDTH - 2.0 * pad) / cols.len().max(1) as f64;
     let every = (cols.len() / 8).max(1);
     html! {
         figure.chart {
@@ -75,7 +77,7 @@ pub fn columns(title: &str, parts: &[&'static str], cols: &[Column]) -> Markup {
             } @else {
                 svg viewBox={"0 0 " (WIDTH) " " (h)} role="img" aria-label=(title) {
                     @for (i, c) in cols.iter().enumerate() {
-                        @let x = i as f64 * slot;
+                        @let x = pad + i as f64 * slot;
                         @let total: f64 = c.parts.iter().map(|p| p.1).sum();
                         @let mut base = h - bottom;
                         @for (k, (name, v)) in c.parts.iter().enumerate() {
