@@ -455,6 +455,17 @@ pub struct CreateLoad {
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The tasks a [`CreateLoad`] was answered with so far, as it goes on.
+#[derive(Clone)]
+pub struct Answered(Arc<LoadShared>);
+
+impl Answered {
+    pub fn task_ids(&self) -> Vec<String> {
+        let answers = self.0.answers.lock().unwrap();
+        answers.accepted.values().cloned().collect()
+    }
+}
+
 /// A careful client's pause before it sends a refused job again.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -498,6 +509,18 @@ impl CreateLoad {
             self.accepted() >= n
         })
         .await;
+    }
+
+    /// A handle on the tasks answered so far, for another task to follow.
+    pub fn answered(&self) -> Answered {
+        Answered(self.shared.clone())
+    }
+
+    /// Hands out no new job: the clients end once their current one is answered.
+    pub fn stop(&self) {
+        self.shared
+            .next_job
+            .fetch_max(self.shared.jobs, Ordering::Relaxed);
     }
 
     /// Waits for every job to be answered (panics after `within`).
