@@ -28,9 +28,12 @@ const MODELS: &[Model] = &[Model::KlingV3Omni];
 /// Kling's dialect looks a task up by our id after a crash; apimodels cannot, so an
 /// interrupted submit there follows `unknown_submit = "fail"`.
 const PROVIDERS: [&str; 2] = ["kkiai", "apimodels"];
-/// Past the submit lease of a task whose submitter was killed (request timeout + 30 s),
-/// when the reconciler settles it.
-const SETTLE: Duration = Duration::from_secs(90);
+/// How long the drill may take to settle: past the submit lease of a task whose
+/// submitter was killed (request timeout + 30 s), when the reconciler settles it, and
+/// longer for a large drill.
+fn settle_within(tasks: usize) -> Duration {
+    Duration::from_secs(90) + Duration::from_millis(50) * tasks as u32
+}
 
 fn body(job: usize, callback: &str) -> Value {
     json!({
@@ -103,7 +106,7 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
     });
     let mut downtimes = Vec::new();
     for kill in 1..=kills {
-        load.wait_accepted(tasks * kill / (kills + 1), Duration::from_secs(120))
+        load.wait_accepted(tasks * kill / (kills + 1), settle_within(tasks))
             .await;
         let killed = Instant::now();
         gateway.kill();
@@ -113,12 +116,12 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
         downtimes.push(killed.elapsed());
     }
     let restarted = Instant::now();
-    let answers = load.finish(Duration::from_secs(120)).await;
+    let answers = load.finish(settle_within(tasks)).await;
     assert!(answers.unclean.is_empty(), "{:?}", answers.unclean);
     assert_eq!(answers.accepted.len(), tasks, "every job was answered");
 
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    wait_all_terminal(&pool, &gateway).await;
+    wait_all_terminal(&pool, &gateway, settle_within(tasks)).await;
     let settled_after = restarted.elapsed();
     let rows = task_rows(&pool).await;
 
@@ -149,7 +152,9 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
         .collect();
 
     no_upstream_task_twice(&kkiai, &apimodels, &rows, unknown.len());
-    every_event_delivered(&pool, &receiver, &rows).await;
+    let repeats = every_event_delivered(&pool, &receiver, &rows, settle_within(tasks)).await;
+    let ids: Vec<&String> = answers.accepted.values().collect();
+    every_answered_task_reads_finished(&gateway, &key.key, &ids).await;
     nothing_left_held(&pool, &key.info.id).await;
 
     println!(
@@ -157,7 +162,7 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
          (down {downtimes:?} each); {completed} completed, {} failed as submit_outcome_unknown; \
          all terminal {settled_after:?} after the last restart; {} transport errors and \
          503s {:?} seen by clients; upstream tasks kkiai {} / apimodels {}; {} webhook \
-         requests received",
+         requests received, {repeats} of them repeats",
         unknown.len(),
         answers.transport_errors,
         answers.refusal_codes,
@@ -196,8 +201,8 @@ async fn task_rows(pool: &sqlx::PgPool) -> BTreeMap<String, TaskRow> {
         .collect()
 }
 
-async fn wait_all_terminal(pool: &sqlx::PgPool, gateway: &GatewayProcess) {
-    let deadline = Instant::now() + SETTLE;
+async fn wait_all_terminal(pool: &sqlx::PgPool, gateway: &GatewayProcess, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
         let open: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM tasks WHERE state NOT IN ('completed', 'failed')",
@@ -210,7 +215,7 @@ async fn wait_all_terminal(pool: &sqlx::PgPool, gateway: &GatewayProcess) {
         }
         assert!(
             Instant::now() < deadline,
-            "{open} tasks still unfinished {SETTLE:?} after the load:\n{}",
+            "{open} tasks still unfinished {within:?} after the load:\n{}",
             gateway.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -278,20 +283,24 @@ fn no_upstream_task_twice(
     );
 }
 
-/// Every event of every task is delivered, and the receiver holds each one and a terminal
-/// event per task.
+/// Every event of every task is delivered: the receiver holds each one, a task's in the
+/// order they happened (first arrivals), and a terminal event for every task. Answers
+/// how many deliveries were repeats (at least once: a crash between a receiver's 2xx and
+/// its record sends the event again).
 async fn every_event_delivered(
     pool: &sqlx::PgPool,
     receiver: &Receiver,
     rows: &BTreeMap<String, TaskRow>,
-) {
-    let deadline = Instant::now() + SETTLE;
+    within: Duration,
+) -> usize {
+    let deadline = Instant::now() + within;
     let events = loop {
-        let events: Vec<(String, String, String, String)> =
-            sqlx::query_as("SELECT id, task_id, type, state FROM webhook_events")
-                .fetch_all(pool)
-                .await
-                .unwrap();
+        let events: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT id, task_id, type, state FROM webhook_events ORDER BY task_id, seq",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
         if events.iter().all(|e| e.3 == "delivered") {
             break events;
         }
@@ -306,9 +315,21 @@ async fn every_event_delivered(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let received = receiver.received();
-    let got: BTreeSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    let mut first_arrival: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, r) in received.iter().enumerate() {
+        first_arrival.entry(r.header("webhook-id")).or_insert(i);
+    }
+    let mut last_of_task: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, task, kind, _) in &events {
-        assert!(got.contains(id.as_str()), "{kind} of {task} never arrived");
+        let at = *first_arrival
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("{kind} of {task} never arrived"));
+        if let Some(before) = last_of_task.insert(task, at) {
+            assert!(
+                before < at,
+                "{kind} of {task} arrived before an earlier event"
+            );
+        }
     }
     let terminal: BTreeSet<String> = received
         .iter()
@@ -323,6 +344,27 @@ async fn every_event_delivered(
         .collect();
     for id in rows.keys() {
         assert!(terminal.contains(id), "no terminal event for {id}");
+    }
+    received.len() - first_arrival.len()
+}
+
+/// The restarted gateway serves every answered task, finished.
+async fn every_answered_task_reads_finished(gateway: &GatewayProcess, key: &str, ids: &[&String]) {
+    let client = reqwest::Client::new();
+    for id in ids {
+        let task: Value = client
+            .get(format!("{}/v1/video/generations/{id}", gateway.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            matches!(task["status"].as_str(), Some("completed" | "failed")),
+            "{task}"
+        );
     }
 }
 

@@ -23,7 +23,7 @@ use omnigate::store::now_ms;
 use serde_json::{json, Value};
 use sqlx::Row;
 use support::app::{config, Db, TestApp, TestDb};
-use support::drill::{eventually, CreateLoad, PrivatePostgres, PrivateRedis};
+use support::drill::{eventually, CreateLoad, PgStop, PrivatePostgres, PrivateRedis};
 use support::faults::{Behaviour, FaultyUpstream};
 use support::proxy::TcpProxy;
 use support::receiver::Receiver;
@@ -73,12 +73,23 @@ fn each_upstream_task_once(sim: &Sim) {
     assert_eq!(distinct.len(), ids.len(), "an upstream task was made twice");
 }
 
-/// PostgreSQL is stopped (`pg_ctl stop -m fast`) while clients create and read tasks, and
-/// started again three seconds later on the same port. Meanwhile every answer is a task or
-/// a clean 503 `store_unavailable`; afterwards requests succeed on the same gateway
-/// process, every job is one completed task, and no upstream task was made twice.
+/// PostgreSQL is restarted by its operator (`pg_ctl stop -m fast`, then start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_under_load_answers_503_then_recovers_losing_nothing() {
+    postgres_outage(PgStop::Fast).await
+}
+
+/// PostgreSQL crashes (`pg_ctl stop -m immediate`) and recovers from its log on start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_under_load_answers_503_then_recovers_losing_nothing() {
+    postgres_outage(PgStop::Immediate).await
+}
+
+/// PostgreSQL is stopped while clients create and read tasks, and started again three
+/// seconds later on the same port. Meanwhile every answer is a task or a clean 503
+/// `store_unavailable`; afterwards requests succeed on the same gateway process, every
+/// job is one completed task, and no upstream task was made twice.
+async fn postgres_outage(how: PgStop) {
     let mut pg = tokio::task::spawn_blocking(PrivatePostgres::start)
         .await
         .unwrap();
@@ -95,7 +106,7 @@ async fn a_postgres_restart_under_load_answers_503_then_recovers_losing_nothing(
     let reads = ReadLoad::start(&app, &load, 4);
 
     load.wait_accepted(jobs / 3, WAIT).await;
-    tokio::task::block_in_place(|| pg.stop());
+    tokio::task::block_in_place(|| pg.stop(how));
     let stopped = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen_during = load.answers();
@@ -131,7 +142,7 @@ async fn a_postgres_restart_under_load_answers_503_then_recovers_losing_nothing(
     assert_eq!(sim.created_count(), jobs);
     each_upstream_task_once(&sim);
     println!(
-        "postgres drill: {jobs} jobs, PostgreSQL down {:?}; first create answered {recovered_in:?} \
+        "postgres drill ({how:?}): {jobs} jobs, PostgreSQL down {:?}; first create answered {recovered_in:?} \
          after it was back; creates answered {:?} (503s by code {:?}), reads {read_statuses:?}",
         started - stopped,
         answers.statuses,

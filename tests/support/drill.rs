@@ -255,6 +255,13 @@ fn postgres_bin_dir() -> PathBuf {
     }
 }
 
+/// How [`PrivatePostgres::stop`] stops the server (`pg_ctl stop -m ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgStop {
+    Fast,
+    Immediate,
+}
+
 /// A PostgreSQL cluster of the test's own, in a temp dir, on a free port of 127.0.0.1: it
 /// can be stopped and started while other tests keep using the machine's server.
 pub struct PrivatePostgres {
@@ -304,10 +311,15 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Stops the server the way an operator's restart does (`pg_ctl stop -m fast`: open
-    /// sessions are cut, the server shuts down cleanly).
-    pub fn stop(&mut self) {
-        self.pg_ctl(&["stop", "-m", "fast", "-w"]);
+    /// Stops the server: `Fast` as an operator's restart does (open sessions are cut, the
+    /// server shuts down cleanly), `Immediate` as a crash (the next start recovers from
+    /// the write-ahead log).
+    pub fn stop(&mut self, how: PgStop) {
+        let mode = match how {
+            PgStop::Fast => "fast",
+            PgStop::Immediate => "immediate",
+        };
+        self.pg_ctl(&["stop", "-m", mode, "-w"]);
         self.running = false;
     }
 
