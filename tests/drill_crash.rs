@@ -119,6 +119,7 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
     let answers = load.finish(settle_within(tasks)).await;
     assert!(answers.unclean.is_empty(), "{:?}", answers.unclean);
     assert_eq!(answers.accepted.len(), tasks, "every job was answered");
+    assert!(answers.transport_errors > 0, "the clients met the crashes");
 
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     wait_all_terminal(&pool, &gateway, settle_within(tasks)).await;

@@ -110,6 +110,12 @@ async fn postgres_outage(how: PgStop) {
     let stopped = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen_during = load.answers();
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(
+        (status.as_u16(), ready["error"]["code"].as_str()),
+        (503, Some("not_ready")),
+        "{ready}"
+    );
     tokio::task::block_in_place(|| pg.start_again());
     let started = Instant::now();
     let accepted_at_start = load.accepted();
@@ -118,6 +124,10 @@ async fn postgres_outage(how: PgStop) {
     })
     .await;
     let recovered_in = started.elapsed();
+    eventually(WAIT, "ready again", || async {
+        app.get("/readyz").await.0 == 200
+    })
+    .await;
 
     let answers = load.finish(WAIT).await;
     let read_statuses = reads.finish().await;
@@ -378,6 +388,8 @@ async fn redis_outage(policy: RedisErrorPolicy) {
 
     let phase = Arc::new(AtomicUsize::new(BEFORE));
     let seen: Arc<Mutex<[BTreeMap<String, usize>; 3]>> = Arc::default();
+    // How long each read took, by phase (a figure, not asserted).
+    let took: Arc<Mutex<[Vec<Duration>; 3]>> = Arc::default();
     let stop = tokio_util::sync::CancellationToken::new();
     let clients: Vec<_> = (0..4)
         .map(|_| {
@@ -387,9 +399,11 @@ async fn redis_outage(policy: RedisErrorPolicy) {
                 key.secret.clone(),
             );
             let (phase, seen, stop) = (phase.clone(), seen.clone(), stop.clone());
+            let took = took.clone();
             tokio::spawn(async move {
                 while !stop.is_cancelled() {
                     let sent_in = phase.load(Ordering::SeqCst);
+                    let sent_at = Instant::now();
                     let label = match client.get(&url).bearer_auth(&secret).send().await {
                         Ok(resp) => {
                             let limited = resp.headers().contains_key("ratelimit-limit");
@@ -402,6 +416,7 @@ async fn redis_outage(policy: RedisErrorPolicy) {
                     };
                     if sent_in != CHANGING && phase.load(Ordering::SeqCst) == sent_in {
                         *seen.lock().unwrap()[sent_in].entry(label).or_insert(0) += 1;
+                        took.lock().unwrap()[sent_in].push(sent_at.elapsed());
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -456,6 +471,11 @@ async fn redis_outage(policy: RedisErrorPolicy) {
     }
 
     let seen = seen.lock().unwrap().clone();
+    let median = |p: usize| {
+        let mut t = took.lock().unwrap()[p].clone();
+        t.sort();
+        t.get(t.len() / 2).copied().unwrap_or_default()
+    };
     let labels = |p: usize| seen[p].keys().cloned().collect::<Vec<_>>();
     assert_eq!(
         labels(BEFORE),
@@ -479,7 +499,11 @@ async fn redis_outage(policy: RedisErrorPolicy) {
     assert!(!app.gateway().limits.backend_down());
     println!(
         "redis drill ({policy:?}): down {down_for:?}, limiting resumed {resumed_in:?} after \
-         Redis was back; answers before/down/after: {seen:?}"
+         Redis was back; answers before/down/after: {seen:?}; median read before/down/after \
+         {:?} / {:?} / {:?}",
+        median(BEFORE),
+        median(DOWN),
+        median(BACK)
     );
 }
 

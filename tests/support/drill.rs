@@ -102,13 +102,19 @@ impl GatewayProcess {
             .append(true)
             .open(&self.log_path)
             .expect("open the gateway's log");
-        let child = Command::new(env!("CARGO_BIN_EXE_omnigate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_omnigate"));
+        // The environment's own settings must not override the drill's config file.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("OMNIGATE_") || name == "RUST_LOG" {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let child = command
             .arg("--config")
             .arg(&self.config_path)
             .args(["serve"])
             .envs(self.env.iter().cloned())
-            // The test's own settings must not leak into the child's config.
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
