@@ -1,14 +1,17 @@
-//! The crash drill: the real `omnigate` binary under load (many concurrent creates against
-//! two provider simulators, every task calling back a webhook receiver) is killed with
-//! SIGKILL and started again on the same PostgreSQL database, more than once. Afterwards:
-//! every job a client sent ended as exactly one task, every task answered is terminal,
-//! every event of a finished task reached the receiver, no upstream task was created
-//! twice, and no concurrency slot or budget reservation is left held.
+//! The crash drill, on PostgreSQL and on SQLite: the real `omnigate` binary under load
+//! (many concurrent creates against two provider simulators, every task calling back a
+//! webhook receiver) is killed with SIGKILL and started again on the same database, more
+//! than once. Afterwards: every job a client sent ended as exactly one task, every task
+//! answered is terminal, every event of a finished task reached the receiver, no upstream
+//! task was created twice, and no concurrency slot or budget reservation is left held.
 //!
 //! Scale, from the environment (CI runs the defaults; the benchmark runs it large):
 //! - `OMNIGATE_DRILL_TASKS` (200): creates in all;
 //! - `OMNIGATE_DRILL_CLIENTS` (16): clients sending them at once;
 //! - `OMNIGATE_DRILL_KILLS` (2): times the gateway is killed and restarted under load.
+//!
+//! e.g. `OMNIGATE_DRILL_TASKS=1000 OMNIGATE_DRILL_CLIENTS=32 OMNIGATE_DRILL_KILLS=3
+//! cargo test --test drill_crash -- --nocapture` (the figures are printed at the end).
 
 mod support;
 
@@ -47,12 +50,11 @@ fn body(job: usize, callback: &str) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
+async fn kill_9_under_load_loses_no_task_event_slot_or_reservation(kind: Db) {
     let tasks = scale("OMNIGATE_DRILL_TASKS", 200);
     let clients = scale("OMNIGATE_DRILL_CLIENTS", 16);
     let kills = scale("OMNIGATE_DRILL_KILLS", 2);
-    let db = TestDb::new(Db::Postgres).await;
+    let db = TestDb::new(kind).await;
     let kkiai = Sim::start(SimDialect::Kkiai).await;
     let apimodels = Sim::start(SimDialect::Apimodels).await;
     for sim in [&kkiai, &apimodels] {
@@ -121,7 +123,8 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
     assert_eq!(answers.accepted.len(), tasks, "every job was answered");
     assert!(answers.transport_errors > 0, "the clients met the crashes");
 
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
     wait_all_terminal(&pool, &gateway, settle_within(tasks)).await;
     let settled_after = restarted.elapsed();
     let rows = task_rows(&pool).await;
@@ -159,7 +162,7 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
     nothing_left_held(&pool, &key.info.id).await;
 
     println!(
-        "crash drill: {tasks} tasks from {clients} clients, {kills} kill -9 + restart \
+        "crash drill ({kind:?}): {tasks} tasks from {clients} clients, {kills} kill -9 + restart \
          (down {downtimes:?} each); {completed} completed, {} failed as submit_outcome_unknown; \
          all terminal {settled_after:?} after the last restart; {} transport errors and \
          503s {:?} seen by clients; upstream tasks kkiai {} / apimodels {}; {} webhook \
@@ -173,6 +176,7 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation() {
     );
     assert!(gateway.starts() == kills + 1);
 }
+on_both_stores!(kill_9_under_load_loses_no_task_event_slot_or_reservation);
 
 #[derive(Debug)]
 struct TaskRow {
@@ -182,7 +186,7 @@ struct TaskRow {
     error_code: Option<String>,
 }
 
-async fn task_rows(pool: &sqlx::PgPool) -> BTreeMap<String, TaskRow> {
+async fn task_rows(pool: &sqlx::AnyPool) -> BTreeMap<String, TaskRow> {
     sqlx::query("SELECT id, state, provider, provider_task_id, error_code FROM tasks")
         .fetch_all(pool)
         .await
@@ -202,7 +206,7 @@ async fn task_rows(pool: &sqlx::PgPool) -> BTreeMap<String, TaskRow> {
         .collect()
 }
 
-async fn wait_all_terminal(pool: &sqlx::PgPool, gateway: &GatewayProcess, within: Duration) {
+async fn wait_all_terminal(pool: &sqlx::AnyPool, gateway: &GatewayProcess, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let open: i64 = sqlx::query_scalar(
@@ -289,7 +293,7 @@ fn no_upstream_task_twice(
 /// how many deliveries were repeats (at least once: a crash between a receiver's 2xx and
 /// its record sends the event again).
 async fn every_event_delivered(
-    pool: &sqlx::PgPool,
+    pool: &sqlx::AnyPool,
     receiver: &Receiver,
     rows: &BTreeMap<String, TaskRow>,
     within: Duration,
@@ -371,7 +375,7 @@ async fn every_answered_task_reads_finished(gateway: &GatewayProcess, key: &str,
 
 /// The key's counters are back to nothing held, and what it spent is what its completed
 /// tasks cost.
-async fn nothing_left_held(pool: &sqlx::PgPool, key_id: &str) {
+async fn nothing_left_held(pool: &sqlx::AnyPool, key_id: &str) {
     let in_flight: i64 = sqlx::query_scalar("SELECT in_flight FROM api_keys WHERE id = $1")
         .bind(key_id)
         .fetch_one(pool)
