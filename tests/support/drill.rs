@@ -15,13 +15,19 @@ use std::time::{Duration, Instant};
 use omnigate::config::{Config, Credential};
 use serde_json::Value;
 
-/// A port of 127.0.0.1 that was free a moment ago (the kernel hands out ports in turn, so
-/// another test taking it in between is unlikely).
+/// A free port of 127.0.0.1 for a server the drill stops and starts again on the same
+/// port. It is drawn below Linux's ephemeral range (32768-60999): while the server is
+/// down, no outgoing connection and no listener on port 0 (every other test's) can be
+/// handed it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use rand::Rng;
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32000");
 }
 
 /// A drill's size from the environment variable `name`, else `default` (CI runs the
