@@ -52,6 +52,13 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A database the test made some other way (a private server's).
+    pub fn existing(url: String) -> TestDb {
+        TestDb { url, _dir: None }
+    }
+}
+
 pub fn config(db: &TestDb, providers: Vec<(String, ProviderConfig)>) -> Config {
     let mut cfg = Config::default();
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();

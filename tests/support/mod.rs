@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod drill;
+pub mod faults;
 pub mod proxy;
 pub mod raw;
 pub mod receiver;
