@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::tasks::{page_of, TaskPage, TASK_COLUMNS};
-use super::{now_ms, Store};
+use super::{now_ms, Backend, Store};
 
 /// A signed-in console session: the operator's (`api_key_id` None) or one key's.
 #[derive(Debug, Clone)]
@@ -254,7 +254,17 @@ impl Store {
         if let Some(owner) = owner {
             q = q.bind(owner);
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // PostgreSQL cannot estimate the number of groups of `created_at / day` and,
+            // with the default 4 MB, sorts every row on disk (3x slower at 100k tasks)
+            // instead of hashing the few dozen groups there are.
+            sqlx::query("SET LOCAL work_mem = '32MB'")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| {
                 Ok(UsageCell {
