@@ -15,7 +15,9 @@ use super::page::{self, csrf_field, status_badge, time_ms, usd_opt, ConsoleError
 use super::session::{CsrfForm, Session};
 use crate::domain::{Model, TaskStatus};
 use crate::gateway::Gateway;
-use crate::store::{Redelivery, TaskFilter, TaskRecord, TaskState};
+use crate::store::{
+    Attempt, Redelivery, TaskFilter, TaskRecord, TaskState, WebhookAttempt, WebhookEvent,
+};
 
 const PAGE_SIZE: u32 = 50;
 
@@ -257,45 +259,14 @@ pub async fn show(
         .task_detail_for_owner(&task.api_key_id, &id)
         .await?
         .ok_or(ConsoleError::NotFound)?;
-    let request = gw
-        .store
-        .task_request(&id)
-        .await
-        .ok()
-        .and_then(|r| serde_json::to_value(r).ok())
-        .map(elide_base64);
+    let request = stored_request(&gw.store.task_request_body(&id).await?);
     let events = gw.store.task_webhook_events(&id).await?;
     let t = &detail.task;
-    let status = t.state.public();
-    let finished = matches!(status, TaskStatus::Completed | TaskStatus::Failed);
+    let finished = matches!(t.state.public(), TaskStatus::Completed | TaskStatus::Failed);
     let body = html! {
         div data-refresh-while-unfinished=[(!finished).then_some("2000")] {
-            dl.facts {
-                dt { "Status" } dd { (status_badge(status.as_str())) " " (t.progress) "%" }
-                dt { "Model" } dd { (t.model.as_str()) }
-                dt { "Provider" } dd { (t.provider.as_deref().unwrap_or("—")) " " small { (t.routing_reason.as_deref().unwrap_or("")) } }
-                dt { "Provider's task id" } dd { code { (t.provider_task_id.as_deref().unwrap_or("—")) } }
-                dt { "Key" } dd { code { (t.api_key_id) } }
-                dt { "Cost" } dd { "estimated " (usd_opt(t.cost_estimated_usd)) ", final " (usd_opt(t.cost_final_usd))
-                    @if t.cost_final_usd.is_none() { " (settled when the task completes; failed tasks cost nothing)" } }
-                dt { "Created (UTC)" } dd { (time_ms(t.created_at)) }
-                @if t.sandbox { dt { "Sandbox" } dd { "yes: this video is not real" } }
-            }
-            @if let Some(err) = &t.error {
-                p.error role="alert" { strong { (err.code) } ": " (err.message)
-                    @if let Some(pm) = &err.provider_message { " (provider: " (pm) ")" } }
-            }
-            @if status == TaskStatus::Completed && !t.videos.is_empty() {
-                section aria-labelledby="video-title" {
-                    h2 #video-title { "Result" }
-                    video #result controls preload="metadata" src={"/console/tasks/" (t.id) "/video"} {
-                        "Your browser cannot play this video; "
-                        a href={"/console/tasks/" (t.id) "/video"} { "download it" } "."
-                    }
-                }
-            } @else if !finished {
-                p.live aria-live="polite" { "This page refreshes every 2 seconds until the task finishes. " a href="" { "Refresh now" } }
-            }
+            (facts(t))
+            (result(t, finished))
             section aria-labelledby="timeline-title" {
                 h2 #timeline-title { "Status history" }
                 ol.timeline {
@@ -304,44 +275,8 @@ pub async fn show(
                     }
                 }
             }
-            section aria-labelledby="attempts-title" {
-                h2 #attempts-title { "Submit attempts" }
-                @if detail.attempts.is_empty() { p { "None yet." } } @else {
-                    table {
-                        thead { tr { th scope="col" { "At (UTC)" } th scope="col" { "Provider" } th scope="col" { "Outcome" }
-                                     th scope="col" { "Latency" } th scope="col" { "Error" } } }
-                        tbody { @for a in &detail.attempts { tr {
-                            td { (time_ms(a.at)) } td { (a.provider) } td { (a.outcome) }
-                            td.num { (a.latency_ms) " ms" }
-                            td { (a.error_code.as_deref().unwrap_or("")) " " (a.message.as_deref().unwrap_or("")) }
-                        } } }
-                    }
-                }
-            }
-            section aria-labelledby="events-title" {
-                h2 #events-title { "Webhook events" }
-                @if events.is_empty() { p { "No callback URL was given, so no events." } }
-                @for (event, attempts) in &events {
-                    article.event {
-                        h3 { code { (event.kind) } " → " (event.url) " " (status_badge(&event.state)) }
-                        @if attempts.is_empty() { p { "No delivery attempt yet." } } @else {
-                            table {
-                                thead { tr { th scope="col" { "At (UTC)" } th scope="col" { "Answer" } th scope="col" { "Latency" } th scope="col" { "Error" } } }
-                                tbody { @for a in attempts { tr {
-                                    td { (time_ms(a.at)) }
-                                    td { (a.status_code.map(|c| c.to_string()).unwrap_or_else(|| "no answer".into())) }
-                                    td.num { (a.latency_ms) " ms" }
-                                    td { (a.error.as_deref().unwrap_or("")) }
-                                } } }
-                            }
-                        }
-                        form method="post" action={"/console/tasks/" (t.id) "/events/" (event.id) "/redeliver"} {
-                            (csrf_field(&session))
-                            button type="submit" { "Redeliver " code { (event.kind) } }
-                        }
-                    }
-                }
-            }
+            (attempts(&detail.attempts))
+            (webhook_events(&session, &t.id, &events))
             section aria-labelledby="request-title" {
                 h2 #request-title { "Request" }
                 @match &request {
@@ -357,6 +292,103 @@ pub async fn show(
         "/console/tasks",
         body,
     ))
+}
+
+/// The stored request with inline images elided; None once retention pruned it to `{}`.
+fn stored_request(body: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        .map(elide_base64)
+}
+
+fn facts(t: &TaskRecord) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Status" } dd { (status_badge(t.state.public().as_str())) " " (t.progress) "%" }
+            dt { "Model" } dd { (t.model.as_str()) }
+            dt { "Provider" } dd { (t.provider.as_deref().unwrap_or("—")) " " small { (t.routing_reason.as_deref().unwrap_or("")) } }
+            dt { "Provider's task id" } dd { code { (t.provider_task_id.as_deref().unwrap_or("—")) } }
+            dt { "Key" } dd { code { (t.api_key_id) } }
+            dt { "Cost" } dd { "estimated " (usd_opt(t.cost_estimated_usd)) ", final " (usd_opt(t.cost_final_usd))
+                @if t.cost_final_usd.is_none() { " (settled when the task completes; failed tasks cost nothing)" } }
+            dt { "Created (UTC)" } dd { (time_ms(t.created_at)) }
+            @if t.sandbox { dt { "Sandbox" } dd { "yes: this video is not real" } }
+        }
+        @if let Some(err) = &t.error {
+            p.error role="alert" { strong { (err.code) } ": " (err.message)
+                @if let Some(pm) = &err.provider_message { " (provider: " (pm) ")" } }
+        }
+    }
+}
+
+/// The video once there is one; until the task finishes, a note that the page refreshes.
+fn result(t: &TaskRecord, finished: bool) -> Markup {
+    let video = format!("/console/tasks/{}/video", t.id);
+    html! {
+        @if t.state.public() == TaskStatus::Completed && !t.videos.is_empty() {
+            section aria-labelledby="video-title" {
+                h2 #video-title { "Result" }
+                video #result controls preload="metadata" src=(video) {
+                    "Your browser cannot play this video; " a href=(video) { "download it" } "."
+                }
+            }
+        } @else if !finished {
+            p.live aria-live="polite" { "This page refreshes every 2 seconds until the task finishes. " a href="" { "Refresh now" } }
+        }
+    }
+}
+
+fn attempts(attempts: &[Attempt]) -> Markup {
+    html! {
+        section aria-labelledby="attempts-title" {
+            h2 #attempts-title { "Submit attempts" }
+            @if attempts.is_empty() { p { "None yet." } } @else {
+                table {
+                    thead { tr { th scope="col" { "At (UTC)" } th scope="col" { "Provider" } th scope="col" { "Outcome" }
+                                 th scope="col" { "Latency" } th scope="col" { "Error" } } }
+                    tbody { @for a in attempts { tr {
+                        td { (time_ms(a.at)) } td { (a.provider) } td { (a.outcome) }
+                        td.num { (a.latency_ms) " ms" }
+                        td { (a.error_code.as_deref().unwrap_or("")) " " (a.message.as_deref().unwrap_or("")) }
+                    } } }
+                }
+            }
+        }
+    }
+}
+
+fn webhook_events(
+    session: &Session,
+    task_id: &str,
+    events: &[(WebhookEvent, Vec<WebhookAttempt>)],
+) -> Markup {
+    html! {
+        section aria-labelledby="events-title" {
+            h2 #events-title { "Webhook events" }
+            @if events.is_empty() { p { "No callback URL was given, so no events." } }
+            @for (event, attempts) in events {
+                article.event {
+                    h3 { code { (event.kind) } " → " (event.url) " " (status_badge(&event.state)) }
+                    @if attempts.is_empty() { p { "No delivery attempt yet." } } @else {
+                        table {
+                            thead { tr { th scope="col" { "At (UTC)" } th scope="col" { "Answer" } th scope="col" { "Latency" } th scope="col" { "Error" } } }
+                            tbody { @for a in attempts { tr {
+                                td { (time_ms(a.at)) }
+                                td { (a.status_code.map(|c| c.to_string()).unwrap_or_else(|| "no answer".into())) }
+                                td.num { (a.latency_ms) " ms" }
+                                td { (a.error.as_deref().unwrap_or("")) }
+                            } } }
+                        }
+                    }
+                    form method="post" action={"/console/tasks/" (task_id) "/events/" (event.id) "/redeliver"} {
+                        (csrf_field(session))
+                        button type="submit" { "Redeliver " code { (event.kind) } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Inline images (base64 or data URLs) are replaced by their size: the page stays readable

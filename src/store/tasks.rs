@@ -771,12 +771,17 @@ impl Store {
 
     /// The request as the client sent it (base64 images removed once a provider accepted).
     pub async fn task_request(&self, id: &str) -> anyhow::Result<VideoRequest> {
+        let body = self.task_request_body(id).await?;
+        serde_json::from_str(&body).context("stored request")
+    }
+
+    /// The stored request as JSON text (`{}` once retention pruned it).
+    pub async fn task_request_body(&self, id: &str) -> anyhow::Result<String> {
         let row = sqlx::query("SELECT request FROM tasks WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
-        let body: String = row.try_get("request")?;
-        serde_json::from_str(&body).context("stored request")
+        Ok(row.try_get("request")?)
     }
 
     pub async fn record_attempt(&self, task_id: &str, a: &Attempt) -> anyhow::Result<()> {
