@@ -540,10 +540,18 @@ impl Observed {
 /// A body a provider POSTed to us, as if it were the answer to a query, so that a
 /// callback is read by the same code as a poll.
 pub(super) fn callback_reply(body: &[u8]) -> Reply {
+    answer(200, body)
+}
+
+/// An answer held whole, as [`send`] would leave it: cut at [`MAX_BODY_BYTES`] and marked
+/// oversized beyond. What each adapter's `parse_*_answer` (the fuzz targets' and property
+/// tests' way in) reads, so that they see exactly what a read of the network sees.
+pub(super) fn answer(status: u16, body: &[u8]) -> Reply {
+    let oversized = body.len() > MAX_BODY_BYTES;
     Reply {
-        status: 200,
-        body: body.to_vec(),
-        oversized: body.len() > MAX_BODY_BYTES,
+        status,
+        body: body[..body.len().min(MAX_BODY_BYTES)].to_vec(),
+        oversized,
     }
 }
 

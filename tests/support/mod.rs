@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod entry_points;
 pub mod proxy;
 pub mod raw;
 pub mod receiver;
