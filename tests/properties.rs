@@ -11,12 +11,14 @@ mod support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use omnigate::config::ProviderConfig;
 use omnigate::domain::{Model, VideoRequest};
 use omnigate::providers;
 use omnigate::routing::{Router, Upstream};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
+use support::app::{Db, TestApp, TestDb};
 use support::entry_points::{self, Dialect, TASK_STATES};
 use support::sim::{Sim, SimDialect};
 
@@ -576,6 +578,7 @@ const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 struct Providers {
     runtime: tokio::runtime::Runtime,
     sims: Vec<Sim>,
+    configs: Vec<(String, ProviderConfig)>,
     router: Router,
 }
 
@@ -590,7 +593,7 @@ impl Providers {
             .iter()
             .map(|d| runtime.block_on(Sim::start(*d)))
             .collect();
-        let upstreams = sims
+        let configs: Vec<(String, ProviderConfig)> = sims
             .iter()
             .map(|sim| {
                 // anyfast sells kling-v3-omni only.
@@ -600,18 +603,21 @@ impl Providers {
                     BOTH
                 };
                 let name = format!("{:?}", sim.dialect).to_lowercase();
-                let config = sim.provider_config(models, 0.1);
-                let adapter = providers::build(&name, &config).expect("an adapter");
-                Upstream {
-                    name,
-                    config,
-                    adapter,
-                }
+                (name, sim.provider_config(models, 0.1))
+            })
+            .collect();
+        let upstreams = configs
+            .iter()
+            .map(|(name, config)| Upstream {
+                name: name.clone(),
+                config: config.clone(),
+                adapter: providers::build(name, config).expect("an adapter"),
             })
             .collect();
         Providers {
             runtime,
             sims,
+            configs,
             router: Router::new(upstreams),
         }
     }
@@ -696,4 +702,81 @@ fn every_accepted_request_is_a_body_each_routed_simulator_accepts() {
             sim.created_count()
         );
     }
+}
+
+// ---- the running gateway ----------------------------------------------------------
+
+/// Cases sent to the running gateway: each is a real create (or refusal) on PostgreSQL.
+const GATEWAY_CASES: u32 = 96;
+
+/// What the parsers cannot see: a body they accept must also be stored and submitted
+/// without a 5xx, by the real gateway on PostgreSQL in front of the simulators.
+#[test]
+fn no_generated_create_body_gets_a_5xx_from_the_running_gateway() {
+    let providers = Providers::start();
+    let rt = &providers.runtime;
+    let db = rt.block_on(TestDb::new(Db::Postgres));
+    let app = rt.block_on(TestApp::spawn(&db, providers.configs.clone()));
+    let form = format!("multipart/form-data; boundary={BOUNDARY}");
+    let native = prop_oneof![
+        3 => native_request().prop_map(|v| v.to_string().into_bytes()),
+        1 => bytes(),
+    ]
+    .prop_map(|body| ("/v1/video/generations", "application/json", body));
+    let openai = openai_request().prop_map(|(fields, multipart_form)| {
+        if multipart_form {
+            ("/v1/videos", "form", multipart(&fields))
+        } else {
+            let body = Value::Object(fields).to_string().into_bytes();
+            ("/v1/videos", "application/json", body)
+        }
+    });
+    let input = prop_oneof![3 => native, 1 => openai];
+    // Found by this test: a NUL in callback_url passed validation and the database
+    // refused the row (500). Sent first, on every run.
+    for url in [
+        "https://client.example/a\u{0}b",
+        "https://client.example/\u{0}",
+    ] {
+        let body = json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9",
+                          "callback_url": url});
+        let (status, answer) = rt.block_on(app.post("/v1/video/generations", &body));
+        assert_eq!(status.as_u16(), 400, "{answer}");
+        assert_eq!(answer["error"]["param"], "callback_url", "{answer}");
+    }
+    let answered = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: GATEWAY_CASES.max(cases() / 4),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&input, |(path, content_type, body)| {
+            let content_type = if content_type == "form" {
+                form.as_str()
+            } else {
+                content_type
+            };
+            let sent = app
+                .client
+                .post(format!("{}{path}", app.base))
+                .bearer_auth(&app.key)
+                .header("content-type", content_type)
+                .body(body.clone())
+                .send();
+            let resp = rt.block_on(sent).expect("the gateway answers");
+            let status = resp.status();
+            let answer = rt.block_on(resp.text()).unwrap_or_default();
+            prop_assert!(
+                status.as_u16() < 500,
+                "{path} answered {status} {answer} to {}",
+                String::from_utf8_lossy(&body)
+            );
+            if status.is_success() {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(answered.into_inner() > 0, "no generated body was accepted");
 }
