@@ -106,6 +106,8 @@ fn word() -> impl Strategy<Value = String> {
             "https://cdn.example/v.mp4",
             "40%",
             "NaN",
+            "a\u{0}b",
+            "\u{0}",
         ][..],
     )
     .prop_map(str::to_string)
@@ -461,10 +463,12 @@ fn dialect_answer(dialect: Dialect) -> impl Strategy<Value = Value> {
         Just(json!("task-1")),
         Just(json!(42)),
         Just(json!("")),
+        word().prop_map(Value::String),
         any_json()
     ];
     let progress = prop_oneof![Just(json!("40%")), Just(json!(1e300)), any_json()];
-    (code, state, videos, id, progress, any_json()).prop_map(
+    let noise = prop_oneof![any_json(), word().prop_map(Value::String)];
+    (code, state, videos, id, progress, noise).prop_map(
         move |(code, state, videos, id, progress, noise)| match dialect {
             Dialect::Modellix => json!({"code": code, "message": noise, "data": {
                 "task_id": id, "status": state, "progress": progress,
@@ -779,4 +783,31 @@ fn no_generated_create_body_gets_a_5xx_from_the_running_gateway() {
         })
         .unwrap();
     assert!(answered.into_inner() > 0, "no generated body was accepted");
+}
+
+/// Found by the answer property above: a NUL in a provider's failure reason made the
+/// database refuse the poll's record, so the task could never be recorded as failed.
+#[tokio::test]
+async fn a_failure_reason_with_a_nul_is_recorded_and_the_task_fails() {
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(support::sim::Script {
+        queued_polls: 0,
+        processing_polls: 0,
+        outcome: support::sim::Outcome::Fail("bad\u{0}thing".into()),
+    });
+    let db = TestDb::new(Db::Postgres).await;
+    let config = sim.provider_config(BOTH, 0.1);
+    let app = TestApp::spawn(&db, vec![("apimodels".into(), config)]).await;
+    let task = app
+        .create(&json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9"}))
+        .await;
+    let id = task["id"].as_str().expect("a task id");
+    let task = app
+        .wait_terminal(id, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(
+        task["error"]["provider_message"], "bad\u{FFFD}thing",
+        "{task}"
+    );
 }

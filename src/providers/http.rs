@@ -386,10 +386,12 @@ pub(super) fn provider_message(v: &Value) -> Option<String> {
         .find_map(text)
 }
 
-/// A non-empty string, or a number spelled out (some relays send ids as numbers).
+/// A non-empty string, or a number spelled out (some relays send ids as numbers). A NUL
+/// becomes U+FFFD: this text is stored (ids, messages), and the database refuses a NUL, so
+/// a task step recording it could never complete (found by tests/properties.rs).
 pub(super) fn text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.replace('\0', "\u{FFFD}")),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -774,6 +776,17 @@ mod tests {
             Some("e".into())
         );
         assert_eq!(provider_message(&json!({"message": ""})), None);
+    }
+
+    #[test]
+    fn a_nul_in_provider_text_is_replaced_so_the_text_can_be_stored() {
+        assert_eq!(text(&json!("a\u{0}b")).as_deref(), Some("a\u{FFFD}b"));
+        let err = check(
+            &reply(400, r#"{"msg": "bad\u0000thing"}"#),
+            Call::Read,
+            |_| None,
+        );
+        assert_eq!(err.unwrap_err().message, "bad\u{FFFD}thing");
     }
 
     #[test]

@@ -143,14 +143,22 @@ pub fn provider_answer(dialect: Dialect, status: u16, body: &[u8]) {
     }
 }
 
+/// Text from a provider that omnigate stores in a column of its own: the database refuses
+/// a NUL in text, and a row it refuses is a task step that can never be recorded.
+fn assert_storable(text: &str) {
+    assert!(!text.contains('\0'), "provider text with a NUL: {text:?}");
+}
+
 /// A create answer names the task, and never reports it finished (there is no video yet).
 fn check_created(created: &Submitted) {
     assert!(!created.upstream_id.trim().is_empty(), "{created:?}");
+    assert_storable(&created.upstream_id);
     assert_ne!(created.status, TaskStatus::Completed, "{created:?}");
 }
 
 /// What the poller relies on in every task it records.
 fn check_task(task: &UpstreamTask) {
+    assert_storable(&task.upstream_id);
     if task.status == TaskStatus::Completed {
         assert!(
             !task.videos.is_empty(),
@@ -163,6 +171,7 @@ fn check_task(task: &UpstreamTask) {
     );
     if let Some(message) = &task.failure_message {
         assert_eq!(task.status, TaskStatus::Failed, "{task:?}");
+        assert_storable(message);
         assert!(message.chars().count() <= MAX_MESSAGE_CHARS, "{task:?}");
     }
     assert!(task.progress.is_none_or(|p| p <= 100), "{task:?}");
@@ -171,6 +180,8 @@ fn check_task(task: &UpstreamTask) {
 /// A provider error keeps a bounded share of the provider's words.
 fn check_error(e: &ProviderError) {
     assert!(e.message.chars().count() <= MAX_MESSAGE_CHARS, "{e:?}");
+    assert_storable(&e.message);
+    e.code.as_deref().map(assert_storable);
     if let Some(raw) = &e.raw_body {
         assert!(
             raw.len() <= MAX_RAW_BODY_BYTES,
