@@ -13,6 +13,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&kind, body)) = data.split_first() else {
         return;
     };
-    let content_type = if kind % 2 == 1 { FORM } else { "application/json" };
+    let content_type = if kind % 2 == 1 {
+        FORM
+    } else {
+        "application/json"
+    };
     entry_points::openai_create(content_type, body);
 });
