@@ -467,7 +467,12 @@ fn dialect_answer(dialect: Dialect) -> impl Strategy<Value = Value> {
         any_json()
     ];
     let progress = prop_oneof![Just(json!("40%")), Just(json!(1e300)), any_json()];
-    let noise = prop_oneof![any_json(), word().prop_map(Value::String)];
+    let noise = prop_oneof![
+        any_json(),
+        word().prop_map(Value::String),
+        // Longer than the 500 characters of provider text an error keeps.
+        (490usize..700).prop_map(|n| json!("é".repeat(n))),
+    ];
     (code, state, videos, id, progress, noise).prop_map(
         move |(code, state, videos, id, progress, noise)| match dialect {
             Dialect::Modellix => json!({"code": code, "message": noise, "data": {

@@ -111,7 +111,7 @@ pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
 /// Reads a create answer (HTTP `status` and `body`) exactly as a submit does: the entry
 /// point of the fuzz targets and property tests.
 pub fn parse_create_answer(status: u16, body: &[u8]) -> Result<Submitted, ProviderError> {
-    read_created(&http::answer(status, body))
+    http::read_answer(status, body, read_created)
 }
 
 /// Reads a task answer (HTTP `status` and `body`) about `upstream_id` exactly as a poll
@@ -121,7 +121,7 @@ pub fn parse_status_answer(
     body: &[u8],
     upstream_id: &str,
 ) -> Result<UpstreamTask, ProviderError> {
-    read_task(&http::answer(status, body), upstream_id)
+    http::read_answer(status, body, |reply| read_task(reply, upstream_id))
 }
 
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {

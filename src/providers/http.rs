@@ -135,11 +135,7 @@ impl Upstream {
             Ok(req) => send(req).await.and_then(|reply| read(&reply)),
             Err(e) => Err(e),
         };
-        result.map_err(|e| {
-            let mut e = self.auth.redact(e);
-            e.message = truncate_message(&e.message);
-            e
-        })
+        result.map_err(|e| cut_message(self.auth.redact(e)))
     }
 }
 
@@ -546,15 +542,31 @@ pub(super) fn callback_reply(body: &[u8]) -> Reply {
 }
 
 /// An answer held whole, as [`send`] would leave it: cut at [`MAX_BODY_BYTES`] and marked
-/// oversized beyond. What each adapter's `parse_*_answer` (the fuzz targets' and property
-/// tests' way in) reads, so that they see exactly what a read of the network sees.
-pub(super) fn answer(status: u16, body: &[u8]) -> Reply {
+/// oversized beyond.
+fn answer(status: u16, body: &[u8]) -> Reply {
     let oversized = body.len() > MAX_BODY_BYTES;
     Reply {
         status,
         body: body[..body.len().min(MAX_BODY_BYTES)].to_vec(),
         oversized,
     }
+}
+
+/// Reads an answer held in memory as [`Upstream::call`] reads one off the network (there
+/// is no credential to scrub): what each adapter's `parse_*_answer`, the fuzz targets'
+/// and property tests' way in, goes through, so that they see what a call sees.
+pub(super) fn read_answer<T>(
+    status: u16,
+    body: &[u8],
+    read: impl FnOnce(&Reply) -> Result<T, ProviderError>,
+) -> Result<T, ProviderError> {
+    read(&answer(status, body)).map_err(cut_message)
+}
+
+/// The provider's words in an error cut to [`MAX_MESSAGE_CHARS`], as every call leaves them.
+fn cut_message(mut e: ProviderError) -> ProviderError {
+    e.message = truncate_message(&e.message);
+    e
 }
 
 /// Logs an [`ErrorKind::Unreadable`] read once, where the provider and task are known.

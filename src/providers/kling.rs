@@ -440,7 +440,7 @@ fn is_duplicate_external_id(e: &ProviderError) -> bool {
 /// Reads a create answer (HTTP `status` and `body`) exactly as a submit does: the entry
 /// point of the fuzz targets and property tests.
 pub fn parse_create_answer(status: u16, body: &[u8]) -> Result<Submitted, ProviderError> {
-    read_created(&http::answer(status, body))
+    http::read_answer(status, body, read_created)
 }
 
 /// Reads a task answer (HTTP `status` and `body`) about `upstream_id` exactly as a poll
@@ -450,7 +450,7 @@ pub fn parse_status_answer(
     body: &[u8],
     upstream_id: &str,
 ) -> Result<UpstreamTask, ProviderError> {
-    read_task(&http::answer(status, body), upstream_id)
+    http::read_answer(status, body, |reply| read_task(reply, upstream_id))
 }
 
 /// Reads the answer to the single-task query made with our id, as a lookup by our id
@@ -460,8 +460,9 @@ pub fn parse_lookup_answer(
     body: &[u8],
     external_task_id: &str,
 ) -> Result<Option<UpstreamTask>, ProviderError> {
-    let reply = http::answer(status, body);
-    read_task_by_external_id(&reply, external_task_id).map_err(|e| transient_on_lookup(&reply, e))
+    http::read_answer(status, body, |reply| {
+        read_task_by_external_id(reply, external_task_id).map_err(|e| transient_on_lookup(reply, e))
+    })
 }
 
 /// Reads one page of the task list as a lookup by our id does: the task carrying
@@ -472,8 +473,9 @@ pub fn parse_list_page(
     body: &[u8],
     external_task_id: &str,
 ) -> Result<(Option<UpstreamTask>, usize), ProviderError> {
-    let reply = http::answer(status, body);
-    read_list_page(&reply, external_task_id).map_err(|e| transient_on_lookup(&reply, e))
+    http::read_answer(status, body, |reply| {
+        read_list_page(reply, external_task_id).map_err(|e| transient_on_lookup(reply, e))
+    })
 }
 
 /// Reads a query answer for the task we asked about.

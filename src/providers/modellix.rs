@@ -198,7 +198,7 @@ pub fn parse_create_answer(
     body: &[u8],
     base_url: &str,
 ) -> Result<Submitted, ProviderError> {
-    read_created(&http::answer(status, body), base_url)
+    http::read_answer(status, body, |reply| read_created(reply, base_url))
 }
 
 /// Reads a task answer (HTTP `status` and `body`) about `upstream_id` exactly as a poll
@@ -208,7 +208,9 @@ pub fn parse_status_answer(
     body: &[u8],
     upstream_id: &str,
 ) -> Result<UpstreamTask, ProviderError> {
-    read_task(&http::answer(status, body), result_path(upstream_id).0)
+    http::read_answer(status, body, |reply| {
+        read_task(reply, result_path(upstream_id).0)
+    })
 }
 
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
