@@ -26,7 +26,7 @@
 //!    `first_frame`; no first or end frame with a base-video edit.
 //! 7. Images plus elements: at most 4 with a video, at most 7 without.
 //! 8. `aspect_ratio` is required unless a `first_frame` image or a base video is given.
-//! 9. `callback_url` is an absolute https URL (http only with
+//! 9. `callback_url` is an absolute https URL without control characters (http only with
 //!    `webhooks.allow_private_targets`, and then `check_callback_url` is the full rule); `routing.providers` is non-empty with
 //!    non-empty names; `routing.max_cost_usd` is finite and positive.
 //! 10. `metadata` is an object of at most 16 keys (keys up to 64 characters) whose values
@@ -431,6 +431,14 @@ fn check_callback_url_shape(req: &VideoRequest) -> Checked {
     let Some(raw) = req.callback_url.as_deref() else {
         return Ok(());
     };
+    // The URL is stored as sent, and the database refuses a NUL (a 500, found by
+    // tests/properties.rs); `Url::parse` would quietly escape or drop a control character.
+    if raw.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "callback_url",
+            "callback_url must not contain control characters; percent-encode them.",
+        ));
+    }
     match Url::parse(raw) {
         Ok(url)
             if matches!(url.scheme(), "https" | "http")
@@ -752,6 +760,8 @@ mod tests {
             case("r9_callback_events_unique", v3(json!({"callback_url": "https://a.example/h", "callback_events": ["in_progress", "in_progress"]})), "callback_events[1]", "twice"),
             case("r9_callback_must_be_absolute", v3(json!({"callback_url": "/hook"})), "callback_url", "absolute https URL"),
             case("r9_callback_not_empty", v3(json!({"callback_url": ""})), "callback_url", "absolute https URL"),
+            case("r9_callback_without_control_characters", v3(json!({"callback_url": "https://a.example/a\u{0}b"})), "callback_url", "control characters"),
+            case("r9_callback_without_a_tab", v3(json!({"callback_url": "https://a.example/a\tb"})), "callback_url", "control characters"),
             case("r9_max_cost_positive", v3(json!({"routing": {"max_cost_usd": 0.0}})), "routing.max_cost_usd", "positive"),
             case("r9_providers_not_empty", v3(json!({"routing": {"providers": []}})), "routing.providers", "at least one"),
             case("r9_provider_name_not_empty", v3(json!({"routing": {"providers": ["anyfast", " "]}})), "routing.providers[1]", "must not be empty"),

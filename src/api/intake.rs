@@ -20,7 +20,7 @@ use super::admin::same_secret;
 use super::ApiError;
 use crate::domain::TaskStatus;
 use crate::gateway::Gateway;
-use crate::providers::ErrorKind;
+use crate::providers::{ErrorKind, Provider};
 use crate::store::TaskState;
 
 /// Length of a token as `submit` makes them: 32 bytes in unpadded base64.
@@ -75,37 +75,70 @@ pub async fn upstream_callback(
         tracing::info!(task_id = %task.id, provider, "callback for a provider no longer configured; ignored");
         return Ok(received(false));
     };
-    let hint = match up.adapter.parse_callback(&body) {
+    let ours = task.provider_task_id.as_deref();
+    // The span gives the verdict's log lines the task and provider they are about.
+    let verdict = tracing::info_span!("upstream_callback", task_id = %task.id, provider)
+        .in_scope(|| judge_callback(up.adapter.as_ref(), &body, task.state, ours));
+    match verdict {
+        CallbackVerdict::PollNow => Ok(received(gw.store.hasten_poll(&task.id).await?)),
+        CallbackVerdict::Ignore => Ok(received(false)),
+        CallbackVerdict::NotATaskUpdate => Err(ApiError::InvalidRequest {
+            param: None,
+            message: format!("the body is not a {provider} task update"),
+        }),
+    }
+}
+
+/// What a callback body makes omnigate do with the task it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackVerdict {
+    /// The task may have moved ahead: poll the provider now.
+    PollNow,
+    /// Nothing new (a repeat, a stale body, another task): 200 and no poll.
+    Ignore,
+    /// Not a task update of the provider's dialect: 400.
+    NotATaskUpdate,
+}
+
+/// Reads a callback `body` with the task's provider `adapter` and decides, against what
+/// omnigate holds of the task (`state`, and the provider's id for it, `ours`), whether it
+/// calls for a poll. Pure, so that the fuzz targets and property tests call exactly what
+/// the handler calls.
+pub fn judge_callback(
+    adapter: &dyn Provider,
+    body: &[u8],
+    state: TaskState,
+    ours: Option<&str>,
+) -> CallbackVerdict {
+    let hint = match adapter.parse_callback(body) {
         Ok(seen) => seen,
         // A state word we do not know (or "done" without a URL): something changed, and
         // the poller's read will be counted and kept as an unreadable answer if it is.
-        Err(e) if e.kind == ErrorKind::Unreadable => {
-            return Ok(received(gw.store.hasten_poll(&task.id).await?));
-        }
+        Err(e) if e.kind == ErrorKind::Unreadable => return CallbackVerdict::PollNow,
         Err(e) => {
-            tracing::info!(task_id = %task.id, provider, error = %e, "callback body refused");
-            return Err(ApiError::InvalidRequest {
-                param: None,
-                message: format!("the body is not a {provider} task update"),
-            });
+            tracing::info!(error = %e, "callback body refused");
+            return CallbackVerdict::NotATaskUpdate;
         }
     };
-    let ours = task.provider_task_id.as_deref();
     if ours.is_some_and(|id| !hint.upstream_id.is_empty() && id != hint.upstream_id) {
-        tracing::warn!(task_id = %task.id, provider, upstream_id = %hint.upstream_id, "callback names another upstream task; ignored");
-        return Ok(received(false));
+        tracing::warn!(upstream_id = %hint.upstream_id, "callback names another upstream task; ignored");
+        return CallbackVerdict::Ignore;
     }
-    let moved = rank_public(hint.status) > rank(task.state);
-    tracing::debug!(task_id = %task.id, provider, status = ?hint.status, moved, "upstream callback");
-    let hastened = moved && gw.store.hasten_poll(&task.id).await?;
-    Ok(received(hastened))
+    let moved = rank_public(hint.status) > rank(state);
+    tracing::debug!(status = ?hint.status, moved, "upstream callback");
+    if moved {
+        CallbackVerdict::PollNow
+    } else {
+        CallbackVerdict::Ignore
+    }
 }
 
 fn received(poll_now: bool) -> Json<Value> {
     Json(json!({"received": true, "poll_scheduled": poll_now}))
 }
 
-fn is_token_shaped(token: &str) -> bool {
+/// Whether `token` could be a callback token at all; only such a path reaches the store.
+pub fn is_token_shaped(token: &str) -> bool {
     token.len() == TOKEN_LEN
         && token
             .bytes()

@@ -21,6 +21,16 @@ pub use error::ApiError;
 pub use json::parse as parse_json;
 pub use tasks::{quote_object, refuse_while_draining, task_object};
 
+/// The request and callback parsers, for the fuzz targets (`fuzz/`) and the property
+/// tests (`tests/properties.rs`): the very functions the handlers call.
+pub mod parsers {
+    pub use super::intake::{is_token_shaped, judge_callback, CallbackVerdict};
+    pub use super::json::parse as parse_json_body;
+    pub use super::openai::{
+        parse_create_body as parse_openai_create_body, to_request as openai_request, CreateVideo,
+    };
+}
+
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};

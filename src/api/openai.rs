@@ -80,12 +80,20 @@ impl<S: Send + Sync> FromRequest<S> for CreateBody {
             .unwrap_or_default()
             .to_string();
         let bytes = read_body(req, state).await?;
-        if content_type.starts_with("multipart/form-data") {
-            let fields = form_fields(&content_type, bytes).await?;
-            parse(&serde_json::to_vec(&fields).map_err(anyhow::Error::from)?).map(CreateBody)
-        } else {
-            parse(&bytes).map(CreateBody)
-        }
+        parse_create_body(&content_type, bytes)
+            .await
+            .map(CreateBody)
+    }
+}
+
+/// A create body read whole, by its `Content-Type`: the form fields of a multipart body,
+/// else JSON. Public for the fuzz targets and property tests.
+pub async fn parse_create_body(content_type: &str, bytes: Bytes) -> Result<CreateVideo, ApiError> {
+    if content_type.starts_with("multipart/form-data") {
+        let fields = form_fields(content_type, bytes).await?;
+        parse(&serde_json::to_vec(&fields).map_err(anyhow::Error::from)?)
+    } else {
+        parse(&bytes)
     }
 }
 
@@ -157,7 +165,7 @@ pub async fn create(
 }
 
 /// Our request from OpenAI's fields.
-fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
+pub fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
     if body.input_reference.is_some() {
         return Err(ApiError::invalid(
             "input_reference",

@@ -108,6 +108,22 @@ pub(super) fn read_created(reply: &Reply) -> Result<Submitted, ProviderError> {
     http::read_data_created(reply, classify_code, "taskId", "state", apimodels_state)
 }
 
+/// Reads a create answer (HTTP `status` and `body`) exactly as a submit does: the entry
+/// point of the fuzz targets and property tests.
+pub fn parse_create_answer(status: u16, body: &[u8]) -> Result<Submitted, ProviderError> {
+    http::read_answer(status, body, read_created)
+}
+
+/// Reads a task answer (HTTP `status` and `body`) about `upstream_id` exactly as a poll
+/// does; for the fuzz targets and property tests.
+pub fn parse_status_answer(
+    status: u16,
+    body: &[u8],
+    upstream_id: &str,
+) -> Result<UpstreamTask, ProviderError> {
+    http::read_answer(status, body, |reply| read_task(reply, upstream_id))
+}
+
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
     let (body, state) = http::read_data_task(reply, classify_code, "state")?;
     let data = &body["data"];

@@ -135,11 +135,7 @@ impl Upstream {
             Ok(req) => send(req).await.and_then(|reply| read(&reply)),
             Err(e) => Err(e),
         };
-        result.map_err(|e| {
-            let mut e = self.auth.redact(e);
-            e.message = truncate_message(&e.message);
-            e
-        })
+        result.map_err(|e| cut_message(self.auth.redact(e)))
     }
 }
 
@@ -386,10 +382,12 @@ pub(super) fn provider_message(v: &Value) -> Option<String> {
         .find_map(text)
 }
 
-/// A non-empty string, or a number spelled out (some relays send ids as numbers).
+/// A non-empty string, or a number spelled out (some relays send ids as numbers). A NUL
+/// becomes U+FFFD: this text is stored (ids, messages), and the database refuses a NUL, so
+/// a task step recording it could never complete (found by tests/properties.rs).
 pub(super) fn text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.replace('\0', "\u{FFFD}")),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -540,11 +538,35 @@ impl Observed {
 /// A body a provider POSTed to us, as if it were the answer to a query, so that a
 /// callback is read by the same code as a poll.
 pub(super) fn callback_reply(body: &[u8]) -> Reply {
+    answer(200, body)
+}
+
+/// An answer held whole, as [`send`] would leave it: cut at [`MAX_BODY_BYTES`] and marked
+/// oversized beyond.
+fn answer(status: u16, body: &[u8]) -> Reply {
+    let oversized = body.len() > MAX_BODY_BYTES;
     Reply {
-        status: 200,
-        body: body.to_vec(),
-        oversized: body.len() > MAX_BODY_BYTES,
+        status,
+        body: body[..body.len().min(MAX_BODY_BYTES)].to_vec(),
+        oversized,
     }
+}
+
+/// Reads an answer held in memory as [`Upstream::call`] reads one off the network (there
+/// is no credential to scrub): what each adapter's `parse_*_answer`, the fuzz targets'
+/// and property tests' way in, goes through, so that they see what a call sees.
+pub(super) fn read_answer<T>(
+    status: u16,
+    body: &[u8],
+    read: impl FnOnce(&Reply) -> Result<T, ProviderError>,
+) -> Result<T, ProviderError> {
+    read(&answer(status, body)).map_err(cut_message)
+}
+
+/// The provider's words in an error cut to [`MAX_MESSAGE_CHARS`], as every call leaves them.
+fn cut_message(mut e: ProviderError) -> ProviderError {
+    e.message = truncate_message(&e.message);
+    e
 }
 
 /// Logs an [`ErrorKind::Unreadable`] read once, where the provider and task are known.
@@ -766,6 +788,17 @@ mod tests {
             Some("e".into())
         );
         assert_eq!(provider_message(&json!({"message": ""})), None);
+    }
+
+    #[test]
+    fn a_nul_in_provider_text_is_replaced_so_the_text_can_be_stored() {
+        assert_eq!(text(&json!("a\u{0}b")).as_deref(), Some("a\u{FFFD}b"));
+        let err = check(
+            &reply(400, r#"{"msg": "bad\u0000thing"}"#),
+            Call::Read,
+            |_| None,
+        );
+        assert_eq!(err.unwrap_err().message, "bad\u{FFFD}thing");
     }
 
     #[test]

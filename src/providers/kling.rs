@@ -437,6 +437,47 @@ fn is_duplicate_external_id(e: &ProviderError) -> bool {
         .any(|w| message.contains(w))
 }
 
+/// Reads a create answer (HTTP `status` and `body`) exactly as a submit does: the entry
+/// point of the fuzz targets and property tests.
+pub fn parse_create_answer(status: u16, body: &[u8]) -> Result<Submitted, ProviderError> {
+    http::read_answer(status, body, read_created)
+}
+
+/// Reads a task answer (HTTP `status` and `body`) about `upstream_id` exactly as a poll
+/// does; for the fuzz targets and property tests.
+pub fn parse_status_answer(
+    status: u16,
+    body: &[u8],
+    upstream_id: &str,
+) -> Result<UpstreamTask, ProviderError> {
+    http::read_answer(status, body, |reply| read_task(reply, upstream_id))
+}
+
+/// Reads the answer to the single-task query made with our id, as a lookup by our id
+/// ([`Provider::find_by_external_id`]) does; for the fuzz targets and property tests.
+pub fn parse_lookup_answer(
+    status: u16,
+    body: &[u8],
+    external_task_id: &str,
+) -> Result<Option<UpstreamTask>, ProviderError> {
+    http::read_answer(status, body, |reply| {
+        read_task_by_external_id(reply, external_task_id).map_err(|e| transient_on_lookup(reply, e))
+    })
+}
+
+/// Reads one page of the task list as a lookup by our id does: the task carrying
+/// `external_task_id` if listed, and how many the page held. For the fuzz targets and
+/// property tests.
+pub fn parse_list_page(
+    status: u16,
+    body: &[u8],
+    external_task_id: &str,
+) -> Result<(Option<UpstreamTask>, usize), ProviderError> {
+    http::read_answer(status, body, |reply| {
+        read_list_page(reply, external_task_id).map_err(|e| transient_on_lookup(reply, e))
+    })
+}
+
 /// Reads a query answer for the task we asked about.
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
     let body = check(reply, Call::Read, classify_code)?;

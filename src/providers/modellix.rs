@@ -190,6 +190,29 @@ fn path_on(base_url: &str, url: &str) -> Option<String> {
     })
 }
 
+/// Reads a create answer (HTTP `status` and `body`) exactly as a submit does, for a
+/// provider configured at `base_url`: the entry point of the fuzz targets and property
+/// tests.
+pub fn parse_create_answer(
+    status: u16,
+    body: &[u8],
+    base_url: &str,
+) -> Result<Submitted, ProviderError> {
+    http::read_answer(status, body, |reply| read_created(reply, base_url))
+}
+
+/// Reads a task answer (HTTP `status` and `body`) about `upstream_id` exactly as a poll
+/// does; for the fuzz targets and property tests.
+pub fn parse_status_answer(
+    status: u16,
+    body: &[u8],
+    upstream_id: &str,
+) -> Result<UpstreamTask, ProviderError> {
+    http::read_answer(status, body, |reply| {
+        read_task(reply, result_path(upstream_id).0)
+    })
+}
+
 pub(super) fn read_task(reply: &Reply, upstream_id: &str) -> Result<UpstreamTask, ProviderError> {
     let (body, state) = http::read_data_task(reply, classify_code, "status")?;
     let data = &body["data"];

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod drill;
 pub mod faults;
+pub mod entry_points;
 pub mod proxy;
 pub mod raw;
 pub mod receiver;
