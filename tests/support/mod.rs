@@ -3,8 +3,8 @@
 
 pub mod app;
 pub mod drill;
-pub mod faults;
 pub mod entry_points;
+pub mod faults;
 pub mod proxy;
 pub mod raw;
 pub mod receiver;
