@@ -92,7 +92,11 @@ struct RunArgs {
     #[arg(long, env = "BENCH_SCALE_EVENTS", default_value_t = 20_000)]
     scale_events: u64,
     /// Redis the two gateways of the replica measurement share.
-    #[arg(long, env = "BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    #[arg(
+        long,
+        env = "BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
     redis_url: String,
     /// Seconds of each fixed-rate latency run.
     #[arg(long, env = "BENCH_RATE_SECS", default_value_t = 20)]
@@ -200,7 +204,10 @@ static COUNTS: std::sync::LazyLock<scale::Counts> = std::sync::LazyLock::new(Def
 async fn serve_upstream(listen: SocketAddr, min_gap_ms: i64) -> anyhow::Result<()> {
     let app = axum::Router::new()
         // What the scale measurements count: status queries and client webhook deliveries.
-        .route("/_counts", axum::routing::get(|| async { Json(COUNTS.json()) }))
+        .route(
+            "/_counts",
+            axum::routing::get(|| async { Json(COUNTS.json()) }),
+        )
         .route(
             "/_receiver",
             post(|| async {
@@ -209,21 +216,21 @@ async fn serve_upstream(listen: SocketAddr, min_gap_ms: i64) -> anyhow::Result<(
             }),
         )
         .route(
-        "/api/v1/video/generations",
-        post(|| async {
-            let n = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
-            Json(json!({"code": 200, "msg": "success",
-                        "data": {"taskId": format!("fake_{n}"), "state": "pending"}}))
-        })
-        .get(
-            move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                let id = q.get("task_id").cloned().unwrap_or_default();
-                COUNTS.query(&id, omnigate::store::now_ms(), min_gap_ms);
+            "/api/v1/video/generations",
+            post(|| async {
+                let n = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
                 Json(json!({"code": 200, "msg": "success",
+                        "data": {"taskId": format!("fake_{n}"), "state": "pending"}}))
+            })
+            .get(
+                move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let id = q.get("task_id").cloned().unwrap_or_default();
+                    COUNTS.query(&id, omnigate::store::now_ms(), min_gap_ms);
+                    Json(json!({"code": 200, "msg": "success",
                             "data": {"taskId": id, "state": "processing", "progress": 50}}))
-            },
-        ),
-    );
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind(listen).await?;
     // The parent reads the port from this line.
     println!("listening {}", listener.local_addr()?);

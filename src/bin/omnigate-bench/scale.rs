@@ -191,7 +191,11 @@ pub struct PollerFigures {
     rss_mib: Option<f64>,
 }
 
-async fn measure_poller(args: &RunArgs, dir: &Path, upstream: u16) -> anyhow::Result<PollerFigures> {
+async fn measure_poller(
+    args: &RunArgs,
+    dir: &Path,
+    upstream: u16,
+) -> anyhow::Result<PollerFigures> {
     let db = Database::create(args, StoreKind::Postgres, dir, "scalepoll").await?;
     let result = async {
         let name = "omnigate-scale-poller";
@@ -466,10 +470,7 @@ fn print_scale(args: &RunArgs, p: &PollerFigures, w: &WebhookFigures, r: &Replic
             "  upstream polls/s".into(),
             vec![
                 format!("{:.0}", p.polls_per_sec),
-                format!(
-                    ">= {:.0}",
-                    p.tasks as f64 / p.interval_secs
-                ),
+                format!(">= {:.0}", p.tasks as f64 / p.interval_secs),
             ],
         ),
         (
@@ -512,7 +513,10 @@ fn print_scale(args: &RunArgs, p: &PollerFigures, w: &WebhookFigures, r: &Replic
         ),
         (
             "  delivered (time, s)".into(),
-            vec![format!("{} ({:.1})", w.delivered, w.secs), w.events.to_string()],
+            vec![
+                format!("{} ({:.1})", w.delivered, w.secs),
+                w.events.to_string(),
+            ],
         ),
         (
             format!("replicas: creates/s at saturation, {} s", args.sat_secs),
@@ -535,7 +539,10 @@ fn print_scale(args: &RunArgs, p: &PollerFigures, w: &WebhookFigures, r: &Replic
         ),
         (
             "  peak RSS per gateway (MiB)".into(),
-            vec![format!("{} / {}", mib(r.rss_mib.0), mib(r.rss_mib.1)), "".into()],
+            vec![
+                format!("{} / {}", mib(r.rss_mib.0), mib(r.rss_mib.1)),
+                "".into(),
+            ],
         ),
         (
             "  errors (non-2xx, failed requests)".into(),
