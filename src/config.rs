@@ -451,8 +451,8 @@ impl Default for WebhooksConfig {
         WebhooksConfig {
             retry_schedule_secs: vec![0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
             request_timeout_secs: 15.0,
-            concurrency: 16,
-            batch_size: 64,
+            concurrency: 32,
+            batch_size: 128,
             lease_secs: 60,
             tick_ms: 500,
             allow_private_targets: false,
