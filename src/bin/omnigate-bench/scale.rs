@@ -486,6 +486,21 @@ pub async fn run(args: &RunArgs, dir: &Path, upstream: u16) -> anyhow::Result<()
     let hooks = measure_webhooks(args, dir, upstream).await?;
     let replicas = measure_replicas(args, dir, upstream).await?;
     print_scale(args, &poller, &hooks, &replicas);
+    // Speed is for the reader to judge; a task polled twice within its interval is wrong
+    // at any speed, and so is an event not delivered at all.
+    if poller.too_soon > 0 {
+        bail!(
+            "{} status queries came sooner than one poll interval after the task's last",
+            poller.too_soon
+        );
+    }
+    if hooks.delivered < hooks.events {
+        bail!(
+            "{} of {} webhook events were delivered",
+            hooks.delivered,
+            hooks.events
+        );
+    }
     Ok(())
 }
 
