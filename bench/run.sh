@@ -2,7 +2,11 @@
 # The benchmark: builds omnigate and omnigate-bench (release), installs nginx (Debian
 # package) and oha (cargo) when missing, then runs omnigate-bench, which starts the fake
 # upstream, nginx and omnigate on PostgreSQL and SQLite, drives oha at each and prints one
-# table. Every flag is passed on: bench/run.sh --smoke, --sustain-secs 60, --prefill, --help.
+# table. Every flag is passed on: bench/run.sh --smoke, --sustain-secs 60, --prefill,
+# --scale (the poller over 100,000 unfinished tasks, webhook deliveries, two gateways),
+# --help. After a full (not --smoke) run, schemathesis tests the API against its OpenAPI
+# document with BENCH_SCHEMATHESIS_EXAMPLES examples per operation (100; CI runs 12; 0
+# skips it).
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth), as the tests do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,3 +47,19 @@ fi
 # In the background, so that the trap can stop it on an interrupt.
 "target/$PROFILE/omnigate-bench" --nginx "$NGINX" --oha "$(command -v oha)" "$@" &
 wait $!
+
+# Property-based API testing, with more examples than CI's run of the same test.
+EXAMPLES=${BENCH_SCHEMATHESIS_EXAMPLES:-100}
+full_run=1
+for arg in "$@"; do
+  case "$arg" in --smoke | --help | -h) full_run=0 ;; esac
+done
+if [ -n "${BENCH_SMOKE:-}" ] || [ "$EXAMPLES" = 0 ]; then full_run=0; fi
+if [ "$full_run" = 1 ]; then
+  echo "schemathesis: $EXAMPLES examples per operation (tests/openapi.rs)" >&2
+  if [ "$PROFILE" = release ]; then release=--release; else release=; fi
+  OMNIGATE_SCHEMATHESIS_MAX_EXAMPLES=$EXAMPLES cargo test $release --quiet --test openapi \
+    schemathesis -- --nocapture &
+  wait $!
+  echo "schemathesis: $EXAMPLES examples per operation, no problem found"
+fi

@@ -180,8 +180,18 @@ impl WorkersConfig {
 pub struct PollerConfig {
     /// How often each worker looks for due tasks, in milliseconds.
     pub tick_ms: u64,
-    /// Most tasks one worker claims per tick.
+    /// Most tasks one worker claims per tick (the reconciler; the poller claims
+    /// `poll_batch_size`).
     pub batch_size: u32,
+    /// Most tasks the poller claims at once. Its status polls run `poll_concurrency` at a
+    /// time, and the tasks still running are rescheduled in one statement per batch.
+    pub poll_batch_size: u32,
+    /// Status polls of one gateway process in flight at once.
+    pub poll_concurrency: usize,
+    /// Up to this fraction of the poll interval is added at random to each next poll time,
+    /// so that tasks polled together (after a restart, a burst of creates) drift apart.
+    /// Only ever added: no task is polled sooner than its interval.
+    pub poll_jitter: f64,
     /// How long a claim on a task lasts before another process may take it over.
     pub lease_secs: u64,
     /// Ceiling of the exponential backoff after failed polls.
@@ -200,6 +210,9 @@ impl Default for PollerConfig {
         PollerConfig {
             tick_ms: 500,
             batch_size: 32,
+            poll_batch_size: 512,
+            poll_concurrency: 64,
+            poll_jitter: 0.1,
             lease_secs: 60,
             max_backoff_secs: 300.0,
             max_task_age_secs: 6 * 3600,
@@ -208,6 +221,10 @@ impl Default for PollerConfig {
         }
     }
 }
+
+/// Largest `poller.poll_batch_size`: a claim's rows are written back in statements of a
+/// few hundred bound rows, and a bigger claim only holds tasks longer before their poll.
+pub const MAX_POLL_BATCH: u32 = 10_000;
 
 impl PollerConfig {
     pub fn lease(&self) -> Duration {
@@ -434,8 +451,8 @@ impl Default for WebhooksConfig {
         WebhooksConfig {
             retry_schedule_secs: vec![0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
             request_timeout_secs: 15.0,
-            concurrency: 16,
-            batch_size: 64,
+            concurrency: 32,
+            batch_size: 128,
             lease_secs: 60,
             tick_ms: 500,
             allow_private_targets: false,
@@ -834,6 +851,15 @@ impl Config {
         }
         if self.poller.batch_size == 0 || self.poller.tick_ms == 0 || self.poller.lease_secs == 0 {
             bail!("poller: batch_size, tick_ms and lease_secs must be positive");
+        }
+        if !(1..=MAX_POLL_BATCH).contains(&self.poller.poll_batch_size) {
+            bail!("poller.poll_batch_size: must be from 1 to {MAX_POLL_BATCH}");
+        }
+        if self.poller.poll_concurrency == 0 {
+            bail!("poller.poll_concurrency: must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.poller.poll_jitter) {
+            bail!("poller.poll_jitter: must be from 0 to 1 (a fraction of the poll interval)");
         }
         for (key, v) in [
             (

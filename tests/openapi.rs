@@ -272,6 +272,9 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         out.status.success(),
         "schemathesis found problems:\n{stdout}\n{stderr}"
     );
+    // Its summary (operations, test cases, phases), for a run with --nocapture such as
+    // the benchmark's.
+    println!("{stdout}");
 }
 
 /// What must hold of every answer. Left out: `positive_data_acceptance`, which expects a

@@ -22,6 +22,10 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 use tokio::process::{Child, Command};
 
+// Its own file: the scale measurements share only the helpers above.
+#[path = "omnigate-bench/scale.rs"]
+mod scale;
+
 #[derive(Parser)]
 #[command(about = "Benchmark omnigate against a fake upstream, direct and through nginx")]
 #[command(args_conflicts_with_subcommands = true)]
@@ -39,6 +43,9 @@ enum Sub {
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Count a status query of a task sooner than this after its previous one.
+        #[arg(long, default_value_t = 0)]
+        min_gap_ms: i64,
     },
 }
 
@@ -70,6 +77,27 @@ struct RunArgs {
     prefill_tasks: u64,
     #[arg(long, env = "BENCH_PREFILL_OUTCOMES", default_value_t = 100_000)]
     prefill_outcomes: u64,
+    /// Instead of the latency table: the poller following `--scale-tasks` unfinished
+    /// tasks, client webhook deliveries, and two gateway processes against one (PostgreSQL).
+    #[arg(long, env = "BENCH_SCALE")]
+    scale: bool,
+    #[arg(long, env = "BENCH_SCALE_TASKS", default_value_t = 100_000)]
+    scale_tasks: u64,
+    /// The fake provider's poll interval in the poller measurement.
+    #[arg(long, env = "BENCH_SCALE_INTERVAL_SECS", default_value_t = 10.0)]
+    scale_interval_secs: f64,
+    /// Seconds the poller is measured for.
+    #[arg(long, env = "BENCH_SCALE_SECS", default_value_t = 60)]
+    scale_secs: u64,
+    #[arg(long, env = "BENCH_SCALE_EVENTS", default_value_t = 20_000)]
+    scale_events: u64,
+    /// Redis the two gateways of the replica measurement share.
+    #[arg(
+        long,
+        env = "BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    redis_url: String,
     /// Seconds of each fixed-rate latency run.
     #[arg(long, env = "BENCH_RATE_SECS", default_value_t = 20)]
     rate_secs: u64,
@@ -132,6 +160,10 @@ impl RunArgs {
             self.read_secs = 1;
             self.prefill_tasks = self.prefill_tasks.min(10_000);
             self.prefill_outcomes = self.prefill_outcomes.min(1_000);
+            self.scale_tasks = self.scale_tasks.min(500);
+            self.scale_interval_secs = self.scale_interval_secs.min(1.0);
+            self.scale_secs = self.scale_secs.min(3);
+            self.scale_events = self.scale_events.min(200);
         }
     }
 }
@@ -141,11 +173,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         // One worker thread: the upstream must stay out of omnigate's way on a small machine,
         // and one thread answers tens of thousands of these requests a second.
-        Some(Sub::Upstream { listen }) => tokio::runtime::Builder::new_multi_thread()
+        Some(Sub::Upstream { listen, min_gap_ms }) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?
-            .block_on(serve_upstream(listen)),
+            .block_on(serve_upstream(listen, min_gap_ms)),
         None => {
             let mut args = cli.run;
             args.apply_smoke();
@@ -167,23 +199,38 @@ fn main() -> anyhow::Result<()> {
 // The fake upstream: answers apimodels' create and status calls at once.
 
 static NEXT_TASK: AtomicU64 = AtomicU64::new(1);
+static COUNTS: std::sync::LazyLock<scale::Counts> = std::sync::LazyLock::new(Default::default);
 
-async fn serve_upstream(listen: SocketAddr) -> anyhow::Result<()> {
-    let app = axum::Router::new().route(
-        "/api/v1/video/generations",
-        post(|| async {
-            let n = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
-            Json(json!({"code": 200, "msg": "success",
-                        "data": {"taskId": format!("fake_{n}"), "state": "pending"}}))
-        })
-        .get(
-            |Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                let id = q.get("task_id").cloned().unwrap_or_default();
+async fn serve_upstream(listen: SocketAddr, min_gap_ms: i64) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        // What the scale measurements count: status queries and client webhook deliveries.
+        .route(
+            "/_counts",
+            axum::routing::get(|| async { Json(COUNTS.json()) }),
+        )
+        .route(
+            "/_receiver",
+            post(|| async {
+                COUNTS.delivered();
+                "ok"
+            }),
+        )
+        .route(
+            "/api/v1/video/generations",
+            post(|| async {
+                let n = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
                 Json(json!({"code": 200, "msg": "success",
+                        "data": {"taskId": format!("fake_{n}"), "state": "pending"}}))
+            })
+            .get(
+                move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let id = q.get("task_id").cloned().unwrap_or_default();
+                    COUNTS.query(&id, omnigate::store::now_ms(), min_gap_ms);
+                    Json(json!({"code": 200, "msg": "success",
                             "data": {"taskId": id, "state": "processing", "progress": 50}}))
-            },
-        ),
-    );
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind(listen).await?;
     // The parent reads the port from this line.
     println!("listening {}", listener.local_addr()?);
@@ -271,10 +318,11 @@ async fn wait_http(url: &str, within: Duration) -> anyhow::Result<()> {
     }
 }
 
-async fn start_upstream(dir: &Path) -> anyhow::Result<(Proc, u16)> {
+async fn start_upstream(dir: &Path, min_gap_ms: i64) -> anyhow::Result<(Proc, u16)> {
     use tokio::io::AsyncBufReadExt;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["upstream", "--listen", "127.0.0.1:0"])
+        .arg(format!("--min-gap-ms={min_gap_ms}"))
         .stdout(Stdio::piped())
         .stderr(log_file(dir, "upstream")?)
         .kill_on_drop(true)
@@ -806,8 +854,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!("omnigate-bench: logs in {}", dir.display());
-    let (upstream_proc, upstream) = start_upstream(&dir).await?;
+    // The scale run's upstream checks that no task is polled twice within an interval.
+    let min_gap_ms = if args.scale {
+        (args.scale_interval_secs * 1000.0) as i64
+    } else {
+        0
+    };
+    let (upstream_proc, upstream) = start_upstream(&dir, min_gap_ms).await?;
     let upstream_rss = || upstream_proc.peak_rss_mib();
+
+    if args.scale {
+        let result = scale::run(&args, &dir, upstream).await;
+        upstream_proc.stop().await;
+        return result;
+    }
 
     if args.prefill {
         let mut rows = Vec::new();

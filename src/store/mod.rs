@@ -7,6 +7,7 @@ mod key_admin;
 mod keys;
 mod limits;
 mod observe;
+mod polls;
 mod results;
 mod tasks;
 mod usage;
@@ -17,6 +18,7 @@ pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyIn
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use observe::UNFINISHED_STATES;
+pub use polls::StillRunning;
 pub use results::{object_key, CopyJob, Deleted, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,

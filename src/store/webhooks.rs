@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{affected, now_ms, Store};
+use super::{affected, now_ms, Backend, Store};
 
 /// One event to deliver to a task's `callback_url`.
 #[derive(Debug, Clone, Serialize)]
@@ -144,6 +144,13 @@ impl Store {
             EventNext::Failed => ("failed", event.next_attempt_at, None),
             EventNext::Disabled => ("disabled", event.next_attempt_at, None),
         };
+        if let (Backend::Postgres, Some(a), false) =
+            (self.backend, attempt, next == EventNext::Disabled)
+        {
+            return self
+                .finish_in_one_statement(event, owner, a, (state, next_at, delivered_at))
+                .await;
+        }
         let mut tx = self.writes.begin().await?;
         let done = affected(
             sqlx::query(
@@ -192,6 +199,38 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// `finish_webhook_attempt` on PostgreSQL for an attempt that turns no URL off: the
+    /// event's update and its attempt row in one statement (one round trip, not four).
+    async fn finish_in_one_statement(
+        &self,
+        event: &WebhookEvent,
+        owner: &str,
+        a: &WebhookAttempt,
+        (state, next_at, delivered_at): (&str, i64, Option<i64>),
+    ) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "WITH u AS (UPDATE webhook_events SET state = $3, attempts = attempts + 1, \
+               next_attempt_at = $4, delivered_at = COALESCE($5, delivered_at), \
+               lease_owner = NULL, lease_until = 0 \
+               WHERE id = $1 AND lease_owner = $2 AND state = 'pending' RETURNING id) \
+             INSERT INTO webhook_attempts (event_id, at, status_code, latency_ms, error, response_excerpt) \
+             SELECT id, $6, $7, $8, $9, $10 FROM u",
+        )
+        .bind(&event.id)
+        .bind(owner)
+        .bind(state)
+        .bind(next_at)
+        .bind(delivered_at)
+        .bind(a.at)
+        .bind(a.status_code)
+        .bind(a.latency_ms)
+        .bind(&a.error)
+        .bind(&a.response_excerpt)
+        .execute(&self.writes)
+        .await?;
+        Ok(affected(done))
     }
 
     /// Whether a receiver answered 410 to this key at this URL.

@@ -1,51 +1,110 @@
 //! Follows every accepted, unfinished task to its end at its provider's poll interval,
 //! backing off after failed polls.
+//!
+//! One step claims up to `poll_batch_size` due tasks under one lease token (`SKIP LOCKED`
+//! on PostgreSQL, so gateway processes sharing the database claim disjoint batches), polls
+//! them `poll_concurrency` at a time, and writes the tasks found still running back in one
+//! statement per batch. Anything else a poll finds (a state change, an end, a failure) is
+//! written per task, as before. Every write checks the token, and a written task is not
+//! due again for at least its interval: no task is polled twice within one interval, by
+//! one process or several. Outcomes go to the in-memory health counters.
 
 use std::time::Duration;
+
+use futures::StreamExt;
+use rand::Rng;
+use tracing::Instrument;
 
 use crate::domain::TaskStatus;
 use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, UpstreamTask};
 use crate::routing::{self, round_usd};
-use crate::store::{now_ms, ClaimKind, PollUpdate, TaskRecord, TaskState};
+use crate::store::{
+    lease_token, now_ms, ClaimKind, PollUpdate, StillRunning, TaskRecord, TaskState,
+};
 use crate::submit::{describe, task_error};
 
 use super::fail;
 
-/// Polls of one worker in flight at once.
-const POLL_CONCURRENCY: usize = 8;
-
-/// Claims the due tasks and polls each once. Returns how many it claimed.
+/// Claims the due tasks, polls each once and records what was seen. Returns how many it
+/// claimed.
 pub async fn poll_once(gw: &Gateway) -> anyhow::Result<usize> {
-    let lease_ms = gw.config.poller.lease().as_millis() as i64;
-    super::claim_and_run(
-        gw,
-        ClaimKind::Poll,
-        lease_ms,
-        POLL_CONCURRENCY,
-        |gw, t, token| async move { poll_task(gw, &t, &token).await },
-    )
-    .await
+    let cfg = &gw.config.poller;
+    let lease_until = now_ms() + cfg.lease().as_millis() as i64;
+    let token = lease_token(&gw.instance_id);
+    let tasks = gw
+        .store
+        .claim_due(ClaimKind::Poll, &token, lease_until, cfg.poll_batch_size)
+        .await?;
+    let n = tasks.len();
+    let claim = Claim {
+        token: &token,
+        lease_until,
+    };
+    let mut still_running = futures::stream::iter(tasks)
+        .map(|t| {
+            let span = tracing::info_span!("task_step", kind = ?ClaimKind::Poll, task_id = %t.id);
+            async move {
+                poll_task(gw, &t, claim).await.unwrap_or_else(|e| {
+                    tracing::error!(task_id = %t.id, error = ?e, "poll failed to record");
+                    None
+                })
+            }
+            .instrument(span)
+        })
+        .buffer_unordered(cfg.poll_concurrency.max(1))
+        .filter_map(std::future::ready)
+        // Whatever has been polled is written while the rest of the claim is still being
+        // polled: a task is never held long after its poll, whatever the batch's length.
+        .ready_chunks(cfg.poll_batch_size as usize);
+    while let Some(seen) = still_running.next().await {
+        // Should this fail, the claims run out and the tasks are polled again then.
+        gw.store.reschedule_polls(&token, &seen).await?;
+    }
+    Ok(n)
 }
 
-async fn poll_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Result<()> {
+/// The lease one step's tasks were claimed under.
+#[derive(Clone, Copy)]
+struct Claim<'a> {
+    token: &'a str,
+    lease_until: i64,
+}
+
+/// Polls one claimed task. The task found still running comes back to be rescheduled
+/// with its batch; everything else is written here.
+async fn poll_task(
+    gw: &Gateway,
+    task: &TaskRecord,
+    claim: Claim<'_>,
+) -> anyhow::Result<Option<StillRunning>> {
+    let token = claim.token;
     let provider = task.provider.as_deref().unwrap_or_default();
     let Some(up) = gw.router.get(provider) else {
         let message = format!("provider {provider:?} is no longer configured on this gateway");
-        return fail(gw, task, token, "provider_unavailable", message, None).await;
+        fail(gw, task, token, "provider_unavailable", message, None).await?;
+        return Ok(None);
     };
     let upstream_id = task.provider_task_id.as_deref().unwrap_or_default();
     // A task given an upstream callback is polled only as a backstop, more slowly.
     let interval = crate::submit::poll_interval(gw, up, task.upstream_callback);
     let lease_ms = gw.config.poller.lease().as_millis() as i64;
     let started = std::time::Instant::now();
-    let Some(result) = gw
-        .store
-        .while_leased(&task.id, token, lease_ms, up.adapter.query(upstream_id))
-        .await?
-    else {
-        return Ok(());
+    let query = up.adapter.query(upstream_id);
+    // A claim with at least half its lease left needs no write before the call (the lease
+    // is pushed ahead only should the call run long); an older one is checked first.
+    let result = if now_ms() + lease_ms / 2 < claim.lease_until {
+        gw.store.keep_leased(&task.id, token, lease_ms, query).await
+    } else {
+        match gw
+            .store
+            .while_leased(&task.id, token, lease_ms, query)
+            .await?
+        {
+            Some(result) => result,
+            None => return Ok(None),
+        }
     };
     crate::submit::record_health(
         gw,
@@ -63,12 +122,18 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Resu
             "{provider} did not finish the task within {} s",
             gw.config.poller.max_task_age_secs
         );
-        return fail(gw, task, token, "upstream_timeout", message, None).await;
+        fail(gw, task, token, "upstream_timeout", message, None).await?;
+        return Ok(None);
     }
     match result {
-        Ok(seen) => record_seen(gw, task, token, &seen, interval).await,
+        Ok(seen) => {
+            let next = next_poll_at(interval, gw.config.poller.poll_jitter);
+            record_seen(gw, task, token, &seen, next).await
+        }
         Err(e) if e.kind == ErrorKind::Unreadable => {
-            record_unreadable(gw, task, token, &e, interval).await
+            let next = next_poll_at(interval, gw.config.poller.poll_jitter);
+            record_unreadable(gw, task, token, &e, next).await?;
+            Ok(None)
         }
         Err(e) => {
             let failures = task.poll_failures as u32 + 1;
@@ -86,9 +151,22 @@ async fn poll_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow::Resu
                         as i64;
                 gw.store.poll_failed(task, token, next).await?;
             }
-            Ok(())
+            Ok(None)
         }
     }
+}
+
+/// When to poll a task next: one interval from now, plus up to `jitter` of it at random,
+/// so that tasks polled together spread out over the following rounds.
+fn next_poll_at(interval: Duration, jitter: f64) -> i64 {
+    let interval_ms = interval.as_millis() as i64;
+    let spread = (interval_ms as f64 * jitter) as i64;
+    let jitter = if spread > 0 {
+        rand::thread_rng().gen_range(0..=spread)
+    } else {
+        0
+    };
+    now_ms() + interval_ms + jitter
 }
 
 /// A status answer omnigate cannot interpret is kept and counted; after
@@ -99,7 +177,7 @@ async fn record_unreadable(
     task: &TaskRecord,
     token: &str,
     e: &ProviderError,
-    interval: Duration,
+    next: i64,
 ) -> anyhow::Result<()> {
     let provider = task.provider.as_deref().unwrap_or_default();
     let seen = task.unreadable_answers + 1;
@@ -119,7 +197,6 @@ async fn record_unreadable(
         )
         .await;
     }
-    let next = now_ms() + interval.as_millis() as i64;
     gw.store
         .poll_unreadable(task, token, e.raw_body.as_deref(), next)
         .await?;
@@ -131,15 +208,15 @@ async fn record_seen(
     task: &TaskRecord,
     token: &str,
     seen: &UpstreamTask,
-    interval: Duration,
-) -> anyhow::Result<()> {
+    next: i64,
+) -> anyhow::Result<Option<StillRunning>> {
     if seen.status == TaskStatus::Failed {
         let message = format!(
             "{} failed the generation",
             task.provider.as_deref().unwrap_or_default()
         );
         let provider_message = seen.failure_message.clone();
-        return fail(
+        fail(
             gw,
             task,
             token,
@@ -147,18 +224,27 @@ async fn record_seen(
             message,
             provider_message,
         )
-        .await;
+        .await?;
+        return Ok(None);
     }
     // A lagging provider replica may report an earlier state: a task never moves back.
     let state = match (task.state, TaskState::from_public(seen.status)) {
         (TaskState::InProgress, TaskState::Queued) => TaskState::InProgress,
         (_, state) => state,
     };
+    if state == task.state && state != TaskState::Completed {
+        let progress = seen.progress.map_or(task.progress, i64::from);
+        return Ok(Some(StillRunning {
+            id: task.id.clone(),
+            progress: progress.max(task.progress),
+            next_poll_at: next,
+            claimed_next_poll_at: task.next_poll_at,
+        }));
+    }
     let final_cost = match state {
         TaskState::Completed => final_cost(gw, task, seen).await?,
         _ => None,
     };
-    let next = now_ms() + interval.as_millis() as i64;
     let recorded = gw
         .store
         .apply_poll(
@@ -177,7 +263,7 @@ async fn record_seen(
         let provider = task.provider.as_deref().unwrap_or("none");
         crate::telemetry::metrics::spend(provider, final_cost.unwrap_or(0.0));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A base-video edit is billed on the input's rounded length, which the result reveals;
@@ -215,5 +301,21 @@ mod tests {
         assert_eq!(backoff(i, 1, 300.0), Duration::from_secs(20));
         assert_eq!(backoff(i, 3, 300.0), Duration::from_secs(80));
         assert_eq!(backoff(i, 10, 300.0), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn jitter_only_ever_adds_to_the_interval() {
+        let i = Duration::from_secs(10);
+        let (mut low, mut high) = (i64::MAX, i64::MIN);
+        for _ in 0..2_000 {
+            let before = now_ms();
+            let wait = next_poll_at(i, 0.1) - before;
+            low = low.min(wait);
+            high = high.max(wait);
+        }
+        assert!(low >= 10_000, "never sooner than the interval: {low}");
+        assert!(high <= 11_000 + 5, "at most a tenth later: {high}");
+        assert!(high - low > 500, "spread out: {low}..{high}");
+        assert!(next_poll_at(i, 0.0) - now_ms() >= 9_995);
     }
 }

@@ -2,6 +2,8 @@
 //! gateway processes never send the same attempt), sends each once, and records the
 //! attempt and the event's next state with that token.
 
+use std::collections::HashMap;
+
 use futures::StreamExt;
 use tracing::Instrument;
 
@@ -19,12 +21,14 @@ pub async fn deliver_once(gw: &Gateway, client: &WebhookClient) -> anyhow::Resul
         .claim_webhook_events(&token, lease_until, cfg.batch_size)
         .await?;
     let n = events.len();
+    let secrets = &secrets_of(gw, &events).await?;
     futures::stream::iter(events)
         .for_each_concurrent(cfg.concurrency, |event| {
             let token = &token;
             let span = tracing::info_span!("webhook_delivery", event_id = %event.id, task_id = %event.task_id);
             async move {
-                if let Err(e) = deliver_event(gw, client, &event, token, lease_until).await {
+                let signing = secrets.get(&event.api_key_id).map_or(&[][..], Vec::as_slice);
+                if let Err(e) = deliver_event(gw, client, &event, token, lease_until, signing).await {
                     tracing::error!(event_id = %event.id, task_id = %event.task_id, error = ?e, "webhook attempt failed to record");
                 }
             }
@@ -40,6 +44,7 @@ async fn deliver_event(
     event: &WebhookEvent,
     token: &str,
     lease_until: i64,
+    secrets: &[String],
 ) -> anyhow::Result<()> {
     let cfg = &gw.config.webhooks;
     // An attempt starting now must end inside the claim, or another process could send
@@ -63,8 +68,7 @@ async fn deliver_event(
             None => not_sent("not sent: the task no longer exists", EventNext::Failed),
             Some(task) => {
                 let body = serde_json::to_vec(&webhooks::payload(event, &task))?;
-                let secrets = gw.store.webhook_secrets(&event.api_key_id).await?;
-                webhooks::attempt(client, cfg, &secrets, event, body).await
+                webhooks::attempt(client, cfg, secrets, event, body).await
             }
         }
     };
@@ -77,6 +81,22 @@ async fn deliver_event(
     let error = attempt.as_ref().and_then(|a| a.error.as_deref());
     tracing::info!(event_id = %event.id, task_id = %event.task_id, kind = %event.kind, ?status, ?error, ?next, recorded, "webhook attempt");
     Ok(())
+}
+
+/// The signing secrets of every key with an event in `events`, read once per step rather
+/// than once per delivery.
+async fn secrets_of(
+    gw: &Gateway,
+    events: &[WebhookEvent],
+) -> anyhow::Result<HashMap<String, Vec<String>>> {
+    let mut secrets = HashMap::new();
+    for event in events {
+        if !secrets.contains_key(&event.api_key_id) {
+            let of_key = gw.store.webhook_secrets(&event.api_key_id).await?;
+            secrets.insert(event.api_key_id.clone(), of_key);
+        }
+    }
+    Ok(secrets)
 }
 
 fn not_sent(why: &str, next: EventNext) -> Outcome {

@@ -258,6 +258,8 @@ struct SimTask {
     video_base: Option<String>,
     script: Script,
     polls: u32,
+    /// When each query of the task came (ms), in order.
+    polled_at: Vec<u64>,
     created_ms: u64,
     updated_ms: u64,
     finished_ms: Option<u64>,
@@ -286,6 +288,7 @@ impl SimTask {
     fn poll(&mut self) -> Phase {
         let before = self.phase();
         self.polls += 1;
+        self.polled_at.push(now_ms());
         let after = self.phase();
         if after != before {
             self.callback_due = self.callback_url.is_some();
@@ -376,6 +379,7 @@ impl Ledger {
             video_base: self.video_base.clone(),
             script: self.script.clone(),
             polls: 0,
+            polled_at: Vec::new(),
             created_ms: now,
             updated_ms: now,
             finished_ms: None,
@@ -591,6 +595,15 @@ impl Sim {
     /// Read calls received (task queries and lists), answered or not.
     pub fn query_count(&self) -> usize {
         self.ledger().query_count
+    }
+
+    /// When each task was queried (ms, in order), by the simulator's task id.
+    pub fn query_times(&self) -> Vec<(String, Vec<u64>)> {
+        self.ledger()
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.polled_at.clone()))
+            .collect()
     }
 
     /// Task list calls received (Kling flavours).
