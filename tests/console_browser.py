@@ -9,6 +9,7 @@ Prints one JSON line with what it saw; exits non-zero (with the reason) on any f
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +27,9 @@ base, key_a, key_b_id, task_of_b, admin_token, shots = sys.argv[1:7]
 os.makedirs(shots, exist_ok=True)
 
 
+PROFILE = tempfile.mkdtemp(prefix="omnigate-chromium-")
+
+
 def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
@@ -33,7 +37,7 @@ def browser():
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--window-size=1280,1000", "--autoplay-policy=no-user-gesture-required",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='omnigate-chromium-')}",
+        f"--user-data-dir={PROFILE}",
     ):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
@@ -161,6 +165,7 @@ def main():
         shot(driver, "09-task-operator-view")
     finally:
         driver.quit()
+        shutil.rmtree(PROFILE, ignore_errors=True)
     print(json.dumps(seen))
 
 
