@@ -6,6 +6,7 @@
 # --scale (the poller over 100,000 unfinished tasks, webhook deliveries, two gateways),
 # --help. After a full (not --smoke) run, schemathesis tests the API against its OpenAPI
 # document with BENCH_SCHEMATHESIS_EXAMPLES examples per operation (100; CI runs 12; 0
+# skips it), and the crash drill runs with BENCH_DRILL_TASKS tasks (1000; CI runs 200; 0
 # skips it).
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth), as the tests do.
 set -euo pipefail
@@ -54,12 +55,23 @@ full_run=1
 for arg in "$@"; do
   case "$arg" in --smoke | --help | -h) full_run=0 ;; esac
 done
-if [ -n "${BENCH_SMOKE:-}" ] || [ "$EXAMPLES" = 0 ]; then full_run=0; fi
-if [ "$full_run" = 1 ]; then
+if [ -n "${BENCH_SMOKE:-}" ]; then full_run=0; fi
+if [ "$PROFILE" = release ]; then release=--release; else release=; fi
+if [ "$full_run" = 1 ] && [ "$EXAMPLES" != 0 ]; then
   echo "schemathesis: $EXAMPLES examples per operation (tests/openapi.rs)" >&2
-  if [ "$PROFILE" = release ]; then release=--release; else release=; fi
   OMNIGATE_SCHEMATHESIS_MAX_EXAMPLES=$EXAMPLES cargo test $release --quiet --test openapi \
     schemathesis -- --nocapture &
   wait $!
   echo "schemathesis: $EXAMPLES examples per operation, no problem found"
+fi
+
+# The crash drill at a large scale (CI runs it with 200 tasks and 2 kills): the real
+# gateway killed with SIGKILL under load and restarted, on PostgreSQL and on SQLite.
+DRILL_TASKS=${BENCH_DRILL_TASKS:-1000}
+if [ "$full_run" = 1 ] && [ "$DRILL_TASKS" != 0 ]; then
+  echo "crash drill: $DRILL_TASKS tasks, 32 clients, 3 kills (tests/drill_crash.rs)" >&2
+  OMNIGATE_DRILL_TASKS=$DRILL_TASKS OMNIGATE_DRILL_CLIENTS=32 OMNIGATE_DRILL_KILLS=3 \
+    cargo test $release --quiet --test drill_crash -- --nocapture &
+  wait $!
+  echo "crash drill: $DRILL_TASKS tasks per store, every task finished, nothing lost or doubled"
 fi
