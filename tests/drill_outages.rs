@@ -38,14 +38,28 @@ fn task_body(job: usize) -> Value {
 }
 
 /// `(id, state, provider, created_at)` of every task, oldest first.
+/// Read through the gateway's own pool, so a moment without a free connection (the drill
+/// keeps it busy) is waited out rather than taken for a failure.
 async fn tasks(app: &TestApp) -> Vec<(String, String, String, i64)> {
-    sqlx::query("SELECT id, state, provider, created_at FROM tasks ORDER BY created_at")
-        .fetch_all(app.gateway().store.pool())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect()
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match sqlx::query("SELECT id, state, provider, created_at FROM tasks ORDER BY created_at")
+            .fetch_all(app.gateway().store.pool())
+            .await
+        {
+            Ok(rows) => {
+                return rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect()
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = ?e, "reading the tasks failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("reading the tasks: {e}"),
+        }
+    }
 }
 
 async fn wait_all_completed(app: &TestApp) -> Vec<(String, String, String, i64)> {
@@ -267,6 +281,8 @@ async fn provider_outage(outage: Behaviour) {
             ("secondary".into(), dear.provider_config(MODELS, 0.2)),
         ],
     );
+    // The production default pool: the test default (5) is sized for many small tests.
+    cfg.database.max_connections = 10;
     cfg.health.consecutive_failures = 3;
     cfg.health.min_samples = 6;
     cfg.health.window_secs = 60;

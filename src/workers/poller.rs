@@ -38,9 +38,15 @@ pub async fn poll_once(gw: &Gateway) -> anyhow::Result<usize> {
         .claim_due(ClaimKind::Poll, &token, lease_until, cfg.poll_batch_size)
         .await?;
     let n = tasks.len();
+    // Polls run `poll_concurrency` at a time, but what they found is written by at most
+    // half the pool's connections at once: a provider failing many polls together (each
+    // recording its failure in a transaction on the circuit row) must not starve creates.
+    let writers =
+        tokio::sync::Semaphore::new((gw.config.database.max_connections / 2).max(1) as usize);
     let claim = Claim {
         token: &token,
         lease_until,
+        writers: &writers,
     };
     let mut still_running = futures::stream::iter(tasks)
         .map(|t| {
@@ -70,6 +76,8 @@ pub async fn poll_once(gw: &Gateway) -> anyhow::Result<usize> {
 struct Claim<'a> {
     token: &'a str,
     lease_until: i64,
+    /// Permits to write a poll's outcome (see `poll_once`).
+    writers: &'a tokio::sync::Semaphore,
 }
 
 /// Polls one claimed task. The task found still running comes back to be rescheduled
@@ -106,6 +114,7 @@ async fn poll_task(
             None => return Ok(None),
         }
     };
+    let _writing = claim.writers.acquire().await?;
     crate::submit::record_health(
         gw,
         provider,
