@@ -509,12 +509,26 @@ async fn start_omnigate(
     if prefill {
         fill(args, db).await?;
     }
-    let child = Command::new(&bin)
+    let base = format!("http://127.0.0.1:{port}");
+    let proc = serve_omnigate(args, dir, &name, &config_path, &base).await?;
+    Ok(Omnigate { proc, base, key })
+}
+
+/// Runs `omnigate serve` on `config_path`, logging to `dir`, and waits until `base`
+/// answers `/healthz`.
+async fn serve_omnigate(
+    args: &RunArgs,
+    dir: &Path,
+    name: &str,
+    config_path: &Path,
+    base: &str,
+) -> anyhow::Result<Proc> {
+    let child = Command::new(omnigate_bin(args)?)
         .arg("serve")
-        .env("OMNIGATE_CONFIG", &config_path)
+        .env("OMNIGATE_CONFIG", config_path)
         .env(UPSTREAM_KEY_ENV, "bench")
         .env("RUST_LOG", &args.log)
-        .stdout(log_file(dir, &name)?)
+        .stdout(log_file(dir, name)?)
         .stderr(log_file(dir, &format!("{name}-stderr"))?)
         .kill_on_drop(true)
         .spawn()?;
@@ -522,11 +536,10 @@ async fn start_omnigate(
         name: "omnigate",
         child,
     };
-    let base = format!("http://127.0.0.1:{port}");
     wait_http(&format!("{base}/healthz"), Duration::from_secs(30))
         .await
-        .with_context(|| format!("omnigate on {:?} (see {name}-stderr.log)", db.kind))?;
-    Ok(Omnigate { proc, base, key })
+        .with_context(|| format!("{name} (see {name}-stderr.log)"))?;
+    Ok(proc)
 }
 
 /// Writes `prefill_tasks` finished tasks of the bench key and `prefill_outcomes` provider

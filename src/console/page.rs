@@ -86,6 +86,26 @@ pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
 }
 
+/// A labelled `<select>` of `options` with `chosen` selected; its first option, `blank`,
+/// sends an empty value (no filter, or the API's default).
+pub fn select_field(
+    name: &str,
+    label: &str,
+    blank: &str,
+    options: &[&str],
+    chosen: &str,
+) -> Markup {
+    html! {
+        label {
+            (label)
+            select name=(name) {
+                option value="" selected[!options.contains(&chosen)] { (blank) }
+                @for o in options { option value=(o) selected[*o == chosen] { (o) } }
+            }
+        }
+    }
+}
+
 /// Why a console request was not answered with its page.
 #[derive(Debug)]
 pub enum ConsoleError {

@@ -8,11 +8,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use maud::{html, Markup};
+use maud::html;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::page::{self, csrf_field, ConsoleError};
+use super::page::{self, csrf_field, select_field, ConsoleError};
 use super::session::Session;
 use crate::api::ApiError;
 use crate::domain::VideoRequest;
@@ -83,21 +83,21 @@ fn render(session: &Session, f: &PlaygroundForm, problem: Option<&str>) -> Html<
         @if let Some(problem) = problem { p.error role="alert" { (problem) } }
         form #playground.grid method="post" action="/console/playground" data-quote="/console/playground/quote" {
             (csrf_field(session))
-            (choice("model", "Model", &["kling-video-o1", "kling-v3-omni"], &f.model))
-            (choice("mode", "Mode", &["std", "pro"], &f.mode))
-            (choice("duration", "Duration (seconds)", &["3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"], &f.duration))
-            (choice("aspect_ratio", "Aspect ratio", &["16:9", "9:16", "1:1"], &f.aspect_ratio))
+            (select_field("model", "Model", "default", &["kling-video-o1", "kling-v3-omni"], &f.model))
+            (select_field("mode", "Mode", "default", &["std", "pro"], &f.mode))
+            (select_field("duration", "Duration (seconds)", "default", &["3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"], &f.duration))
+            (select_field("aspect_ratio", "Aspect ratio", "default", &["16:9", "9:16", "1:1"], &f.aspect_ratio))
             label.check { input type="checkbox" name="sound" value="on" checked[f.sound.is_some()]; " Generate sound" }
             label.wide { "Prompt" textarea name="prompt" rows="3" maxlength="2500" { (f.prompt) } }
             label { "First frame image URL" input type="url" name="first_frame" value=(f.first_frame); }
             label { "End frame image URL" input type="url" name="end_frame" value=(f.end_frame); }
             label.wide { "Reference image URLs (one per line)" textarea name="images" rows="2" { (f.images) } }
             label { "Video URL" input type="url" name="video_url" value=(f.video_url); }
-            (choice("refer_type", "Video use", &["feature", "base"], &f.refer_type))
+            (select_field("refer_type", "Video use", "default", &["feature", "base"], &f.refer_type))
             label.check { input type="checkbox" name="keep_original_sound" value="yes" checked[f.keep_original_sound.is_some()]; " Keep the video's sound" }
             label { "Element ids (comma-separated)" input type="text" name="elements" value=(f.elements) inputmode="numeric"; }
             label.check { input type="checkbox" name="multi_shot" value="on" checked[f.multi_shot.is_some()]; " Multi-shot" }
-            (choice("shot_type", "Shot type", &["customize", "intelligence"], &f.shot_type))
+            (select_field("shot_type", "Shot type", "default", &["customize", "intelligence"], &f.shot_type))
             label.wide { "Shots for customize (one per line: seconds | prompt)" textarea name="shots" rows="3" { (f.shots) } }
             label.wide { "Callback URL (optional)" input type="url" name="callback_url" value=(f.callback_url); }
             section.quote.wide aria-live="polite" aria-labelledby="quote-title" {
@@ -111,19 +111,6 @@ fn render(session: &Session, f: &PlaygroundForm, problem: Option<&str>) -> Html<
         }
     };
     page::page(session, "Playground", "/console/playground", body)
-}
-
-fn choice(name: &str, label: &str, options: &[&str], chosen: &str) -> Markup {
-    html! {
-        label {
-            (label)
-            select name=(name) {
-                @if !options.contains(&chosen) || chosen.is_empty() { option value="" selected { "default" } }
-                @else { option value="" { "default" } }
-                @for o in options { option value=(o) selected[*o == chosen] { (o) } }
-            }
-        }
-    }
 }
 
 /// The create body the form describes, as JSON (the quote shows it).

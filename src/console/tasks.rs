@@ -11,7 +11,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::page::{self, csrf_field, status_badge, time_ms, usd_opt, ConsoleError};
+use super::page::{self, csrf_field, select_field, status_badge, time_ms, usd_opt, ConsoleError};
 use super::session::{CsrfForm, Session};
 use crate::domain::{Model, TaskStatus};
 use crate::gateway::Gateway;
@@ -69,9 +69,9 @@ pub async fn list(
         .flatten();
     let body = html! {
         form.filters method="get" action="/console/tasks" aria-label="Filter tasks" {
-            (select("status", "Status", &["queued", "in_progress", "completed", "failed"], &q.status))
-            (select("model", "Model", &[Model::KlingVideoO1.as_str(), Model::KlingV3Omni.as_str()], &q.model))
-            (select("provider", "Provider", &providers, &q.provider))
+            (select_field("status", "Status", "any", &["queued", "in_progress", "completed", "failed"], &q.status))
+            (select_field("model", "Model", "any", &[Model::KlingVideoO1.as_str(), Model::KlingV3Omni.as_str()], &q.model))
+            (select_field("provider", "Provider", "any", &providers, &q.provider))
             @if session.is_operator() {
                 label { "Key id" input type="text" name="key" value=(q.key) placeholder="key_..."; }
             }
@@ -112,20 +112,6 @@ pub async fn list(
         }
     };
     Ok(page::page(&session, "Tasks", "/console/tasks", body))
-}
-
-fn select(name: &str, label: &str, options: &[&str], chosen: &str) -> Markup {
-    html! {
-        label {
-            (label)
-            select name=(name) {
-                option value="" { "any" }
-                @for o in options {
-                    option value=(o) selected[*o == chosen] { (o) }
-                }
-            }
-        }
-    }
 }
 
 fn filter_of(q: &ListQuery, session: &Session) -> Result<TaskFilter, ConsoleError> {
@@ -169,15 +155,8 @@ fn filter_of(q: &ListQuery, session: &Session) -> Result<TaskFilter, ConsoleErro
 }
 
 fn internal_states(status: TaskStatus) -> Vec<&'static str> {
-    let all = [
-        TaskState::Submitting,
-        TaskState::SubmitUnknown,
-        TaskState::Queued,
-        TaskState::InProgress,
-        TaskState::Completed,
-        TaskState::Failed,
-    ];
-    all.into_iter()
+    TaskState::ALL
+        .into_iter()
         .filter(|s| s.public() == status)
         .map(TaskState::as_str)
         .collect()

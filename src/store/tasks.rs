@@ -24,6 +24,15 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Submitting,
+        TaskState::SubmitUnknown,
+        TaskState::Queued,
+        TaskState::InProgress,
+        TaskState::Completed,
+        TaskState::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Submitting => "submitting",

@@ -22,8 +22,8 @@ use sqlx::{Connection, Executor};
 use tokio::process::Command;
 
 use super::{
-    free_port, log_file, machine, oha, omnigate_bin, print_rows, wait_http, Database, Omnigate,
-    Proc, RunArgs, StoreKind, Target, CREATE_BODY, UPSTREAM_KEY_ENV,
+    free_port, machine, oha, omnigate_bin, print_rows, serve_omnigate, Database, Omnigate, RunArgs,
+    StoreKind, Target, CREATE_BODY, UPSTREAM_KEY_ENV,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -124,23 +124,8 @@ async fn serve(args: &RunArgs, dir: &Path, name: &str) -> anyhow::Result<Omnigat
         .and_then(|l| l.strip_suffix('"'))
         .context("listen address in the config")?
         .to_string();
-    let child = Command::new(omnigate_bin(args)?)
-        .arg("serve")
-        .env("OMNIGATE_CONFIG", &config_path)
-        .env(UPSTREAM_KEY_ENV, "bench")
-        .env("RUST_LOG", &args.log)
-        .stdout(log_file(dir, name)?)
-        .stderr(log_file(dir, &format!("{name}-stderr"))?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let proc = Proc {
-        name: "omnigate",
-        child,
-    };
     let base = format!("http://{listen}");
-    wait_http(&format!("{base}/healthz"), Duration::from_secs(30))
-        .await
-        .with_context(|| format!("{name} (see {name}-stderr.log)"))?;
+    let proc = serve_omnigate(args, dir, name, &config_path, &base).await?;
     Ok(Omnigate {
         proc,
         base,
