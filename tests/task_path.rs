@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use omnigate::config::UnknownSubmit;
 use omnigate::domain::{Model, VideoRequest};
-use omnigate::store::{lease_token, Acceptance, ClaimKind, NewTask, Store, TaskState};
+use omnigate::store::{
+    lease_token, Acceptance, Attempt, ClaimKind, Inserted, NewTask, Store, TaskDetail, TaskState,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -67,28 +69,202 @@ on_both_stores!(a_longer_store_failure_after_acceptance_still_answers_202_and_co
 
 async fn insert_submitting(store: &Store, id: &str, token: &str, lease_until: i64) {
     let key = store.create_api_key("k").await.unwrap();
-    let req: VideoRequest = serde_json::from_value(plain()).unwrap();
     store
-        .insert_task(
-            &NewTask {
-                id: id.into(),
-                api_key_id: key.id,
-                request: req,
-                provider: "up".into(),
-                sandbox: false,
-                cost_estimated_usd: Some(0.5),
-                routing_reason: "test".into(),
-                lease_owner: token.into(),
-                lease_until,
-                holds: Default::default(),
-                billed_seconds: Some(5),
-                upstream_callback_token: None,
-            },
-            None,
-        )
+        .insert_task(&new_task(id, &key.id, token, lease_until), None)
         .await
         .unwrap();
 }
+
+fn new_task(id: &str, owner: &str, token: &str, lease_until: i64) -> NewTask {
+    NewTask {
+        id: id.into(),
+        api_key_id: owner.into(),
+        request: serde_json::from_value::<VideoRequest>(plain()).unwrap(),
+        provider: "up".into(),
+        sandbox: false,
+        cost_estimated_usd: Some(0.5),
+        routing_reason: "test".into(),
+        lease_owner: token.into(),
+        lease_until,
+        holds: Default::default(),
+        billed_seconds: Some(5),
+        upstream_callback_token: None,
+    }
+}
+
+fn attempt(upstream_id: &str) -> Attempt {
+    Attempt {
+        provider: "up".into(),
+        outcome: "accepted".into(),
+        provider_task_id: Some(upstream_id.into()),
+        error_code: None,
+        message: None,
+        latency_ms: 3,
+        at: omnigate::store::now_ms(),
+    }
+}
+
+/// Concurrent creates share statements and commits (group commit): each caller still gets
+/// its own answer, and a row the database refuses fails only its own caller.
+async fn concurrent_creates_are_written_together_and_a_bad_row_fails_alone(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = std::sync::Arc::new(Store::connect(&db.url, 8).await.unwrap());
+    let key = store.create_api_key("k").await.unwrap();
+    let token = lease_token("batch");
+    let far = omnigate::store::now_ms() + 60_000;
+    let inserts = (0..40).map(|i| {
+        let (store, token) = (store.clone(), token.clone());
+        // Task 7 names a key that does not exist: the foreign key refuses its row.
+        let owner = if i == 7 {
+            "key_missing".to_string()
+        } else {
+            key.id.clone()
+        };
+        tokio::spawn(async move {
+            let t = new_task(&format!("vgt_batch_{i}"), &owner, &token, far);
+            store.insert_task(&t, None).await
+        })
+    });
+    let inserted = futures::future::join_all(inserts).await;
+    for (i, r) in inserted.into_iter().enumerate() {
+        match (i, r.unwrap()) {
+            (7, r) => assert!(r.is_err(), "a row for a missing key was written"),
+            (_, r) => assert!(matches!(r, Ok(Inserted::New { .. })), "task {i}: {r:?}"),
+        }
+    }
+    let accepts = (0..40).filter(|&i| i != 7).map(|i| {
+        let store = store.clone();
+        // Task 9's acceptance comes from a claim that does not hold it.
+        let token = if i == 9 {
+            lease_token("other")
+        } else {
+            token.clone()
+        };
+        tokio::spawn(async move {
+            let a = attempt(&format!("up_{i}"));
+            let acceptance = Acceptance {
+                upstream_id: &format!("up_{i}"),
+                state: TaskState::Queued,
+                first_poll_at: 0,
+                attempt: Some(&a),
+                slim_request: None,
+                callback_given: false,
+            };
+            (
+                i,
+                store
+                    .mark_accepted(&format!("vgt_batch_{i}"), &token, &acceptance)
+                    .await
+                    .unwrap(),
+            )
+        })
+    });
+    for accepted in futures::future::join_all(accepts).await {
+        let (i, accepted) = accepted.unwrap();
+        assert_eq!(accepted, i != 9, "task {i}");
+    }
+    for i in (0..40).filter(|&i| i != 7) {
+        let id = format!("vgt_batch_{i}");
+        let d = store
+            .task_detail_for_owner(&key.id, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let statuses: Vec<&str> = d.history.iter().map(|c| c.status.as_str()).collect();
+        let (want_state, want_history) = match i {
+            9 => (TaskState::Submitting, vec!["submitting"]),
+            _ => (TaskState::Queued, vec!["submitting", "queued"]),
+        };
+        assert_eq!(d.task.state, want_state, "{id}");
+        assert_eq!(statuses, want_history, "{id}");
+        // The attempt is recorded even where the claim had lost the task.
+        assert_eq!(d.attempts.len(), 1, "{id}");
+        assert_eq!(
+            d.attempts[0].provider_task_id.as_deref(),
+            Some(format!("up_{i}").as_str())
+        );
+        assert_same_as_tables(&store, &id, &d).await;
+    }
+    assert!(store.task("vgt_batch_7").await.unwrap().is_none());
+}
+on_both_stores!(concurrent_creates_are_written_together_and_a_bad_row_fails_alone);
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// The task read's copy of history and attempts (migration 0013) says what the tables say.
+async fn assert_same_as_tables(store: &Store, id: &str, d: &TaskDetail) {
+    let history: Vec<(String, i64)> =
+        sqlx::query("SELECT status, at FROM task_status_changes WHERE task_id = $1")
+            .bind(id)
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("status"), r.get("at")))
+            .collect();
+    // The copy keeps the order of writing; the tables have only times (which can tie).
+    let copied: Vec<(String, i64)> = d.history.iter().map(|c| (c.status.clone(), c.at)).collect();
+    assert_eq!(sorted(copied), sorted(history), "{id}: history");
+    let attempts: Vec<(String, Option<String>)> =
+        sqlx::query("SELECT outcome, provider_task_id FROM task_attempts WHERE task_id = $1")
+            .bind(id)
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("outcome"), r.get("provider_task_id")))
+            .collect();
+    let copied: Vec<(String, Option<String>)> = d
+        .attempts
+        .iter()
+        .map(|a| (a.outcome.clone(), a.provider_task_id.clone()))
+        .collect();
+    assert_eq!(sorted(copied), sorted(attempts), "{id}: attempts");
+}
+
+/// A task that failed over and then completed reads the same from its copy as from the
+/// tables, and a task written before the copy existed (its columns NULL) reads the tables.
+async fn the_read_copy_matches_the_tables_through_a_task_life(db: Db) {
+    let db = TestDb::new(db).await;
+    let refusing = Sim::start(SimDialect::Apimodels).await;
+    refusing.push_submit_fault(Fault::Error(SimError::BadRequest));
+    let good = Sim::start(SimDialect::Modellix).await;
+    let app = TestApp::spawn(
+        &db,
+        vec![
+            ("cheap".into(), refusing.provider_config(BOTH, 0.01)),
+            ("dear".into(), good.provider_config(BOTH, 0.5)),
+        ],
+    )
+    .await;
+    let task = app.create(&plain()).await;
+    let id = task["id"].as_str().unwrap();
+    let done = app.wait_terminal(id, WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let store = &app.gateway().store;
+    let owner = store.task(id).await.unwrap().unwrap().api_key_id;
+    let d = store
+        .task_detail_for_owner(&owner, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.attempts.len(), 2, "a refusal, then the acceptance");
+    assert!(d.history.len() >= 3, "submitting, queued, ..., completed");
+    assert_same_as_tables(store, id, &d).await;
+    let via_copy = detail(&app, id).await;
+    sqlx::query("UPDATE tasks SET history_json = NULL, attempts_json = NULL WHERE id = $1")
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let via_tables = detail(&app, id).await;
+    assert_eq!(via_copy["attempts"], via_tables["attempts"]);
+    assert_eq!(via_copy["status_history"], via_tables["status_history"]);
+}
+on_both_stores!(the_read_copy_matches_the_tables_through_a_task_life);
 
 async fn two_claims_in_one_process_cannot_both_write(db: Db) {
     let db = TestDb::new(db).await;

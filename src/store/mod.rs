@@ -2,6 +2,7 @@
 //! One set of portable SQL runs on PostgreSQL (production, many gateway processes) and
 //! on SQLite (the embedded single-machine default), chosen by the database URL.
 
+mod batch;
 mod console;
 mod key_admin;
 mod keys;
@@ -9,6 +10,7 @@ mod limits;
 mod observe;
 mod polls;
 mod results;
+mod task_writes;
 mod tasks;
 mod usage;
 mod webhooks;
@@ -48,6 +50,8 @@ pub struct Store {
     backend: Backend,
     /// Acceptance writes still to fail on purpose (see `fail_next_acceptance_writes`).
     injected_faults: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// The create path's two writes, batched across concurrent requests (group commit).
+    hot_writes: std::sync::Arc<task_writes::HotWrites>,
     /// Recently authenticated API keys (see `keys.rs`).
     keys: std::sync::Arc<keys::KeyCache>,
     /// `results.enabled`: a task's completion also queues the copy of its video.
@@ -111,6 +115,11 @@ impl Store {
                 .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?,
         };
         Ok(Store {
+            hot_writes: std::sync::Arc::new(task_writes::HotWrites::start(
+                &writes,
+                backend,
+                max_connections,
+            )),
             pool,
             writes,
             backend,

@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::limits::{self, Holds, LimitRefusal, HOLD_COLUMNS};
+use super::task_writes::{AcceptRow, NewTaskRow, INSERT_TASK_INTO, NEW_TASK_ROW};
 use super::{affected, now_ms, Backend, Store};
 use crate::domain::{Model, TaskStatus, VideoRequest, VideoResult};
 
@@ -372,8 +373,23 @@ async fn take_idempotency_key(
     Ok(affected(taken))
 }
 
-async fn insert_attempt<'e>(
-    db: impl sqlx::Executor<'e, Database = Any>,
+/// A submit attempt: its row, and its entry in the task's read copy.
+pub(super) async fn insert_attempt(
+    tx: &mut Transaction<'_, Any>,
+    task_id: &str,
+    a: &Attempt,
+) -> anyhow::Result<()> {
+    insert_attempt_row(tx, task_id, a).await?;
+    sqlx::query("UPDATE tasks SET attempts_json = attempts_json || $2 WHERE id = $1")
+        .bind(task_id)
+        .bind(attempt_entry(a)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_attempt_row(
+    tx: &mut Transaction<'_, Any>,
     task_id: &str,
     a: &Attempt,
 ) -> anyhow::Result<()> {
@@ -389,12 +405,39 @@ async fn insert_attempt<'e>(
     .bind(&a.message)
     .bind(a.latency_ms)
     .bind(a.at)
-    .execute(db)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn record_status(
+/// An attempt's entry in `tasks.attempts_json` (see migration 0013).
+pub(super) fn attempt_entry(a: &Attempt) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(a)? + ",")
+}
+
+/// A status change's entry in `tasks.history_json` (see migration 0013).
+pub(super) fn history_entry(state: TaskState, at: i64) -> String {
+    format!("{{\"status\":\"{}\",\"at\":{at}}},", state.as_str())
+}
+
+pub(super) async fn record_status(
+    tx: &mut Transaction<'_, Any>,
+    task_id: &str,
+    state: TaskState,
+    at: i64,
+) -> anyhow::Result<()> {
+    insert_status_change(tx, task_id, state, at).await?;
+    sqlx::query("UPDATE tasks SET history_json = history_json || $2 WHERE id = $1")
+        .bind(task_id)
+        .bind(history_entry(state, at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The status change's row and its event, without the entry in the task's read copy (for
+/// a caller whose own update of the task appends it).
+pub(super) async fn insert_status_change(
     tx: &mut Transaction<'_, Any>,
     task_id: &str,
     state: TaskState,
@@ -438,81 +481,17 @@ async fn record_event(
     Ok(())
 }
 
-const INSERT_TASK: &str =
-    "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
-     routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
-     holds_slot, budget_period_start, reserved_micros, billed_seconds, callback_url, callback_in_progress, \
-     upstream_callback_token) \
-     VALUES ($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18, $19)";
-
-/// A provider's acceptance of a task held by claim $6 (see `Store::mark_accepted`).
-const ACCEPT_TASK: &str =
-    "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
-     poll_failures = 0, lease_owner = NULL, lease_until = 0, request = COALESCE($7, request), \
-     upstream_callback_token = CASE WHEN $8 = 1 THEN upstream_callback_token ELSE NULL END \
-     WHERE id = $1 AND state IN ('submitting', 'submit_unknown') AND lease_owner = $6";
-
-/// Binds `ACCEPT_TASK`'s parameters $1..$8.
-fn bind_acceptance<'q>(
-    q: AnyQuery<'q>,
-    id: &'q str,
-    token: &'q str,
-    a: &Acceptance<'q>,
-    now: i64,
-) -> AnyQuery<'q> {
-    q.bind(id)
-        .bind(a.state.as_str())
-        .bind(a.upstream_id)
-        .bind(a.first_poll_at)
-        .bind(now)
-        .bind(token)
-        .bind(a.slim_request)
-        .bind(i64::from(a.callback_given))
-}
-
-type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
-
-/// Binds `INSERT_TASK`'s parameters $1..$19.
-fn bind_new_task<'q>(
-    q: AnyQuery<'q>,
-    t: &'q NewTask,
-    now: i64,
-    holds_slot: bool,
-    budget_period: Option<i64>,
-    reserved: Option<i64>,
-) -> anyhow::Result<AnyQuery<'q>> {
-    Ok(q.bind(&t.id)
-        .bind(&t.api_key_id)
-        .bind(t.request.model.as_str())
-        .bind(serde_json::to_string(&t.request)?)
-        .bind(&t.provider)
-        .bind(t.sandbox as i64)
-        .bind(t.cost_estimated_usd.map(to_micros))
-        .bind(&t.routing_reason)
-        .bind(t.request.metadata.as_ref().map(|m| m.to_string()))
-        .bind(now)
-        .bind(t.lease_until)
-        .bind(&t.lease_owner)
-        .bind(i64::from(holds_slot))
-        .bind(budget_period)
-        .bind(reserved)
-        .bind(t.billed_seconds.map(i64::from))
-        .bind(&t.request.callback_url)
-        .bind(i64::from(t.request.wants_in_progress_events()))
-        .bind(&t.upstream_callback_token))
-}
-
-fn new_event_id() -> String {
+pub(super) fn new_event_id() -> String {
     format!("msg_{}", uuid::Uuid::new_v4().simple())
 }
 
-fn event_type(state: TaskState) -> String {
+pub(super) fn event_type(state: TaskState) -> String {
     format!("video.generation.{}", state.public().as_str())
 }
 
 /// The condition on task row `t` under which a change to `state` is an event its client
 /// asked for (given a callback_url), or None when no such change ever is.
-fn event_wanted(state: TaskState, t: &str) -> Option<String> {
+pub(super) fn event_wanted(state: TaskState, t: &str) -> Option<String> {
     match state {
         TaskState::Completed | TaskState::Failed => Some("1 = 1".into()),
         TaskState::InProgress => Some(format!("{t}.callback_in_progress = 1")),
@@ -521,24 +500,6 @@ fn event_wanted(state: TaskState, t: &str) -> Option<String> {
 }
 
 impl Store {
-    /// `insert_task` for a key without limits and a request without an idempotency key,
-    /// on PostgreSQL: the task and its first status change in one statement, so one round
-    /// trip and one commit instead of four round trips.
-    async fn insert_task_in_one_statement(
-        &self,
-        t: &NewTask,
-        now: i64,
-    ) -> anyhow::Result<Inserted> {
-        let sql = format!(
-            "WITH t AS ({INSERT_TASK} RETURNING id) \
-             INSERT INTO task_status_changes (task_id, status, at) SELECT id, 'submitting', $10 FROM t"
-        );
-        bind_new_task(sqlx::query(&sql), t, now, false, None, None)?
-            .execute(&self.writes)
-            .await?;
-        Ok(Inserted::New { created_at: now })
-    }
-
     /// Writes a new task in `submitting`, holding it for its submitter. With an
     /// idempotency claim, the key is taken in the same transaction: if another request
     /// already holds it, nothing is written and that request's task is returned instead.
@@ -547,10 +508,11 @@ impl Store {
         t: &NewTask,
         idempotency: Option<&IdempotencyClaim>,
     ) -> anyhow::Result<Inserted> {
-        let now = now_ms();
-        if self.backend == Backend::Postgres && idempotency.is_none() && t.holds.is_empty() {
-            return self.insert_task_in_one_statement(t, now).await;
+        let row = NewTaskRow::of(t)?;
+        if idempotency.is_none() && t.holds.is_empty() {
+            return self.hot_writes.create(row).await;
         }
+        let now = now_ms();
         let mut tx = self.writes.begin().await?;
         if let Some(claim) = idempotency {
             if !take_idempotency_key(&mut tx, &t.api_key_id, &t.id, claim, now).await? {
@@ -569,14 +531,15 @@ impl Store {
                     return Ok(Inserted::Refused(refusal));
                 }
             };
-        bind_new_task(
-            sqlx::query(INSERT_TASK),
-            t,
+        let sql = format!("{INSERT_TASK_INTO}{NEW_TASK_ROW}");
+        row.bind(
+            sqlx::query(&sql),
             now,
+            "",
             holds_slot,
             budget_period,
             reserved,
-        )?
+        )
         .execute(&mut *tx)
         .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
@@ -794,7 +757,10 @@ impl Store {
     }
 
     pub async fn record_attempt(&self, task_id: &str, a: &Attempt) -> anyhow::Result<()> {
-        insert_attempt(&self.writes, task_id, a).await
+        let mut tx = self.writes.begin().await?;
+        insert_attempt(&mut tx, task_id, a).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The provider accepted the task: record its id (with the attempt that got it, in the
@@ -808,83 +774,7 @@ impl Store {
         a: &Acceptance<'_>,
     ) -> anyhow::Result<bool> {
         self.injected_fault()?;
-        let now = now_ms();
-        if self.backend == Backend::Postgres {
-            return self.mark_accepted_in_one_statement(id, token, a, now).await;
-        }
-        let mut tx = self.writes.begin().await?;
-        let done = affected(
-            bind_acceptance(sqlx::query(ACCEPT_TASK), id, token, a, now)
-                .execute(&mut *tx)
-                .await?,
-        );
-        if done {
-            record_status(&mut tx, id, a.state, now).await?;
-        }
-        if let Some(attempt) = a.attempt {
-            insert_attempt(&mut *tx, id, attempt).await?;
-        }
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    /// `mark_accepted` on PostgreSQL: the update, its status change, its event and the
-    /// attempt in one statement (data-modifying CTEs), so one round trip and one commit.
-    /// The attempt is written whether or not the update took, as in the transaction.
-    async fn mark_accepted_in_one_statement(
-        &self,
-        id: &str,
-        token: &str,
-        a: &Acceptance<'_>,
-        now: i64,
-    ) -> anyhow::Result<bool> {
-        let mut sql = format!(
-            "WITH u AS ({ACCEPT_TASK} RETURNING id, api_key_id, callback_url, callback_in_progress, progress), \
-             s AS (INSERT INTO task_status_changes (task_id, status, at) SELECT id, $2, $5 FROM u)"
-        );
-        let mut next = 9;
-        let event = event_wanted(a.state, "u");
-        if let Some(wanted) = &event {
-            sql.push_str(&format!(
-                ", e AS (INSERT INTO webhook_events (id, task_id, api_key_id, seq, type, url, progress, created_at, state, next_attempt_at) \
-                 SELECT ${next}, u.id, u.api_key_id, \
-                   (SELECT COUNT(*) FROM webhook_events w WHERE w.task_id = u.id), \
-                   ${}, u.callback_url, u.progress, $5, 'pending', $5 \
-                 FROM u WHERE u.callback_url IS NOT NULL AND {wanted})",
-                next + 1
-            ));
-            next += 2;
-        }
-        if a.attempt.is_some() {
-            sql.push_str(&format!(
-                ", a AS (INSERT INTO task_attempts (task_id, provider, outcome, provider_task_id, error_code, message, latency_ms, at) \
-                 VALUES ($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}))",
-                next,
-                next + 1,
-                next + 2,
-                next + 3,
-                next + 4,
-                next + 5,
-                next + 6
-            ));
-        }
-        sql.push_str(" SELECT COUNT(*) AS n FROM u");
-        let mut q = bind_acceptance(sqlx::query(&sql), id, token, a, now);
-        if event.is_some() {
-            q = q.bind(new_event_id()).bind(event_type(a.state));
-        }
-        if let Some(at) = a.attempt {
-            q = q
-                .bind(&at.provider)
-                .bind(&at.outcome)
-                .bind(&at.provider_task_id)
-                .bind(&at.error_code)
-                .bind(&at.message)
-                .bind(at.latency_ms)
-                .bind(at.at);
-        }
-        let row = q.fetch_one(&self.writes).await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
+        self.hot_writes.accept(AcceptRow::of(id, token, a)).await
     }
 
     /// Fails an unfinished task held by `owner`. False if it had already finished or
@@ -1069,7 +959,7 @@ impl Store {
         // The first statement writes, so SQLite takes the write lock at once rather than
         // failing to upgrade a read transaction under load.
         let ids: Vec<String> = sqlx::query(
-            "UPDATE tasks SET details_pruned_at = $3, request = '{}' WHERE id IN (\
+            "UPDATE tasks SET details_pruned_at = $3, request = '{}', history_json = '', attempts_json = '' WHERE id IN (\
                SELECT id FROM tasks WHERE state IN ('completed', 'failed') AND details_pruned_at IS NULL \
                AND updated_at < $1 ORDER BY updated_at LIMIT $2) RETURNING id",
         )
@@ -1238,8 +1128,11 @@ impl Store {
                  (SELECT * FROM task_attempts WHERE task_id = tasks.id ORDER BY at)",
             ),
         };
+        // The read copy, or for a task older than it, the tables.
         let sql = format!(
-            "SELECT {TASK_COLUMNS}, ({history}) AS history_json, ({attempts}) AS attempts_json \
+            "SELECT {TASK_COLUMNS}, \
+               CASE WHEN history_json IS NULL THEN ({history}) ELSE '[' || rtrim(history_json, ',') || ']' END AS history_json, \
+               CASE WHEN attempts_json IS NULL THEN ({attempts}) ELSE '[' || rtrim(attempts_json, ',') || ']' END AS attempts_json \
              FROM tasks WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL"
         );
         let Some(row) = sqlx::query(&sql)
