@@ -48,7 +48,12 @@ pub async fn poll_once(gw: &Gateway) -> anyhow::Result<usize> {
         lease_until,
         writers: &writers,
     };
-    let mut still_running = futures::stream::iter(tasks)
+    // Polls and the batch writes of the tasks still running go side by side: were the polls
+    // paused while a batch is written, a paused poll could hold the only SQLite writer
+    // connection mid-transaction while the batch waits for it (a 5 s stall until the
+    // pool's acquire timeout).
+    let (found, mut still_running) = tokio::sync::mpsc::unbounded_channel();
+    let polls = futures::stream::iter(tasks)
         .map(|t| {
             let span = tracing::info_span!("task_step", kind = ?ClaimKind::Poll, task_id = %t.id);
             async move {
@@ -60,14 +65,29 @@ pub async fn poll_once(gw: &Gateway) -> anyhow::Result<usize> {
             .instrument(span)
         })
         .buffer_unordered(cfg.poll_concurrency.max(1))
-        .filter_map(std::future::ready)
-        // Whatever has been polled is written while the rest of the claim is still being
-        // polled: a task is never held long after its poll, whatever the batch's length.
-        .ready_chunks(cfg.poll_batch_size as usize);
-    while let Some(seen) = still_running.next().await {
-        // Should this fail, the claims run out and the tasks are polled again then.
-        gw.store.reschedule_polls(&token, &seen).await?;
-    }
+        .for_each(move |seen| {
+            if let Some(seen) = seen {
+                let _ = found.send(seen);
+            }
+            std::future::ready(())
+        });
+    // Whatever has been polled is written while the rest of the claim is still being
+    // polled: a task is never held long after its poll, whatever the batch's length.
+    let writes = async {
+        let mut seen = Vec::new();
+        while still_running
+            .recv_many(&mut seen, cfg.poll_batch_size as usize)
+            .await
+            > 0
+        {
+            // Should this fail, the claims run out and the tasks are polled again then.
+            gw.store.reschedule_polls(&token, &seen).await?;
+            seen.clear();
+        }
+        anyhow::Ok(())
+    };
+    let ((), written) = futures::join!(polls, writes);
+    written?;
     Ok(n)
 }
 
