@@ -132,7 +132,15 @@ async fn kill_9_under_load_loses_no_task_event_slot_or_reservation(kind: Db) {
     // Each job is one task, whatever crash it crossed: its retries replayed it.
     let answered: BTreeSet<&String> = answers.accepted.values().collect();
     assert_eq!(answered.len(), tasks, "no two jobs share a task");
-    assert_eq!(rows.len(), tasks, "no job made a second task");
+    assert_eq!(
+        rows.len(),
+        tasks,
+        "no job made a second task: {}\nanswers: {:?} {:?}\n{}",
+        jobs_with_more_than_one_task(&pool).await,
+        answers.statuses,
+        answers.refusal_codes,
+        gateway.log_tail()
+    );
     for id in answered {
         let row = &rows[id.as_str()];
         assert!(
@@ -203,6 +211,35 @@ async fn task_rows(pool: &sqlx::AnyPool) -> BTreeMap<String, TaskRow> {
                 },
             )
         })
+        .collect()
+}
+
+/// Each job whose prompt is on more than one task, with those tasks' ends and attempts.
+async fn jobs_with_more_than_one_task(pool: &sqlx::AnyPool) -> String {
+    let tasks: Vec<(String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, request, state, error_code, error_message FROM tasks ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut by_prompt: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, request, state, code, message) in tasks {
+        let prompt = serde_json::from_str::<Value>(&request).unwrap()["prompt"].to_string();
+        let attempts: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT provider, outcome, error_code FROM task_attempts WHERE task_id = $1",
+        )
+        .bind(&id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        by_prompt.entry(prompt).or_default().push(format!(
+            "{id} {state} {code:?} {message:?} attempts {attempts:?}"
+        ));
+    }
+    by_prompt
+        .into_iter()
+        .filter(|(_, tasks)| tasks.len() > 1)
+        .map(|(prompt, tasks)| format!("\n{prompt}:\n  {}", tasks.join("\n  ")))
         .collect()
 }
 
