@@ -216,14 +216,19 @@ async fn task_rows(pool: &sqlx::AnyPool) -> BTreeMap<String, TaskRow> {
 
 /// Each job whose prompt is on more than one task, with those tasks' ends and attempts.
 async fn jobs_with_more_than_one_task(pool: &sqlx::AnyPool) -> String {
-    let tasks: Vec<(String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+    let tasks = sqlx::query(
         "SELECT id, request, state, error_code, error_message FROM tasks ORDER BY created_at",
     )
     .fetch_all(pool)
     .await
     .unwrap();
     let mut by_prompt: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, request, state, code, message) in tasks {
+    for task in tasks {
+        let id: String = task.get("id");
+        let state: String = task.get("state");
+        let code: Option<String> = task.get("error_code");
+        let message: Option<String> = task.get("error_message");
+        let request: String = task.get("request");
         let prompt = serde_json::from_str::<Value>(&request).unwrap()["prompt"].to_string();
         let attempts: Vec<(String, String, Option<String>)> = sqlx::query_as(
             "SELECT provider, outcome, error_code FROM task_attempts WHERE task_id = $1",
