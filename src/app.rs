@@ -92,13 +92,7 @@ pub async fn build_gateway(
     config: Config,
 ) -> anyhow::Result<(Arc<Gateway>, Option<sandbox::Sandbox>)> {
     let db = &config.database;
-    let mut store = Store::connect_with(
-        &db.url,
-        db.max_connections,
-        db.acquire_timeout(),
-        db.statement_timeout(),
-    )
-    .await?;
+    let mut store = Store::connect_with(db).await?;
     store.copy_results = config.results.enabled;
     let results = crate::results::Results::build(&config.results)?;
     let mut upstreams = Vec::new();

@@ -131,7 +131,16 @@ pub struct DatabaseConfig {
     /// Longest one statement may run, in seconds: PostgreSQL's `statement_timeout`; on
     /// SQLite the `busy_timeout`, how long a write waits for the database lock.
     pub statement_timeout_secs: f64,
+    /// SQLite only: MiB of the database file each connection maps into memory
+    /// (`PRAGMA mmap_size`; 0 turns mapping off). Pages past the mapping are read through
+    /// the kernel, which slows writes once the file outgrows it. Mapped pages count in the
+    /// process's RSS once per connection that touched them, though the OS holds one copy.
+    pub sqlite_mmap_mib: u64,
 }
+
+/// Past this a mapping is a typo, not a choice (SQLite caps it at its compile-time
+/// maximum anyway, silently).
+const MAX_SQLITE_MMAP_MIB: u64 = 1 << 20;
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
@@ -140,6 +149,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             acquire_timeout_secs: 5.0,
             statement_timeout_secs: 15.0,
+            sqlite_mmap_mib: 256,
         }
     }
 }
@@ -843,6 +853,9 @@ impl Config {
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }
+        if self.database.sqlite_mmap_mib > MAX_SQLITE_MMAP_MIB {
+            bail!("database.sqlite_mmap_mib: must be at most {MAX_SQLITE_MMAP_MIB} (1 TiB)");
+        }
         if !(self.database.url.starts_with("postgres://")
             || self.database.url.starts_with("postgresql://")
             || self.database.url.starts_with("sqlite:"))
@@ -1121,6 +1134,19 @@ mod tests {
             .unwrap();
         assert_eq!(p.per_second(Mode::Pro, OnOff::Off, true), Some(0.1059));
         assert_eq!(p.per_second(Mode::Std, OnOff::On, false), Some(0.0956));
+    }
+
+    #[test]
+    fn the_sqlite_mapping_is_read_and_bounded() {
+        let base = include_str!("../config/omnigate.example.toml");
+        let cfg = Config::from_toml_str(base, env_with_all_keys).unwrap();
+        assert_eq!(cfg.database.sqlite_mmap_mib, 256);
+        let huge = base.replace("sqlite_mmap_mib = 256", "sqlite_mmap_mib = 2000000");
+        let err = Config::from_toml_str(&huge, env_with_all_keys).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("database.sqlite_mmap_mib"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -510,3 +510,26 @@ async fn retention_deletes_old_finished_details_but_keeps_the_task(db: Db) {
     assert!(!still["attempts"].as_array().unwrap().is_empty(), "{still}");
 }
 on_both_stores!(retention_deletes_old_finished_details_but_keeps_the_task);
+
+/// `database.sqlite_mmap_mib` reaches every connection, the writer's among them.
+#[tokio::test]
+async fn the_sqlite_mapping_setting_reaches_every_connection() {
+    let db = TestDb::new(Db::Sqlite).await;
+    for mib in [0u64, 64] {
+        let store = Store::connect_with(&omnigate::config::DatabaseConfig {
+            url: db.url.clone(),
+            max_connections: 2,
+            sqlite_mmap_mib: mib,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for pool in [store.pool(), store.writer()] {
+            let mapped: i64 = sqlx::query_scalar("PRAGMA mmap_size")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(mapped as u64, mib << 20);
+        }
+    }
+}

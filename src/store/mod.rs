@@ -63,13 +63,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 impl Store {
     /// Connects and brings the schema up to date, with the default timeouts.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
-        let defaults = crate::config::DatabaseConfig::default();
-        Store::connect_with(
-            url,
+        Store::connect_with(&crate::config::DatabaseConfig {
+            url: url.to_string(),
             max_connections,
-            defaults.acquire_timeout(),
-            defaults.statement_timeout(),
-        )
+            ..crate::config::DatabaseConfig::default()
+        })
         .await
     }
 
@@ -77,27 +75,27 @@ impl Store {
     /// also bounds opening one) and running one statement (`statement_timeout`; on SQLite,
     /// waiting for the write lock). A database outage then fails a request within
     /// `acquire_timeout` instead of holding it.
-    pub async fn connect_with(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-        statement_timeout: Duration,
-    ) -> anyhow::Result<Store> {
+    pub async fn connect_with(db: &crate::config::DatabaseConfig) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let statement_ms = statement_timeout.as_millis().max(1);
-        let backend = if url.starts_with("sqlite:") {
+        let max_connections = db.max_connections;
+        let acquire_timeout = db.acquire_timeout();
+        let backend = if db.url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
             Backend::Postgres
         };
-        let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") => {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode=rwc")
-            }
-            _ => url.to_string(),
+        let session = Session {
+            statement_ms: db.statement_timeout().as_millis().max(1),
+            sqlite_mmap_bytes: db.sqlite_mmap_mib.saturating_mul(1 << 20),
         };
-        let pool = pool_options(backend, max_connections, acquire_timeout, statement_ms)
+        let url = match backend {
+            Backend::Sqlite if !db.url.contains("mode=") => {
+                let sep = if db.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}mode=rwc", db.url)
+            }
+            _ => db.url.clone(),
+        };
+        let pool = pool_options(backend, max_connections, acquire_timeout, session)
             .connect(&url)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
@@ -109,7 +107,7 @@ impl Store {
         // take turns in order, where several connections would each spin on the file lock.
         let writes = match backend {
             Backend::Postgres => pool.clone(),
-            Backend::Sqlite => pool_options(backend, 1, acquire_timeout, statement_ms)
+            Backend::Sqlite => pool_options(backend, 1, acquire_timeout, session)
                 .connect(&url)
                 .await
                 .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?,
@@ -152,6 +150,17 @@ impl Store {
         }
     }
 
+    /// `INDEXED BY index` on SQLite, for a query of `tasks` that must use one of its
+    /// partial indexes: without statistics SQLite's planner prefers `tasks_by_state_created`
+    /// for any `state IN (...)`, and then scans every task in those states on each claim,
+    /// a cost that grows with the tasks in flight. PostgreSQL's planner has statistics.
+    fn sqlite_index(&self, index: &'static str) -> String {
+        match self.backend {
+            Backend::Postgres => String::new(),
+            Backend::Sqlite => format!("INDEXED BY {index}"),
+        }
+    }
+
     /// Fault drill: the next `n` writes that record a provider's acceptance fail as a
     /// database error would, to show that an accepted task is neither lost nor paid twice.
     pub fn fail_next_acceptance_writes(&self, n: u32) {
@@ -186,17 +195,28 @@ pub fn now_ms() -> i64 {
 
 /// SQLite's page cache is 2 MB per connection by default: once the task table's indexes
 /// outgrow it, inserts read pages back through the kernel and the sustained create rate
-/// decays as the store grows. The first 256 MB of the file are mapped (shared by every
-/// connection through the OS page cache), and each connection may cache 16 MB.
-const SQLITE_CACHE: &str = "PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384;";
+/// decays as the store grows. Each connection may cache 16 MB, and maps the first
+/// `database.sqlite_mmap_mib` of the file (shared through the OS page cache).
+const SQLITE_CACHE_KIB: u64 = 16 * 1024;
+
+/// Each connection's session settings.
+#[derive(Clone, Copy)]
+struct Session {
+    statement_ms: u128,
+    sqlite_mmap_bytes: u64,
+}
 
 /// The pool settings both stores share, and each connection's session settings.
 fn pool_options(
     backend: Backend,
     max_connections: u32,
     acquire_timeout: Duration,
-    statement_ms: u128,
+    session: Session,
 ) -> AnyPoolOptions {
+    let Session {
+        statement_ms,
+        sqlite_mmap_bytes,
+    } = session;
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
@@ -213,7 +233,7 @@ fn pool_options(
                         // a crash of the process; only an OS crash or power loss can take back
                         // the last commits.
                         Backend::Sqlite => {
-                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; {SQLITE_CACHE}"))
+                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; PRAGMA mmap_size = {sqlite_mmap_bytes}; PRAGMA cache_size = -{SQLITE_CACHE_KIB};"))
                                 .await?;
                         }
                         Backend::Postgres => {
@@ -238,5 +258,45 @@ fn redact_url(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    /// The index each statement that runs on every worker tick must use on SQLite, where
+    /// the planner has no statistics to find it.
+    #[tokio::test]
+    async fn sqlite_ticks_use_their_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plans.db").display());
+        let store = Store::connect(&url, 1).await.unwrap();
+        let statements = [
+            (store.claim_due_sql(ClaimKind::Poll), "tasks_due_poll"),
+            (
+                store.claim_due_sql(ClaimKind::Reconcile),
+                "tasks_due_reconcile",
+            ),
+            (store.prune_finished_sql(), "tasks_finished"),
+            (store.poll_lag_sql(), "tasks_due_poll"),
+        ];
+        for (sql, index) in statements {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail").unwrap())
+                .collect();
+            let scan_of_tasks = plan
+                .iter()
+                .find(|step| step.contains("tasks USING INDEX") && !step.contains("(id=?)"));
+            assert!(
+                scan_of_tasks.is_some_and(|step| step.contains(index)),
+                "{index}: {plan:?}"
+            );
+        }
     }
 }

@@ -13,8 +13,8 @@ pub const UNFINISHED_STATES: &[&str] = &["submitting", "submit_unknown", "queued
 
 impl Store {
     /// Unfinished tasks by provider and state, the oldest per provider, and how overdue
-    /// the most overdue poll is at `now` (ms). Two queries over the partial indexes on
-    /// unfinished tasks, so the cost follows the work in flight, not the table's history.
+    /// the most overdue poll is at `now` (ms). Two queries over indexes of unfinished tasks
+    /// only, so the cost follows the work in flight, not the table's history.
     pub async fn store_gauges(&self, now: i64) -> anyhow::Result<StoreGauges> {
         let rows = sqlx::query(
             "SELECT COALESCE(provider, '') AS provider, state, COUNT(*) AS n, MIN(created_at) AS oldest \
@@ -45,15 +45,20 @@ impl Store {
             }
         }
         // A task under a lease is being polled right now: it is not late.
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_poll_at) FROM tasks \
-             WHERE state IN ('queued', 'in_progress') AND lease_until <= $1",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
+        let due: Option<i64> = sqlx::query_scalar(&self.poll_lag_sql())
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
         g.poll_lag_secs = due.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
         Ok(g)
+    }
+
+    pub(super) fn poll_lag_sql(&self) -> String {
+        format!(
+            "SELECT MIN(next_poll_at) FROM tasks {} \
+             WHERE state IN ('queued', 'in_progress') AND lease_until <= $1",
+            self.sqlite_index("tasks_due_poll")
+        )
     }
 
     /// Versions of the migrations embedded in this binary that the database has not

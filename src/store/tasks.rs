@@ -819,20 +819,7 @@ impl Store {
         limit: u32,
     ) -> anyhow::Result<Vec<TaskRecord>> {
         let now = now_ms();
-        let filter = match kind {
-            ClaimKind::Poll => "state IN ('queued', 'in_progress') AND next_poll_at <= $3",
-            ClaimKind::Reconcile => {
-                "state IN ('submitting', 'submit_unknown') AND next_poll_at <= $3"
-            }
-        };
-        let sql = format!(
-            "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
-               SELECT id FROM tasks WHERE {filter} AND lease_until <= $3 \
-               ORDER BY next_poll_at LIMIT $4 {skip}) \
-             RETURNING {TASK_COLUMNS}",
-            skip = self.skip_locked()
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&self.claim_due_sql(kind))
             .bind(owner)
             .bind(lease_until)
             .bind(now)
@@ -840,6 +827,28 @@ impl Store {
             .fetch_all(&self.writes)
             .await?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    pub(super) fn claim_due_sql(&self, kind: ClaimKind) -> String {
+        // Each filter repeats its partial index's WHERE (migration 0005).
+        let (filter, index) = match kind {
+            ClaimKind::Poll => (
+                "state IN ('queued', 'in_progress') AND next_poll_at <= $3",
+                "tasks_due_poll",
+            ),
+            ClaimKind::Reconcile => (
+                "state IN ('submitting', 'submit_unknown') AND next_poll_at <= $3",
+                "tasks_due_reconcile",
+            ),
+        };
+        format!(
+            "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+               SELECT id FROM tasks {indexed} WHERE {filter} AND lease_until <= $3 \
+               ORDER BY next_poll_at LIMIT $4 {skip}) \
+             RETURNING {TASK_COLUMNS}",
+            indexed = self.sqlite_index(index),
+            skip = self.skip_locked()
+        )
     }
 
     /// Records what a poll saw and schedules the next one, releasing the lease. Only the
@@ -952,25 +961,30 @@ impl Store {
         ))
     }
 
+    pub(super) fn prune_finished_sql(&self) -> String {
+        format!(
+            "UPDATE tasks SET details_pruned_at = $3, request = '{{}}', history_json = '', attempts_json = '' WHERE id IN (\
+               SELECT id FROM tasks {} WHERE state IN ('completed', 'failed') AND details_pruned_at IS NULL \
+               AND updated_at < $1 ORDER BY updated_at LIMIT $2) RETURNING id",
+            self.sqlite_index("tasks_finished")
+        )
+    }
+
     /// Deletes the request body, status history and attempts of up to `limit` tasks that
     /// finished before `before`. Returns how many tasks it pruned.
     pub async fn prune_finished_details(&self, before: i64, limit: u32) -> anyhow::Result<u64> {
         let mut tx = self.writes.begin().await?;
         // The first statement writes, so SQLite takes the write lock at once rather than
         // failing to upgrade a read transaction under load.
-        let ids: Vec<String> = sqlx::query(
-            "UPDATE tasks SET details_pruned_at = $3, request = '{}', history_json = '', attempts_json = '' WHERE id IN (\
-               SELECT id FROM tasks WHERE state IN ('completed', 'failed') AND details_pruned_at IS NULL \
-               AND updated_at < $1 ORDER BY updated_at LIMIT $2) RETURNING id",
-        )
-        .bind(before)
-        .bind(limit as i64)
-        .bind(now_ms())
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
+        let ids: Vec<String> = sqlx::query(&self.prune_finished_sql())
+            .bind(before)
+            .bind(limit as i64)
+            .bind(now_ms())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         if ids.is_empty() {
             return Ok(0);
         }
