@@ -71,10 +71,10 @@ impl Store {
         .await
     }
 
-    /// Connects with explicit bounds: waiting for a connection (`acquire_timeout`, which
-    /// also bounds opening one) and running one statement (`statement_timeout`; on SQLite,
-    /// waiting for the write lock). A database outage then fails a request within
-    /// `acquire_timeout` instead of holding it.
+    /// Connects with `db`'s settings, among them its bounds: waiting for a connection
+    /// (`acquire_timeout_secs`, which also bounds opening one) and running one statement
+    /// (`statement_timeout_secs`; on SQLite, waiting for the write lock). A database outage
+    /// then fails a request within the acquire timeout instead of holding it.
     pub async fn connect_with(db: &crate::config::DatabaseConfig) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let max_connections = db.max_connections;
