@@ -29,7 +29,7 @@ pub use tasks::{
 pub use usage::{GroupBy, UsageRow};
 pub use webhooks::{EventNext, Redelivery, WebhookAttempt, WebhookEvent};
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
@@ -77,16 +77,10 @@ impl Store {
     /// then fails a request within the acquire timeout instead of holding it.
     pub async fn connect_with(db: &crate::config::DatabaseConfig) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let max_connections = db.max_connections;
-        let acquire_timeout = db.acquire_timeout();
         let backend = if db.url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
             Backend::Postgres
-        };
-        let session = Session {
-            statement_ms: db.statement_timeout().as_millis().max(1),
-            sqlite_mmap_bytes: db.sqlite_mmap_mib.saturating_mul(1 << 20),
         };
         let url = match backend {
             Backend::Sqlite if !db.url.contains("mode=") => {
@@ -95,7 +89,7 @@ impl Store {
             }
             _ => db.url.clone(),
         };
-        let pool = pool_options(backend, max_connections, acquire_timeout, session)
+        let pool = pool_options(backend, db, db.max_connections)
             .connect(&url)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?;
@@ -107,7 +101,7 @@ impl Store {
         // take turns in order, where several connections would each spin on the file lock.
         let writes = match backend {
             Backend::Postgres => pool.clone(),
-            Backend::Sqlite => pool_options(backend, 1, acquire_timeout, session)
+            Backend::Sqlite => pool_options(backend, db, 1)
                 .connect(&url)
                 .await
                 .with_context(|| format!("connecting to the database ({})", redact_url(&url)))?,
@@ -116,7 +110,7 @@ impl Store {
             hot_writes: std::sync::Arc::new(task_writes::HotWrites::start(
                 &writes,
                 backend,
-                max_connections,
+                db.max_connections,
             )),
             pool,
             writes,
@@ -199,27 +193,17 @@ pub fn now_ms() -> i64 {
 /// `database.sqlite_mmap_mib` of the file (shared through the OS page cache).
 const SQLITE_CACHE_KIB: u64 = 16 * 1024;
 
-/// Each connection's session settings.
-#[derive(Clone, Copy)]
-struct Session {
-    statement_ms: u128,
-    sqlite_mmap_bytes: u64,
-}
-
 /// The pool settings both stores share, and each connection's session settings.
 fn pool_options(
     backend: Backend,
+    db: &crate::config::DatabaseConfig,
     max_connections: u32,
-    acquire_timeout: Duration,
-    session: Session,
 ) -> AnyPoolOptions {
-    let Session {
-        statement_ms,
-        sqlite_mmap_bytes,
-    } = session;
+    let statement_ms = db.statement_timeout().as_millis().max(1);
+    let sqlite_mmap_bytes = db.sqlite_mmap_mib.saturating_mul(1 << 20);
     AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(acquire_timeout)
+        .acquire_timeout(db.acquire_timeout())
         // sqlx pings every connection before handing it out by default: a round trip per
         // statement. A connection that broke while idle fails its statement instead (an
         // error the caller already handles, as for an outage) and is then dropped.
