@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 use tokio::process::{Child, Command};
 
-// Its own file: the scale measurements share only the helpers above.
+// Their own files: the disk probe and the scale measurements share only the helpers above.
 #[path = "omnigate-bench/disk.rs"]
 mod disk;
 #[path = "omnigate-bench/scale.rs"]
