@@ -216,6 +216,18 @@ async fn task_rows(pool: &sqlx::AnyPool) -> BTreeMap<String, TaskRow> {
 
 /// Each job whose prompt is on more than one task, with those tasks' ends and attempts.
 async fn jobs_with_more_than_one_task(pool: &sqlx::AnyPool) -> String {
+    let mut attempts: BTreeMap<String, Vec<(String, String, Option<String>)>> = BTreeMap::new();
+    for a in sqlx::query("SELECT task_id, provider, outcome, error_code FROM task_attempts")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    {
+        attempts.entry(a.get("task_id")).or_default().push((
+            a.get("provider"),
+            a.get("outcome"),
+            a.get("error_code"),
+        ));
+    }
     let tasks = sqlx::query(
         "SELECT id, request, state, error_code, error_message FROM tasks ORDER BY created_at",
     )
@@ -230,15 +242,9 @@ async fn jobs_with_more_than_one_task(pool: &sqlx::AnyPool) -> String {
         let message: Option<String> = task.get("error_message");
         let request: String = task.get("request");
         let prompt = serde_json::from_str::<Value>(&request).unwrap()["prompt"].to_string();
-        let attempts: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT provider, outcome, error_code FROM task_attempts WHERE task_id = $1",
-        )
-        .bind(&id)
-        .fetch_all(pool)
-        .await
-        .unwrap();
+        let tried = attempts.get(&id);
         by_prompt.entry(prompt).or_default().push(format!(
-            "{id} {state} {code:?} {message:?} attempts {attempts:?}"
+            "{id} {state} {code:?} {message:?} attempts {tried:?}"
         ));
     }
     by_prompt

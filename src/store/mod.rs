@@ -199,8 +199,7 @@ fn pool_options(
     db: &crate::config::DatabaseConfig,
     max_connections: u32,
 ) -> AnyPoolOptions {
-    let statement_ms = db.statement_timeout().as_millis().max(1);
-    let sqlite_mmap_bytes = db.sqlite_mmap_mib.saturating_mul(1 << 20);
+    let session = std::sync::Arc::new(session_settings(backend, db));
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(db.acquire_timeout())
@@ -208,26 +207,31 @@ fn pool_options(
         // statement. A connection that broke while idle fails its statement instead (an
         // error the caller already handles, as for an outage) and is then dropped.
         .test_before_acquire(false)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    match backend {
-                        // WAL lets readers run beside the single writer; the busy timeout makes
-                        // concurrent writers wait (a bounded time) instead of failing. synchronous = NORMAL
-                        // syncs the WAL at checkpoints, not at every commit: a commit survives
-                        // a crash of the process; only an OS crash or power loss can take back
-                        // the last commits.
-                        Backend::Sqlite => {
-                            conn.execute(&*format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; PRAGMA mmap_size = {sqlite_mmap_bytes}; PRAGMA cache_size = -{SQLITE_CACHE_KIB};"))
-                                .await?;
-                        }
-                        Backend::Postgres => {
-                            conn.execute(&*format!("SET statement_timeout = {statement_ms}"))
-                                .await?;
-                        }
-                    }
-                    Ok(())
-                })
+        .after_connect(move |conn, _| {
+            let session = session.clone();
+            Box::pin(async move {
+                conn.execute(session.as_str()).await?;
+                Ok(())
             })
+        })
+}
+
+/// What each new connection runs first.
+fn session_settings(backend: Backend, db: &crate::config::DatabaseConfig) -> String {
+    let statement_ms = db.statement_timeout().as_millis().max(1);
+    match backend {
+        // WAL lets readers run beside the single writer; the busy timeout makes concurrent
+        // writers wait (a bounded time) instead of failing. synchronous = NORMAL syncs the
+        // WAL at checkpoints, not at every commit: a commit survives a crash of the
+        // process; only an OS crash or power loss can take back the last commits.
+        Backend::Sqlite => format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON; \
+             PRAGMA mmap_size = {}; PRAGMA cache_size = -{SQLITE_CACHE_KIB};",
+            db.sqlite_mmap_mib.saturating_mul(1 << 20)
+        ),
+        Backend::Postgres => format!("SET statement_timeout = {statement_ms}"),
+    }
 }
 
 fn affected(r: AnyQueryResult) -> bool {
