@@ -149,9 +149,12 @@ fn upstream(name: &str, config: crate::config::ProviderConfig) -> anyhow::Result
 async fn bootstrap_sandbox_key(gw: &Gateway) -> anyhow::Result<()> {
     if gw.store.count_api_keys().await? == 0 {
         let key = gw.store.create_api_key("sandbox-bootstrap").await?;
+        // The webhook secret too, so a newcomer can verify a signed event without
+        // rotating the key first.
         tracing::warn!(
-            "SANDBOX MODE: created a first API key (shown once): {}",
-            key.secret
+            "SANDBOX MODE: created a first API key (shown once): {}  webhook signing secret: {}",
+            key.secret,
+            key.webhook_secret
         );
     }
     Ok(())

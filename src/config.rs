@@ -1114,13 +1114,29 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// The example config with every provider of the providers example appended, as an
+    /// operator who has all four accounts would write it.
+    const EXAMPLE: &str = concat!(
+        include_str!("../config/omnigate.example.toml"),
+        "\n",
+        include_str!("../config/providers.example.toml")
+    );
+
+    #[test]
+    fn a_copy_of_the_example_config_runs_the_sandbox_and_needs_no_credential() {
+        let toml = include_str!("../config/omnigate.example.toml");
+        let cfg = Config::from_toml_str(toml, |_| None).expect("loads with no env at all");
+        assert!(cfg.providers.is_empty());
+        assert!(cfg.sandbox_wanted());
+    }
+
     fn env_with_all_keys(var: &str) -> Option<String> {
         var.ends_with("_KEY").then(|| format!("value-of-{var}"))
     }
 
     #[test]
     fn the_example_config_is_valid_and_secrets_do_not_print() {
-        let toml = include_str!("../config/omnigate.example.toml");
+        let toml = EXAMPLE;
         let cfg = Config::from_toml_str(toml, env_with_all_keys).expect("example config loads");
         assert_eq!(cfg.providers.len(), 4);
         let anyfast = &cfg.providers["anyfast"];
@@ -1138,7 +1154,7 @@ mod tests {
 
     #[test]
     fn the_sqlite_mapping_is_read_and_bounded() {
-        let base = include_str!("../config/omnigate.example.toml");
+        let base = EXAMPLE;
         let cfg = Config::from_toml_str(base, env_with_all_keys).unwrap();
         assert_eq!(cfg.database.sqlite_mmap_mib, 256);
         let huge = base.replace("sqlite_mmap_mib = 256", "sqlite_mmap_mib = 2000000");
@@ -1151,7 +1167,7 @@ mod tests {
 
     #[test]
     fn webhooks_public_base_url_is_checked_and_makes_the_intake_url() {
-        let base = include_str!("../config/omnigate.example.toml");
+        let base = EXAMPLE;
         let on =
             |line: &str| base.replace("# public_base_url = \"https://omnigate.example.com\"", line);
         let cfg = Config::from_toml_str(
@@ -1189,7 +1205,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_missing_credentials_name_the_key() {
-        let base = include_str!("../config/omnigate.example.toml");
+        let base = EXAMPLE;
         let err = Config::from_toml_str(
             &format!("{base}\n[poller.extra]\nx = 1\n"),
             env_with_all_keys,

@@ -293,7 +293,11 @@ mod tests {
     use crate::config::Config;
 
     fn example_router() -> Router {
-        let toml = include_str!("../../config/omnigate.example.toml");
+        let toml = concat!(
+            include_str!("../../config/omnigate.example.toml"),
+            "\n",
+            include_str!("../../config/providers.example.toml")
+        );
         let cfg = Config::from_toml_str(toml, |v| Some(format!("value-of-{v}"))).unwrap();
         let upstreams = cfg
             .providers
