@@ -49,6 +49,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    /// Waiting for provider capacity: the admission queue (`queue/`).
+    pub queue: crate::queue::QueueConfig,
     /// Log format and filter.
     pub log: crate::telemetry::LogConfig,
     /// Prometheus metrics at `/metrics`.
@@ -665,6 +667,13 @@ pub struct ProviderConfig {
     /// `resubmit` it (never a lost task, at the risk of a duplicate).
     #[serde(default)]
     pub unknown_submit: UnknownSubmit,
+    /// Tasks submitted here and not yet finished, at most, across every gateway process
+    /// sharing the database (held in the store). Unset: no cap, and no bookkeeping.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Submits here per minute (a fixed one-minute window), at most, across every process.
+    #[serde(default)]
+    pub max_submits_per_minute: Option<u32>,
     #[serde(skip)]
     pub credential: Credential,
     /// Set for the built-in sandbox upstream; shown on every task it serves.
@@ -906,6 +915,7 @@ impl Config {
         }
         validate_limits(&self.limits)?;
         self.webhooks.validate()?;
+        self.queue.validate()?;
         if self.providers.is_empty() && self.sandbox.enabled == SandboxMode::Never {
             bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");
         }
@@ -1068,6 +1078,14 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
     }
     if p.models.is_empty() {
         bail!("providers.{name}.models: list at least one model");
+    }
+    for (field, v) in [
+        ("max_in_flight", p.max_in_flight),
+        ("max_submits_per_minute", p.max_submits_per_minute),
+    ] {
+        if v == Some(0) {
+            bail!("providers.{name}.{field}: must be at least 1 (leave it unset for no cap)");
+        }
     }
     for (field, v) in [
         ("request_timeout_secs", p.request_timeout_secs),

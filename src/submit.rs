@@ -15,10 +15,11 @@ use crate::domain::{TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
+use crate::queue::Admit;
 use crate::routing::{Candidate, PassReason, Plan};
 use crate::store::{
-    lease_token, now_ms, Acceptance, ApiKey, Attempt, Budget, Holds, IdempotencyClaim, Inserted,
-    LimitRefusal, NewTask, TaskError, TaskRecord, TaskState,
+    lease_token, now_ms, Acceptance, ApiKey, Attempt, Budget, Enqueue, Enqueued, Holds,
+    IdempotencyClaim, Inserted, LimitRefusal, NewTask, TaskError, TaskRecord, TaskState,
 };
 use crate::validation;
 
@@ -65,6 +66,9 @@ pub enum SubmitError {
     /// A limit of the caller's key refused the task before anything was written.
     #[error("{}", describe_limit(.0))]
     Limited(LimitRefusal),
+    /// No provider had room and the key already has `max_queued` tasks waiting.
+    #[error("no provider has room and this key already has {max_queued} tasks waiting, its limit")]
+    QueueFull { max_queued: i64 },
     /// The store failed after the task was written: the id lets the client find it.
     #[error("task {task_id}: the store failed while recording it")]
     StoreAfterWrite {
@@ -198,6 +202,9 @@ struct Job {
     /// This submit's lease token: every write of the task checks it.
     token: String,
     plan: Plan,
+    /// The dispatcher took the task from the queue: its lease was not taken for the first
+    /// candidate's call, and no room puts it back in the queue rather than in anew.
+    from_queue: bool,
 }
 
 /// How a submit ended when it did not fail the task.
@@ -209,6 +216,8 @@ enum SubmitOutcome {
     HandedToReconciler,
     /// Another claim took the task over mid-submit: it answers for the task.
     TakenOver,
+    /// No provider had room: the task waits in the queue (`queue/`).
+    Waiting,
 }
 
 pub async fn create_task(
@@ -260,6 +269,7 @@ pub async fn create_task(
         created_at,
         token,
         plan,
+        from_queue: false,
     };
     let id = job.task.id.clone();
     // The submit runs on its own task: a client that hangs up (or a proxy timeout) must
@@ -270,7 +280,14 @@ pub async fn create_task(
         // `carry`: the request's id and span go with it, onto its upstream calls and logs.
         gw.submits.clone().spawn(crate::telemetry::request_id::carry(async move {
             let outcome = submit_in_order(&gw, &job).await;
-            if let (Err(SubmitError::Refused { .. } | SubmitError::Unavailable { .. }), Some(c)) =
+            if let (
+                Err(
+                    SubmitError::Refused { .. }
+                    | SubmitError::Unavailable { .. }
+                    | SubmitError::QueueFull { .. },
+                ),
+                Some(c),
+            ) =
                 (&outcome, &claim)
             {
                 // No provider took the task: the key must not pin the client to this failure.
@@ -291,7 +308,7 @@ pub async fn create_task(
     })??;
     let task = match outcome {
         SubmitOutcome::Accepted(task) => *task,
-        SubmitOutcome::HandedToReconciler | SubmitOutcome::TakenOver => {
+        SubmitOutcome::HandedToReconciler | SubmitOutcome::TakenOver | SubmitOutcome::Waiting => {
             match gw.store.task(&id).await {
                 Ok(Some(task)) => task,
                 Ok(None) => {
@@ -384,6 +401,9 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
         source,
     };
     let mut refusals: Vec<(String, ProviderError)> = Vec::new();
+    // Providers without room: at their cap, or refusing for capacity.
+    let mut full: Vec<String> = Vec::new();
+    let may_wait = crate::queue::max_wait_ms(&gw.config.queue, &job.task.request).is_some();
     let mut target = job.task.provider.clone();
     let mut round: Vec<&Candidate> = job.plan.candidates.iter().collect();
     for n in 0..gw.config.submit.rounds.max(1) {
@@ -405,6 +425,18 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
             {
                 continue;
             }
+            let slot = match gw
+                .queue
+                .admit(gw, id, &job.token, &up.name)
+                .await
+                .map_err(after_write)?
+            {
+                Admit::Go { slot } => slot,
+                Admit::Full => {
+                    full.push(up.name.clone());
+                    continue;
+                }
+            };
             if up.name != target {
                 let i = plan_index(&job.plan, &up.name);
                 let still_ours = gw
@@ -415,7 +447,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                         &up.name,
                         up.config.sandbox,
                         Some(candidate.estimate_usd),
-                        &job.plan.reason_for(i),
+                        &routing_reason(&job.plan, i, &full),
                     )
                     .await
                     .map_err(after_write)?;
@@ -425,7 +457,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                 target = up.name.clone();
             }
             // The insert took the lease for the first candidate's call: no need to push it.
-            let fresh = n == 0 && up.name == job.task.provider;
+            let fresh = !job.from_queue && n == 0 && up.name == job.task.provider;
             let attempted = attempt_submit(gw, id, &job.token, candidate, &job.task.request, fresh)
                 .await
                 .map_err(after_write)?;
@@ -437,8 +469,11 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                     task.provider_task_id = Some(upstream_id);
                     task.sandbox = up.config.sandbox;
                     task.cost_estimated_usd = Some(candidate.estimate_usd);
-                    task.routing_reason =
-                        Some(job.plan.reason_for(plan_index(&job.plan, &up.name)));
+                    task.routing_reason = Some(routing_reason(
+                        &job.plan,
+                        plan_index(&job.plan, &up.name),
+                        &full,
+                    ));
                     task.updated_at = now_ms();
                     return Ok(SubmitOutcome::Accepted(Box::new(task)));
                 }
@@ -474,7 +509,20 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                     });
                 }
                 Attempted::Refused(e) => {
-                    if is_transient(e.kind) {
+                    // The provider does not have the task: its slot is free again.
+                    let capacity = crate::queue::is_capacity_refusal(e.kind);
+                    if capacity {
+                        gw.queue.refused(gw, &up.name, slot).await;
+                        full.push(up.name.clone());
+                    }
+                    if slot {
+                        gw.store
+                            .give_back_slot(id, &job.token)
+                            .await
+                            .map_err(after_write)?;
+                    }
+                    // A task that may wait waits rather than hammering a full provider.
+                    if is_transient(e.kind) && !(capacity && may_wait) {
                         again.push(candidate);
                     }
                     refusals.retain(|(p, _)| p != &up.name);
@@ -487,7 +535,118 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
         }
         round = again;
     }
-    give_up(gw, job, refusals).await
+    let only_capacity = refusals
+        .iter()
+        .all(|(_, e)| crate::queue::is_capacity_refusal(e.kind));
+    if may_wait && !full.is_empty() && only_capacity {
+        return wait(gw, job).await;
+    }
+    give_up(gw, job, refusals, &full).await
+}
+
+/// Why the task goes to the `index`th candidate, and which cheaper ones were full.
+fn routing_reason(plan: &Plan, index: usize, full: &[String]) -> String {
+    let reason = plan.reason_for(index);
+    let cheapest = &plan.candidates[0];
+    if index == 0 || !full.contains(&cheapest.upstream.name) {
+        return reason;
+    }
+    let dearer = if cheapest.estimate_usd > 0.0 {
+        (plan.candidates[index].estimate_usd / cheapest.estimate_usd - 1.0) * 100.0
+    } else {
+        0.0
+    };
+    format!("cheapest provider full; next at +{dearer:.0}% ({reason})")
+}
+
+/// No provider had room: the task waits (a new one joins the queue, refused past its key's
+/// `max_queued`; one the dispatcher took goes back with its place).
+async fn wait(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, SubmitError> {
+    let id = &job.task.id;
+    let after_write = |source: anyhow::Error| SubmitError::StoreAfterWrite {
+        task_id: id.clone(),
+        source,
+    };
+    if job.from_queue {
+        let back = gw
+            .store
+            .requeue(id, &job.token)
+            .await
+            .map_err(after_write)?;
+        return Ok(if back {
+            SubmitOutcome::Waiting
+        } else {
+            SubmitOutcome::TakenOver
+        });
+    }
+    let req = &job.task.request;
+    let max_wait_ms = crate::queue::max_wait_ms(&gw.config.queue, req).unwrap_or_default();
+    let enqueue = Enqueue {
+        id,
+        token: &job.token,
+        api_key_id: &job.task.api_key_id,
+        priority: crate::queue::priority_rank(req),
+        max_wait_until: now_ms() + max_wait_ms,
+        default_max_queued: gw.config.queue.default_max_queued,
+    };
+    match gw.store.enqueue(&enqueue).await.map_err(after_write)? {
+        Enqueued::Waiting(_) => Ok(SubmitOutcome::Waiting),
+        Enqueued::LeaseLost => Ok(SubmitOutcome::TakenOver),
+        Enqueued::QueueFull { max_queued } => {
+            let refusal = SubmitError::QueueFull { max_queued };
+            let error = TaskError {
+                code: "queue_full".into(),
+                message: refusal.to_string(),
+                provider_message: None,
+            };
+            let ours = gw
+                .store
+                .fail_task(id, &job.token, &error)
+                .await
+                .map_err(after_write)?;
+            if ours {
+                Err(refusal)
+            } else {
+                Ok(SubmitOutcome::TakenOver)
+            }
+        }
+    }
+}
+
+/// Submits a task the dispatcher took from the queue (claim `token`) under `plan`: the
+/// normal path (failover, never twice, acceptance recorded first), or back in the queue.
+/// True when it left the queue for good (accepted, failed or handed on).
+pub(crate) async fn submit_from_queue(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: String,
+    plan: Plan,
+) -> Result<bool, SubmitError> {
+    let request = gw.store.task_request(&task.id).await?;
+    let job = Job {
+        task: NewTask {
+            id: task.id.clone(),
+            api_key_id: task.api_key_id.clone(),
+            provider: task.provider.clone().unwrap_or_default(),
+            sandbox: task.sandbox,
+            cost_estimated_usd: task.cost_estimated_usd,
+            routing_reason: task.routing_reason.clone().unwrap_or_default(),
+            lease_owner: token.clone(),
+            lease_until: 0,
+            holds: Holds::default(),
+            billed_seconds: None,
+            request,
+            upstream_callback_token: None,
+        },
+        created_at: task.created_at,
+        token,
+        plan,
+        from_queue: true,
+    };
+    Ok(!matches!(
+        submit_in_order(gw, &job).await?,
+        SubmitOutcome::Waiting
+    ))
 }
 
 /// Where a provider stands in the plan (for its routing reason).
@@ -511,6 +670,7 @@ async fn give_up(
     gw: &Gateway,
     job: &Job,
     refusals: Vec<(String, ProviderError)>,
+    full: &[String],
 ) -> Result<SubmitOutcome, SubmitError> {
     let id = &job.task.id;
     let all_bad_request = !refusals.is_empty()
@@ -542,7 +702,12 @@ async fn give_up(
         };
         (error, result)
     } else {
-        let message = if refusals.is_empty() {
+        let message = if refusals.is_empty() && !full.is_empty() {
+            format!(
+                "every capable provider is at its capacity ({}); try again shortly",
+                full.join(", ")
+            )
+        } else if refusals.is_empty() {
             "every capable provider is recovering from errors; try again shortly".to_string()
         } else {
             format!("no provider could take the task {id} ({answers})")

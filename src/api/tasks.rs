@@ -59,7 +59,8 @@ pub async fn create(
     )
     .map_err(|e| ApiError::invalid(e.param, e.message))?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
-    let mut resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
+    let obj = with_queue_position(&gw, task_object(&created.task), &created.task).await?;
+    let mut resp = (StatusCode::ACCEPTED, Json(obj)).into_response();
     if created.replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -235,7 +236,7 @@ async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError
         .task_detail_for_owner(owner, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
-    let mut obj = task_object(&detail.task);
+    let mut obj = with_queue_position(gw, task_object(&detail.task), &detail.task).await?;
     let (history, attempts) = (detail.history, detail.attempts);
     obj["status_history"] = json!(history
         .iter()
@@ -257,6 +258,19 @@ async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError
 /// their order in the list, and an attempt's duration is in its `latency_ms`.
 fn unix_secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
+}
+
+/// A waiting task's `queue.position`: 1 starts next. Read only for a waiting task (an
+/// index range count), so other reads cost nothing more.
+async fn with_queue_position(
+    gw: &Gateway,
+    mut obj: Value,
+    t: &TaskRecord,
+) -> Result<Value, ApiError> {
+    if let Some(spot) = &t.queue {
+        obj["queue"]["position"] = json!(gw.store.queue_position(spot.tag).await?);
+    }
+    Ok(obj)
 }
 
 /// The public task object (see API.md).
@@ -282,6 +296,12 @@ pub fn task_object(t: &TaskRecord) -> Value {
     });
     if t.sandbox {
         obj["sandbox"] = json!(true);
+    }
+    if let Some(spot) = &t.queue {
+        obj["queue"] = json!({
+            "waiting_since": unix_secs(spot.waiting_since),
+            "max_wait_until": unix_secs(spot.max_wait_until),
+        });
     }
     if status == TaskStatus::Completed {
         obj["result"] = json!({ "videos": t.videos });

@@ -240,14 +240,14 @@ impl Store {
             // the limit covers everything in flight and each is released exactly once.
             sqlx::query(
                 "UPDATE tasks SET holds_slot = 1 WHERE api_key_id = $1 AND holds_slot = 0 \
-                 AND state NOT IN ('completed', 'failed')",
+                 AND state NOT IN ('completed', 'failed', 'cancelled')",
             )
             .bind(id)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE api_keys SET in_flight = (SELECT COUNT(*) FROM tasks WHERE api_key_id = $1 \
-                 AND holds_slot = 1 AND state NOT IN ('completed', 'failed')) WHERE id = $1",
+                 AND holds_slot = 1 AND state NOT IN ('completed', 'failed', 'cancelled')) WHERE id = $1",
             )
             .bind(id)
             .execute(&mut *tx)

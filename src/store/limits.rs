@@ -63,7 +63,8 @@ pub fn period_start(period: BudgetPeriod, now_ms: i64) -> i64 {
 
 /// The columns of `tasks` that say what a task holds, for `release`.
 pub(super) const HOLD_COLUMNS: &str =
-    "api_key_id, holds_slot, budget_period_start, reserved_micros, cost_final_micros, cost_estimated_micros";
+    "api_key_id, holds_slot, budget_period_start, reserved_micros, cost_final_micros, cost_estimated_micros, \
+     slot_provider";
 
 /// Takes a slot and reserves budget for a task about to be written in `tx`. On a refusal
 /// nothing is taken and the caller rolls back. Returns (holds_slot, budget period start,
@@ -149,6 +150,16 @@ pub(super) async fn release(
     let api_key_id: String = row.try_get("api_key_id")?;
     let holds_slot: i64 = row.try_get("holds_slot")?;
     let period: Option<i64> = row.try_get("budget_period_start")?;
+    // The provider's slot (`capacity.rs`), in the same transaction: a crash between the
+    // task's end and the slot's return cannot happen.
+    let provider_slot: Option<String> = row.try_get("slot_provider")?;
+    if let Some(provider) = &provider_slot {
+        super::capacity::release_slot(tx, provider, super::now_ms()).await?;
+        sqlx::query("UPDATE tasks SET slot_provider = NULL WHERE id = $1")
+            .bind(task_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     if holds_slot == 0 && period.is_none() {
         return Ok(());
     }
