@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use support::app::{config, Db, TestApp, TestDb};
 
-const ADMIN: &str = "openapi-admin-token";
+const ADMIN: &str = "openapi-admin-token-0123456789abcdef";
 /// Test cases per operation and phase; `OMNIGATE_SCHEMATHESIS_MAX_EXAMPLES` raises it (the
 /// default keeps this test to a couple of minutes on two cores).
 const DEFAULT_MAX_EXAMPLES: u32 = 12;
