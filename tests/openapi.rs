@@ -182,7 +182,7 @@ async fn the_document_lists_every_route_the_router_serves_with_its_methods() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    assert!(page.text().await.unwrap().contains("/v1/video/generations"));
+    assert!(page.text().await.unwrap().contains("/docs/assets/docs.js"));
 }
 
 #[tokio::test]
