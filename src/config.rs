@@ -46,6 +46,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub health: HealthConfig,
     pub admin: AdminConfig,
+    /// The operator console at `/console`.
+    pub console: ConsoleConfig,
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
@@ -90,6 +92,11 @@ pub struct ServerConfig {
     /// anyway. At least the longest a submit can take (the sum of the providers'
     /// `request_timeout_secs`, as a submit may fall over through all of them).
     pub drain_timeout_secs: f64,
+    /// Whether the client address that failed sign-ins and failed admin calls are counted
+    /// against is the last `X-Forwarded-For` entry (the one the proxy in front of omnigate
+    /// appended) instead of the TCP peer. Only when every request comes through such a
+    /// proxy: otherwise a client picks its own address and escapes the throttle.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +110,7 @@ impl Default for ServerConfig {
             max_in_flight_requests: 1024,
             max_in_flight_creates: 128,
             drain_timeout_secs: 300.0,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -349,6 +357,28 @@ impl Default for AdminConfig {
             key_rotation_grace_secs: 24 * 3600,
         }
     }
+}
+
+/// The shortest admin token accepted: a guessable one would open every key and the
+/// operator's console.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// When the session cookie is `Secure` (and named with the `__Host-` prefix): `auto`
+    /// when the request says it came over https (`X-Forwarded-Proto: https`, set by the TLS
+    /// proxy), `always`, or `never` (plain-http test setups only).
+    pub secure_cookies: SecureCookies,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookies {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 /// Per-key request rates. A key's own `rpm` / `burst` / `read_rpm` win; these defaults
@@ -850,6 +880,12 @@ impl Config {
             self.admin.token_env.is_some() || self.admin.token.is_some(),
         )?;
         self.results.validate(self.workers.stall_secs)?;
+        if let Some(token) = &self.admin.token {
+            let n = token.expose().chars().count();
+            if n < MIN_ADMIN_TOKEN_CHARS {
+                bail!("admin.token_env: the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters (this one has {n}); make one with `openssl rand -hex 32`");
+            }
+        }
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }

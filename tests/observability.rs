@@ -532,7 +532,7 @@ async fn metrics_can_require_the_admin_token_or_be_turned_off() {
     let sim = Sim::start(SimDialect::Apimodels).await;
     let providers = vec![(unique_provider(), sim.provider_config(MODELS, 0.1))];
     let mut cfg = config(&db, providers.clone());
-    cfg.admin.token = Some(Secret::new("admin-secret"));
+    cfg.admin.token = Some(Secret::new("metrics-admin-secret-0123456789abcdef"));
     cfg.metrics.require_admin_token = true;
     let app = TestApp::start(cfg).await;
     let scrape = |token: Option<&str>| {
@@ -550,7 +550,9 @@ async fn metrics_can_require_the_admin_token_or_be_turned_off() {
         scrape(Some("wrong")).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
-    let ok = scrape(Some("admin-secret")).await.unwrap();
+    let ok = scrape(Some("metrics-admin-secret-0123456789abcdef"))
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     assert!(ok
         .text()

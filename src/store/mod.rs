@@ -15,7 +15,7 @@ mod tasks;
 mod usage;
 mod webhooks;
 
-pub use console::{ConsoleSession, OutcomeSlot, TaskFilter, UsageCell};
+pub use console::{ConsoleSession, OutcomeSlot, SignedInWith, TaskFilter, UsageCell};
 pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
