@@ -97,6 +97,10 @@ pub struct ServerConfig {
     /// appended) instead of the TCP peer. Only when every request comes through such a
     /// proxy: otherwise a client picks its own address and escapes the throttle.
     pub trust_forwarded_for: bool,
+    /// Failed sign-ins and failed admin calls one client address may make at once...
+    pub failed_auth_burst: u32,
+    /// ...and then per minute: past both, `429` with `Retry-After`.
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +115,8 @@ impl Default for ServerConfig {
             max_in_flight_creates: 128,
             drain_timeout_secs: 300.0,
             trust_forwarded_for: false,
+            failed_auth_burst: 10,
+            failed_auth_per_minute: 10,
         }
     }
 }
@@ -888,6 +894,12 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
+        }
+        if self.server.failed_auth_burst == 0 {
+            bail!("server.failed_auth_burst: must be at least 1");
+        }
+        if self.server.failed_auth_per_minute == 0 {
+            bail!("server.failed_auth_per_minute: must be at least 1");
         }
         if self.database.sqlite_mmap_mib > MAX_SQLITE_MMAP_MIB {
             bail!("database.sqlite_mmap_mib: must be at most {MAX_SQLITE_MMAP_MIB} (1 TiB)");

@@ -190,6 +190,25 @@ async fn a_key_builds_a_task_in_the_playground_and_watches_it_play_in_a_real_bro
     assert!(seen["video_seconds"].as_f64().unwrap() > 1.0, "{seen}");
     assert_eq!(seen["other_task_heading"], "Not found");
 
+    // A signed-in console page carries the security headers, and nothing on any page the
+    // browser opened (the console's and the API reference's) broke their CSP.
+    let headers = &seen["console_headers"];
+    let csp = headers["content-security-policy"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(csp.contains("default-src 'self'"), "{headers}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{headers}");
+    assert_eq!(headers["x-frame-options"], "DENY", "{headers}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{headers}");
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{headers}");
+    assert_eq!(headers["cache-control"], "no-store", "{headers}");
+    assert!(
+        seen["docs_title"].as_str().unwrap().contains("omnigate"),
+        "{seen}"
+    );
+    assert!(seen["docs_operations"].as_u64().unwrap() > 10, "{seen}");
+    assert_eq!(seen["csp_violations"], json!([]), "{seen}");
+
     // The key the operator revoked in the browser is refused by the API.
     let (status, _) = app.get_as(&b_secret, "/v1/video/generations").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -202,6 +221,7 @@ async fn a_key_builds_a_task_in_the_playground_and_watches_it_play_in_a_real_bro
         "06-providers",
         "07-keys",
         "08-key-revoked",
+        "10-docs",
     ] {
         let path = format!("{shots}/{page}.png");
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

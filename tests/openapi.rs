@@ -28,6 +28,8 @@ async fn gateway() -> (TestDb, TestApp) {
     cfg.admin.token = Some(Secret::new(ADMIN));
     cfg.limits.default_rpm = Some(1_000_000);
     cfg.limits.default_read_rpm = Some(1_000_000);
+    // The fuzzer sends many wrong admin tokens from one address on purpose.
+    cfg.server.failed_auth_burst = 1_000_000;
     let app = TestApp::start(cfg).await;
     (db, app)
 }

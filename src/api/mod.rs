@@ -145,6 +145,8 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         .layer(axum::middleware::from_fn(telemetry::request_id::assign))
         .layer(axum::Extension(Arc::new(throttle::FailedAuth::new(
             server.trust_forwarded_for,
+            server.failed_auth_burst,
+            server.failed_auth_per_minute,
         ))))
         .layer(map_response(headers::nosniff))
         .with_state(gw)

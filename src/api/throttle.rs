@@ -24,10 +24,6 @@ use axum::http::{Extensions, HeaderMap};
 
 use super::ApiError;
 
-/// Failures an address may make at once before it must wait.
-const BURST: u32 = 10;
-/// Then one more failure per this long (10 a minute).
-const PERIOD: Duration = Duration::from_secs(6);
 /// Addresses tracked before the ones whose bucket has refilled are dropped.
 const PRUNE_AT: usize = 10_000;
 
@@ -36,13 +32,20 @@ pub struct FailedAuth {
     /// Each address's theoretical arrival time: when its bucket is full again.
     full_at: Mutex<HashMap<IpAddr, Instant>>,
     trust_forwarded_for: bool,
+    /// Failures an address may make at once before it must wait...
+    burst: u32,
+    /// ...and then one more per this long.
+    period: Duration,
 }
 
 impl FailedAuth {
-    pub fn new(trust_forwarded_for: bool) -> FailedAuth {
+    /// `burst` failures at once, then `per_minute` (both at least 1).
+    pub fn new(trust_forwarded_for: bool, burst: u32, per_minute: u32) -> FailedAuth {
         FailedAuth {
             full_at: Mutex::new(HashMap::new()),
             trust_forwarded_for,
+            burst: burst.max(1),
+            period: Duration::from_secs(60) / per_minute.max(1),
         }
     }
 
@@ -54,7 +57,7 @@ impl FailedAuth {
             .expect("throttle lock")
             .get(&client)
             .copied();
-        match wait(full_at, Instant::now()) {
+        match wait(full_at, Instant::now(), self.burst, self.period) {
             Some(retry) => Err(ApiError::TooManyFailures {
                 retry_after_secs: retry.as_secs_f64().ceil() as u64,
             }),
@@ -70,7 +73,7 @@ impl FailedAuth {
             map.retain(|_, full_at| *full_at > now);
         }
         let full_at = map.entry(client).or_insert(now);
-        *full_at = (*full_at).max(now) + PERIOD;
+        *full_at = (*full_at).max(now) + self.period;
     }
 
     /// The address failures are counted against: the TCP peer, or, behind a trusted proxy
@@ -125,11 +128,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Throttle {
 }
 
 /// How long until one more failure would be allowed, if none is now. The bucket holds
-/// `BURST` failures: one is allowed while its bucket is full again within
-/// `(BURST - 1) * PERIOD`.
-fn wait(full_at: Option<Instant>, now: Instant) -> Option<Duration> {
+/// `burst` failures: one is allowed while its bucket is full again within
+/// `(burst - 1) * period`.
+fn wait(full_at: Option<Instant>, now: Instant, burst: u32, period: Duration) -> Option<Duration> {
     let ahead = full_at?.checked_duration_since(now)?;
-    let tolerance = PERIOD * (BURST - 1);
+    let tolerance = period * (burst - 1);
     ahead.checked_sub(tolerance).filter(|d| !d.is_zero())
 }
 
@@ -137,9 +140,12 @@ fn wait(full_at: Option<Instant>, now: Instant) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    const BURST: u32 = 10;
+    const PERIOD: Duration = Duration::from_secs(6);
+
     #[test]
     fn ten_failures_pass_then_the_address_waits_and_others_do_not() {
-        let t = FailedAuth::new(false);
+        let t = FailedAuth::new(false, BURST, 10);
         let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         for _ in 0..BURST {
             assert!(t.check(a).is_ok());
@@ -157,8 +163,9 @@ mod tests {
     #[test]
     fn a_bucket_refills_one_failure_per_period() {
         let now = Instant::now();
-        assert_eq!(wait(None, now), None);
-        assert_eq!(wait(Some(now + PERIOD * BURST), now), Some(PERIOD));
-        assert_eq!(wait(Some(now + PERIOD * (BURST - 1)), now), None);
+        let wait = |full_at| wait(full_at, now, BURST, PERIOD);
+        assert_eq!(wait(None), None);
+        assert_eq!(wait(Some(now + PERIOD * BURST)), Some(PERIOD));
+        assert_eq!(wait(Some(now + PERIOD * (BURST - 1))), None);
     }
 }
