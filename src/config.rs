@@ -285,19 +285,24 @@ impl SubmitConfig {
     }
 }
 
-/// How long the details of finished tasks are kept.
+/// How long the details of finished tasks and the record of webhook deliveries are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Days after which a finished task's stored request body, status history and submit
     /// attempts are deleted (the task itself, its status and result stay). 0 keeps them.
     pub finished_task_details_days: u64,
+    /// Days after which a webhook event whose delivery is final (delivered, failed or
+    /// disabled) is deleted with its attempts, counted from its last due time; pending
+    /// events are never deleted. 0 keeps them.
+    pub webhook_events_days: u64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             finished_task_details_days: 30,
+            webhook_events_days: 30,
         }
     }
 }
