@@ -376,6 +376,10 @@ pub struct LimitsConfig {
     pub redis_timeout_ms: u64,
     /// What a `/v1` call gets while Redis cannot answer.
     pub on_redis_error: RedisErrorPolicy,
+    /// After Redis failed, how long (ms) checks skip it and apply `on_redis_error` at
+    /// once, without waiting `redis_timeout_ms`; then one call probes Redis. 0 probes on
+    /// every call (one at a time).
+    pub redis_skip_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -388,6 +392,7 @@ impl Default for LimitsConfig {
             redis_prefix: "omnigate:rl:".into(),
             redis_timeout_ms: 200,
             on_redis_error: RedisErrorPolicy::FailOpen,
+            redis_skip_ms: 1000,
         }
     }
 }
@@ -395,6 +400,10 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn redis_skip(&self) -> Duration {
+        Duration::from_millis(self.redis_skip_ms)
     }
 
     /// The Redis URL with any password replaced by `*****`, for logs.
@@ -421,6 +430,7 @@ impl fmt::Debug for LimitsConfig {
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("on_redis_error", &self.on_redis_error)
+            .field("redis_skip_ms", &self.redis_skip_ms)
             .finish()
     }
 }
@@ -1062,6 +1072,10 @@ fn validate_limits(l: &LimitsConfig) -> anyhow::Result<()> {
     if l.redis_timeout_ms == 0 {
         bail!("limits.redis_timeout_ms: must be at least 1");
     }
+    // Longer would leave limits off (fail_open) for minutes after Redis is back.
+    if l.redis_skip_ms > 60_000 {
+        bail!("limits.redis_skip_ms: must be at most 60000 (one minute)");
+    }
     Ok(())
 }
 
@@ -1252,6 +1266,7 @@ mod tests {
             ("default_rpm = 0", "limits.default_rpm"),
             ("default_burst = 5", "limits.default_burst"),
             ("redis_timeout_ms = 0", "limits.redis_timeout_ms"),
+            ("redis_skip_ms = 60001", "limits.redis_skip_ms"),
             ("on_redis_error = \"maybe\"", "on_redis_error"),
         ] {
             let err = Config::from_toml_str(&format!("[limits]\n{bad}"), |_| None)
