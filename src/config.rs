@@ -299,19 +299,24 @@ impl SubmitConfig {
     }
 }
 
-/// How long the details of finished tasks are kept.
+/// How long the details of finished tasks and the record of webhook deliveries are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Days after which a finished task's stored request body, status history and submit
     /// attempts are deleted (the task itself, its status and result stay). 0 keeps them.
     pub finished_task_details_days: u64,
+    /// Days after which a webhook event whose delivery is final (delivered, failed or
+    /// disabled) is deleted with its attempts, counted from its last due time; pending
+    /// events are never deleted. 0 keeps them.
+    pub webhook_events_days: u64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             finished_task_details_days: 30,
+            webhook_events_days: 30,
         }
     }
 }
@@ -407,6 +412,10 @@ pub struct LimitsConfig {
     pub redis_timeout_ms: u64,
     /// What a `/v1` call gets while Redis cannot answer.
     pub on_redis_error: RedisErrorPolicy,
+    /// After Redis failed, how long (ms) checks skip it and apply `on_redis_error` at
+    /// once, without waiting `redis_timeout_ms`; then one call probes Redis. 0 probes on
+    /// every call (one at a time).
+    pub redis_skip_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -419,6 +428,7 @@ impl Default for LimitsConfig {
             redis_prefix: "omnigate:rl:".into(),
             redis_timeout_ms: 200,
             on_redis_error: RedisErrorPolicy::FailOpen,
+            redis_skip_ms: 1000,
         }
     }
 }
@@ -426,6 +436,10 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn redis_skip(&self) -> Duration {
+        Duration::from_millis(self.redis_skip_ms)
     }
 
     /// The Redis URL with any password replaced by `*****`, for logs.
@@ -452,6 +466,7 @@ impl fmt::Debug for LimitsConfig {
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("on_redis_error", &self.on_redis_error)
+            .field("redis_skip_ms", &self.redis_skip_ms)
             .finish()
     }
 }
@@ -1105,6 +1120,10 @@ fn validate_limits(l: &LimitsConfig) -> anyhow::Result<()> {
     if l.redis_timeout_ms == 0 {
         bail!("limits.redis_timeout_ms: must be at least 1");
     }
+    // Longer would leave limits off (fail_open) for minutes after Redis is back.
+    if l.redis_skip_ms > 60_000 {
+        bail!("limits.redis_skip_ms: must be at most 60000 (one minute)");
+    }
     Ok(())
 }
 
@@ -1311,6 +1330,7 @@ mod tests {
             ("default_rpm = 0", "limits.default_rpm"),
             ("default_burst = 5", "limits.default_burst"),
             ("redis_timeout_ms = 0", "limits.redis_timeout_ms"),
+            ("redis_skip_ms = 60001", "limits.redis_skip_ms"),
             ("on_redis_error = \"maybe\"", "on_redis_error"),
         ] {
             let err = Config::from_toml_str(&format!("[limits]\n{bad}"), |_| None)

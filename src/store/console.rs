@@ -150,6 +150,20 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes up to `limit` sessions that expired before `now` (signing in also clears
+    /// them, but a gateway nobody signs in to would keep them forever). Returns how many.
+    pub async fn prune_console_sessions(&self, now: i64, limit: u32) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM console_sessions WHERE token_hash IN (SELECT token_hash \
+             FROM console_sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// A page of tasks matching `filter`, newest first, after the (created_at, id) cursor.
     pub async fn filtered_tasks(
         &self,
