@@ -46,6 +46,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub health: HealthConfig,
     pub admin: AdminConfig,
+    /// The operator console at `/console`.
+    pub console: ConsoleConfig,
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
@@ -92,6 +94,15 @@ pub struct ServerConfig {
     /// anyway. At least the longest a submit can take (the sum of the providers'
     /// `request_timeout_secs`, as a submit may fall over through all of them).
     pub drain_timeout_secs: f64,
+    /// Whether the client address that failed sign-ins and failed admin calls are counted
+    /// against is the last `X-Forwarded-For` entry (the one the proxy in front of omnigate
+    /// appended) instead of the TCP peer. Only when every request comes through such a
+    /// proxy: otherwise a client picks its own address and escapes the throttle.
+    pub trust_forwarded_for: bool,
+    /// Failed sign-ins and failed admin calls one client address may make at once...
+    pub failed_auth_burst: u32,
+    /// ...and then per minute: past both, `429` with `Retry-After`.
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +116,9 @@ impl Default for ServerConfig {
             max_in_flight_requests: 1024,
             max_in_flight_creates: 128,
             drain_timeout_secs: 300.0,
+            trust_forwarded_for: false,
+            failed_auth_burst: 10,
+            failed_auth_per_minute: 10,
         }
     }
 }
@@ -287,19 +301,24 @@ impl SubmitConfig {
     }
 }
 
-/// How long the details of finished tasks are kept.
+/// How long the details of finished tasks and the record of webhook deliveries are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Days after which a finished task's stored request body, status history and submit
     /// attempts are deleted (the task itself, its status and result stay). 0 keeps them.
     pub finished_task_details_days: u64,
+    /// Days after which a webhook event whose delivery is final (delivered, failed or
+    /// disabled) is deleted with its attempts, counted from its last due time; pending
+    /// events are never deleted. 0 keeps them.
+    pub webhook_events_days: u64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             finished_task_details_days: 30,
+            webhook_events_days: 30,
         }
     }
 }
@@ -353,6 +372,28 @@ impl Default for AdminConfig {
     }
 }
 
+/// The shortest admin token accepted: a guessable one would open every key and the
+/// operator's console.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// When the session cookie is `Secure` (and named with the `__Host-` prefix): `auto`
+    /// when the request says it came over https (`X-Forwarded-Proto: https`, set by the TLS
+    /// proxy), `always`, or `never` (plain-http test setups only).
+    pub secure_cookies: SecureCookies,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookies {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
 /// Per-key request rates. A key's own `rpm` / `burst` / `read_rpm` win; these defaults
 /// serve keys that have none (unset: such keys are not rate limited).
 #[derive(Clone, Serialize, Deserialize)]
@@ -373,6 +414,10 @@ pub struct LimitsConfig {
     pub redis_timeout_ms: u64,
     /// What a `/v1` call gets while Redis cannot answer.
     pub on_redis_error: RedisErrorPolicy,
+    /// After Redis failed, how long (ms) checks skip it and apply `on_redis_error` at
+    /// once, without waiting `redis_timeout_ms`; then one call probes Redis. 0 probes on
+    /// every call (one at a time).
+    pub redis_skip_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -385,6 +430,7 @@ impl Default for LimitsConfig {
             redis_prefix: "omnigate:rl:".into(),
             redis_timeout_ms: 200,
             on_redis_error: RedisErrorPolicy::FailOpen,
+            redis_skip_ms: 1000,
         }
     }
 }
@@ -392,6 +438,10 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn redis_skip(&self) -> Duration {
+        Duration::from_millis(self.redis_skip_ms)
     }
 
     /// The Redis URL with any password replaced by `*****`, for logs.
@@ -418,6 +468,7 @@ impl fmt::Debug for LimitsConfig {
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("on_redis_error", &self.on_redis_error)
+            .field("redis_skip_ms", &self.redis_skip_ms)
             .finish()
     }
 }
@@ -859,8 +910,20 @@ impl Config {
             self.admin.token_env.is_some() || self.admin.token.is_some(),
         )?;
         self.results.validate(self.workers.stall_secs)?;
+        if let Some(token) = &self.admin.token {
+            let n = token.expose().chars().count();
+            if n < MIN_ADMIN_TOKEN_CHARS {
+                bail!("admin.token_env: the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters (this one has {n}); make one with `openssl rand -hex 32`");
+            }
+        }
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
+        }
+        if self.server.failed_auth_burst == 0 {
+            bail!("server.failed_auth_burst: must be at least 1");
+        }
+        if self.server.failed_auth_per_minute == 0 {
+            bail!("server.failed_auth_per_minute: must be at least 1");
         }
         if self.database.sqlite_mmap_mib > MAX_SQLITE_MMAP_MIB {
             bail!("database.sqlite_mmap_mib: must be at most {MAX_SQLITE_MMAP_MIB} (1 TiB)");
@@ -1066,6 +1129,10 @@ fn validate_limits(l: &LimitsConfig) -> anyhow::Result<()> {
     }
     if l.redis_timeout_ms == 0 {
         bail!("limits.redis_timeout_ms: must be at least 1");
+    }
+    // Longer would leave limits off (fail_open) for minutes after Redis is back.
+    if l.redis_skip_ms > 60_000 {
+        bail!("limits.redis_skip_ms: must be at most 60000 (one minute)");
     }
     Ok(())
 }
@@ -1281,6 +1348,7 @@ mod tests {
             ("default_rpm = 0", "limits.default_rpm"),
             ("default_burst = 5", "limits.default_burst"),
             ("redis_timeout_ms = 0", "limits.redis_timeout_ms"),
+            ("redis_skip_ms = 60001", "limits.redis_skip_ms"),
             ("on_redis_error = \"maybe\"", "on_redis_error"),
         ] {
             let err = Config::from_toml_str(&format!("[limits]\n{bad}"), |_| None)

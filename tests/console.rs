@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use omnigate::config::{Config, SandboxMode, Secret};
+use omnigate::config::{Config, SandboxMode, Secret, SecureCookies};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
 use support::receiver::Receiver;
 
-const ADMIN_TOKEN: &str = "console-admin-token";
+const ADMIN_TOKEN: &str = "console-admin-token-0123456789abcdef";
 
 fn sandbox_config(db: &TestDb) -> Config {
     let mut cfg = config(db, vec![]);
@@ -190,6 +190,25 @@ async fn a_key_builds_a_task_in_the_playground_and_watches_it_play_in_a_real_bro
     assert!(seen["video_seconds"].as_f64().unwrap() > 1.0, "{seen}");
     assert_eq!(seen["other_task_heading"], "Not found");
 
+    // A signed-in console page carries the security headers, and nothing on any page the
+    // browser opened (the console's and the API reference's) broke their CSP.
+    let headers = &seen["console_headers"];
+    let csp = headers["content-security-policy"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(csp.contains("default-src 'self'"), "{headers}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{headers}");
+    assert_eq!(headers["x-frame-options"], "DENY", "{headers}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{headers}");
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{headers}");
+    assert_eq!(headers["cache-control"], "no-store", "{headers}");
+    assert!(
+        seen["docs_title"].as_str().unwrap().contains("omnigate"),
+        "{seen}"
+    );
+    assert!(seen["docs_operations"].as_u64().unwrap() > 10, "{seen}");
+    assert_eq!(seen["csp_violations"], json!([]), "{seen}");
+
     // The key the operator revoked in the browser is refused by the API.
     let (status, _) = app.get_as(&b_secret, "/v1/video/generations").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -202,6 +221,7 @@ async fn a_key_builds_a_task_in_the_playground_and_watches_it_play_in_a_real_bro
         "06-providers",
         "07-keys",
         "08-key-revoked",
+        "10-docs",
     ] {
         let path = format!("{shots}/{page}.png");
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -433,9 +453,9 @@ async fn the_session_cookie_is_http_only_strict_and_secure_behind_https() {
         .get_all(SET_COOKIE)
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("omnigate_session="))
+        .find(|c| c.starts_with("__Host-omnigate_session="))
         .expect("a session cookie");
-    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/;"] {
         assert!(session.contains(flag), "{flag} missing: {session}");
     }
 }
@@ -546,4 +566,198 @@ async fn the_task_page_lists_webhook_deliveries_and_redelivers_one() {
         event_id,
         "the same event, delivered again"
     );
+}
+
+/// Whether the session opens a page.
+async fn session_alive(c: &mut Console) -> bool {
+    c.get("/console/tasks").await.0 == StatusCode::OK
+}
+
+async fn a_rotation_ends_the_old_secrets_sessions_after_the_grace_period(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let mut cfg = sandbox_config(&db);
+    cfg.admin.key_rotation_grace_secs = 0;
+    let app = TestApp::start(cfg).await;
+    let (b_id, b_secret) = second_key(&app).await;
+    let mut old = Console::sign_in(&app, &b_secret).await;
+    assert!(session_alive(&mut old).await);
+    let store = &app.gateway().store;
+    let rotated = store.rotate_key(&b_id, 0).await.unwrap().unwrap();
+    assert!(
+        !session_alive(&mut old).await,
+        "a session of the rotated-out secret ends when its grace does"
+    );
+    let mut new = Console::sign_in(&app, &rotated.key).await;
+    assert!(session_alive(&mut new).await);
+
+    // Within a grace period the old secret's session lives on, as the secret does; a
+    // session opened with the new secret outlives the next rotation's grace too.
+    let mut current = Console::sign_in(&app, &rotated.key).await;
+    store.rotate_key(&b_id, 60_000).await.unwrap().unwrap();
+    assert!(session_alive(&mut current).await);
+}
+on_both_stores!(a_rotation_ends_the_old_secrets_sessions_after_the_grace_period);
+
+async fn an_operator_session_ends_when_the_admin_token_changes_or_goes(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let mut op = Console::sign_in(&app, ADMIN_TOKEN).await;
+    assert!(session_alive(&mut op).await);
+
+    // Another gateway on the same store, with the same token: the session is good there.
+    let same = TestApp::restart_with(sandbox_config(&db), app.key.clone()).await;
+    op.base = same.base.clone();
+    assert!(session_alive(&mut op).await);
+
+    let mut changed = sandbox_config(&db);
+    changed.admin.token = Some(Secret::new("another-admin-token-0123456789abcdef"));
+    let changed = TestApp::restart_with(changed, app.key.clone()).await;
+    op.base = changed.base.clone();
+    assert!(
+        !session_alive(&mut op).await,
+        "the old token's session ends"
+    );
+
+    let mut off = sandbox_config(&db);
+    off.admin.token = None;
+    let off = TestApp::restart_with(off, app.key.clone()).await;
+    op.base = off.base.clone();
+    assert!(
+        !session_alive(&mut op).await,
+        "no operator console without the admin API"
+    );
+    // A key's session is unaffected by either.
+    let mut key = Console::sign_in(&off, &app.key).await;
+    assert!(session_alive(&mut key).await);
+}
+on_both_stores!(an_operator_session_ends_when_the_admin_token_changes_or_goes);
+
+/// Signs in over "https" (the proxy's header) with `mode`, returning the session cookie as
+/// set and a client that sends it back by the name it was set with.
+async fn cookie_with(mode: SecureCookies) -> (String, bool) {
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = sandbox_config(&db);
+    cfg.console.secure_cookies = mode;
+    let app = TestApp::start(cfg).await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let login = http
+        .get(format!("{}/console/login", app.base))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let nonce_cookie = login.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    let page = login.text().await.unwrap();
+    let resp = http
+        .post(format!("{}/console/login", app.base))
+        .header("x-forwarded-proto", "https")
+        .header(COOKIE, nonce_cookie.split(';').next().unwrap())
+        .form(&[
+            ("csrf", csrf_in(&page).as_str()),
+            ("token", app.key.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.contains("omnigate_session="))
+        .expect("a session cookie");
+    let works = http
+        .get(format!("{}/console/tasks", app.base))
+        .header(COOKIE, session.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == StatusCode::OK;
+    (session, works)
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_host_prefixed_whenever_it_is_secure() {
+    for mode in [SecureCookies::Auto, SecureCookies::Always] {
+        let (cookie, works) = cookie_with(mode).await;
+        assert!(
+            cookie.starts_with("__Host-omnigate_session="),
+            "{mode:?}: {cookie}"
+        );
+        for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/;"] {
+            assert!(cookie.contains(flag), "{mode:?}: {flag} missing: {cookie}");
+        }
+        assert!(!cookie.contains("Domain"), "{cookie}");
+        assert!(works, "{mode:?}: the prefixed cookie opens the console");
+    }
+    let (cookie, works) = cookie_with(SecureCookies::Never).await;
+    assert!(cookie.starts_with("omnigate_session="), "{cookie}");
+    assert!(
+        !cookie.contains("Secure") && cookie.contains("Path=/console"),
+        "{cookie}"
+    );
+    assert!(works, "never: the plain cookie opens the console");
+}
+
+#[tokio::test]
+async fn console_pages_carry_the_security_headers() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let c = Console::sign_in(&app, ADMIN_TOKEN).await;
+    for path in ["/console/login", "/console/tasks", "/console/keys"] {
+        let resp = c
+            .http
+            .get(format!("{}{path}", c.base))
+            .header(COOKIE, c.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_tokens_at_sign_in_are_throttled_per_address() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let mut c = Console::new(&app);
+    let (_, page) = c.get("/console/login").await;
+    let nonce = csrf_in(&page);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let resp = c
+            .post("/console/login", &[("csrf", &nonce), ("token", "og_wrong")])
+            .await;
+        statuses.push((resp.status(), resp.headers().get("retry-after").cloned()));
+    }
+    assert!(statuses[..10]
+        .iter()
+        .all(|(s, _)| *s == StatusCode::UNAUTHORIZED));
+    let (status, retry) = &statuses[10];
+    assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry.is_some(), "429 says when to retry");
+    // Refused before the token is looked at: the right one does not get in either.
+    let resp = c
+        .post(
+            "/console/login",
+            &[("csrf", &nonce), ("token", ADMIN_TOKEN)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
 }

@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -40,6 +41,8 @@ def browser():
         f"--user-data-dir={PROFILE}",
     ):
         opts.add_argument(flag)
+    # The browser's console, where Chromium reports what a Content-Security-Policy blocked.
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 
 
@@ -65,6 +68,21 @@ def sign_in(driver, token):
 def sign_out(driver):
     driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
     WebDriverWait(driver, 10).until(EC.url_contains("/console/login"))
+
+
+def headers_of(driver, path):
+    """The response headers of a page, fetched with the browser's session cookies (a
+    WebDriver cannot read a page's headers itself)."""
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+    req = urllib.request.Request(f"{base}{path}", headers={"Cookie": cookies})
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 200, f"{path}: {resp.status}"
+        return {k.lower(): v for k, v in resp.headers.items()}
+
+
+def csp_violations(driver):
+    return [e["message"] for e in driver.get_log("browser")
+            if "Content Security Policy" in e["message"] or "Content-Security-Policy" in e["message"]]
 
 
 def wait_for(driver, what, probe, timeout=60):
@@ -125,6 +143,7 @@ def main():
             "return document.querySelector('video#result').duration")
         shot(driver, "03-task")
 
+        seen["console_headers"] = headers_of(driver, "/console/tasks")
         driver.get(f"{base}/console/tasks")
         assert task_id in driver.page_source, "the new task is not in the list"
         shot(driver, "04-tasks")
@@ -163,6 +182,17 @@ def main():
         assert task_of_b in driver.page_source, "the operator does not see key B's task"
         driver.get(f"{base}/console/tasks/{task_id}")
         shot(driver, "09-task-operator-view")
+
+        # The API reference renders from the gateway's own assets under its CSP.
+        driver.get(f"{base}/docs")
+        seen["docs_title"] = wait_for(
+            driver, "the rendered API reference",
+            lambda: driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text,
+            timeout=20,
+        )
+        seen["docs_operations"] = len(driver.find_elements(By.CSS_SELECTOR, ".opblock"))
+        shot(driver, "10-docs")
+        seen["csp_violations"] = csp_violations(driver)
     finally:
         driver.quit()
         shutil.rmtree(PROFILE, ignore_errors=True)

@@ -338,7 +338,8 @@ async fn admin_providers_needs_the_admin_token_and_lists_every_provider(db: Db) 
     let db = TestDb::new(db).await;
     let mut cfg = config(&db, vec![]);
     cfg.sandbox.enabled = SandboxMode::Always;
-    cfg.admin.token = Some(Secret::new("t"));
+    let admin = "health-admin-token-0123456789abcdef";
+    cfg.admin.token = Some(Secret::new(admin));
     let app = TestApp::start(cfg).await;
     let url = format!("{}/admin/providers", app.base);
 
@@ -350,9 +351,10 @@ async fn admin_providers_needs_the_admin_token_and_lists_every_provider(db: Db) 
         StatusCode::UNAUTHORIZED,
         "an API key is not the admin token"
     );
-    assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert_eq!(body["error"]["code"], "invalid_admin_token");
+    assert_eq!(body["error"]["message"], "invalid admin token");
 
-    let (status, body) = app.get_as("t", "/admin/providers").await;
+    let (status, body) = app.get_as(admin, "/admin/providers").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["object"], "list");
     let names: Vec<&str> = body["data"]

@@ -15,7 +15,7 @@ use support::sim::{Outcome, Script, Sim, SimDialect};
 
 const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(15);
-const ADMIN: &str = "admin-token";
+const ADMIN: &str = "key-limits-admin-token-0123456789abcdef";
 
 fn plain() -> Value {
     json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9", "duration": 5})

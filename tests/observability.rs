@@ -532,7 +532,7 @@ async fn metrics_can_require_the_admin_token_or_be_turned_off() {
     let sim = Sim::start(SimDialect::Apimodels).await;
     let providers = vec![(unique_provider(), sim.provider_config(MODELS, 0.1))];
     let mut cfg = config(&db, providers.clone());
-    cfg.admin.token = Some(Secret::new("admin-secret"));
+    cfg.admin.token = Some(Secret::new("metrics-admin-secret-0123456789abcdef"));
     cfg.metrics.require_admin_token = true;
     let app = TestApp::start(cfg).await;
     let scrape = |token: Option<&str>| {
@@ -550,7 +550,9 @@ async fn metrics_can_require_the_admin_token_or_be_turned_off() {
         scrape(Some("wrong")).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
-    let ok = scrape(Some("admin-secret")).await.unwrap();
+    let ok = scrape(Some("metrics-admin-secret-0123456789abcdef"))
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     assert!(ok
         .text()
@@ -647,6 +649,88 @@ async fn json_logs_carry_the_request_id_on_the_lines_of_its_request() {
         ours.iter()
             .any(|m| m.contains("finished processing request")),
         "{ours:?}"
+    );
+}
+
+/// The real binary with JSON logs (debug for omnigate and the request lines) and a
+/// provider that calls back: after a real upstream callback, no log line holds the
+/// callback token, and the callback's request span names its route template and task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_callbacks_token_reaches_no_log_line() {
+    use support::drill::{free_port, GatewayProcess};
+    let db = TestDb::new(Db::Sqlite).await;
+    let sim = Sim::start(SimDialect::Kkiai).await;
+    sim.set_script(Script {
+        queued_polls: 1_000,
+        ..Script::default()
+    });
+    let mut cfg = config(&db, vec![("kk".into(), sim.provider_config(MODELS, 0.1))]);
+    let port = free_port();
+    cfg.server.listen = ([127, 0, 0, 1], port).into();
+    cfg.webhooks.public_base_url = Some(format!("http://127.0.0.1:{port}"));
+    cfg.log.format = omnigate::telemetry::LogFormat::Json;
+    cfg.log.filter = "info,omnigate=debug,tower_http=debug".into();
+    let store = omnigate::store::Store::connect(&db.url, 1).await.unwrap();
+    let key = store
+        .issue_key("logs", &KeyChange::default())
+        .await
+        .unwrap();
+    let gateway = GatewayProcess::start(cfg).await;
+
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/video/generations", gateway.base))
+        .bearer_auth(&key.key)
+        .json(&body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let task_id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = sim.created_bodies()[0]["callback_url"]
+        .as_str()
+        .expect("a callback_url")
+        .to_string();
+    let token = url.rsplit('/').next().unwrap().to_string();
+    let upstream: String = sqlx::query_scalar("SELECT provider_task_id FROM tasks WHERE id = $1")
+        .bind(&task_id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sim.finish_now(&upstream).await, Some(200), "callback taken");
+
+    // The callback's span is written when it closes, shortly after its answer.
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log = gateway.log();
+        if log.contains("/upstream/callbacks/{token}") && log.contains(&task_id) {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no callback log line:\n{}",
+            gateway.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!log.contains(&token), "the token is in the log:\n{log}");
+    let named = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|l| {
+            l["spans"].as_array().is_some_and(|spans| {
+                spans.iter().any(|s| {
+                    s["name"] == "http_request"
+                        && s["route"] == "/upstream/callbacks/{token}"
+                        && s["task_id"] == task_id.as_str()
+                })
+            })
+        });
+    assert!(
+        named,
+        "a line of the callback's request names its route and task:\n{log}"
     );
 }
 

@@ -13,6 +13,13 @@ use support::app::{config, Db, TestApp, TestDb};
 use support::receiver::{Receiver, Reply};
 use support::sim::{Sim, SimDialect};
 
+/// The id of the only task the gateway holds.
+async fn resp_id(app: &TestApp) -> String {
+    let (status, list) = app.get("/v1/video/generations").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["data"][0]["id"].as_str().expect("a task").to_string()
+}
+
 /// Whether `needle` occurs in `hay` (protobuf keeps strings as raw UTF-8 bytes).
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
@@ -38,6 +45,8 @@ async fn spans_of_a_request_and_its_provider_call_reach_the_otlp_collector() {
     cfg.otel.enabled = true;
     cfg.otel.endpoint = collector.base.clone();
     cfg.otel.service_name = "omnigate-otel-test".into();
+    // The provider is given a callback URL, whose token must reach no exported span.
+    cfg.webhooks.public_base_url = Some("http://gateway.invalid".into());
     let telemetry = omnigate::telemetry::init(&cfg.log, &cfg.otel).expect("telemetry starts");
 
     let mut app = TestApp::start(cfg).await;
@@ -75,6 +84,22 @@ async fn spans_of_a_request_and_its_provider_call_reach_the_otlp_collector() {
         sim.submit_request_ids().last(),
         Some(&Some(request_id.clone()))
     );
+    // An upstream callback on the token the provider was given.
+    let task_id = resp_id(&app).await;
+    let callback_url = sim.created_bodies()[0]["callback_url"]
+        .as_str()
+        .expect("a callback_url")
+        .to_string();
+    let token = callback_url.rsplit('/').next().unwrap().to_string();
+    let status = app
+        .client
+        .post(format!("{}/upstream/callbacks/{token}", app.base))
+        .json(&json!({"id": "whatever", "status": "processing"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_ne!(status, StatusCode::NOT_FOUND, "the token was taken");
     app.app.take().unwrap().shutdown().await;
     // Flushes what the batch processor still holds.
     telemetry.shutdown().await;
@@ -98,6 +123,15 @@ async fn spans_of_a_request_and_its_provider_call_reach_the_otlp_collector() {
     );
     assert!(contains(&all, &request_id), "the request id on its span");
     assert!(contains(&all, "otelsim submit"), "the provider call's span");
+    assert!(
+        contains(&all, "POST /upstream/callbacks/{token}"),
+        "the callback's span, named by its route template"
+    );
+    assert!(
+        contains(&all, &task_id),
+        "the callback's span names its task"
+    );
+    assert!(!contains(&all, &token), "no exported span holds the token");
     // Protobuf carries trace ids as their 16 raw bytes.
     let raw: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())

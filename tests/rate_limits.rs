@@ -331,7 +331,12 @@ async fn an_unreachable_redis_fails_open_by_default_and_counts_the_failures() {
         assert!(!a.has_rate_headers(), "nothing was counted");
     }
     let limits = &app.gateway().limits;
-    assert_eq!(limits.backend_failures(), 3);
+    assert_eq!(
+        limits.backend_failures(),
+        1,
+        "Redis was asked once; the calls after it skipped Redis"
+    );
+    assert_eq!(limits.bypassed(), 2);
     assert!(limits.backend_down());
 }
 
@@ -511,6 +516,80 @@ async fn a_hung_redis_delays_a_call_by_at_most_the_timeout() {
             "a stalled Redis held the call for {:?}",
             started.elapsed()
         );
+    }
+}
+
+/// With Redis hung, only the first call waits for `redis_timeout_ms`: the calls after it
+/// skip Redis for `redis_skip_ms` and get the policy at once. Then one call probes, and
+/// once Redis answers again the limits are enforced again.
+async fn a_hung_redis_costs_one_timeout_per_window_not_one_per_call(policy: RedisErrorPolicy) {
+    const CALLS: u64 = 20;
+    let db = TestDb::new(Db::Postgres).await;
+    let proxy = RedisProxy::start().await;
+    let mut cfg = gateway_config(
+        &db,
+        Some(format!("redis://{}", proxy.addr)),
+        &fresh_prefix(),
+    );
+    cfg.limits.redis_timeout_ms = 200;
+    // Longer than the calls below take, so that none of them is a probe.
+    cfg.limits.redis_skip_ms = 5_000;
+    cfg.limits.on_redis_error = policy;
+    let app = TestApp::start(cfg).await;
+    let key = key_with(&app, &db, "read_rpm = 6").await;
+    assert_eq!(read(&app, &key).await.rate().1, 5);
+
+    proxy.set(Mode::Stall);
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        let a = read(&app, &key).await;
+        match policy {
+            RedisErrorPolicy::FailOpen => {
+                assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+                assert!(!a.has_rate_headers());
+            }
+            RedisErrorPolicy::FailClosed => assert_eq!(a.code(), "rate_limiter_unavailable"),
+        }
+    }
+    let limits = &app.gateway().limits;
+    assert_eq!(limits.backend_failures(), 1, "one call waited for Redis");
+    assert_eq!(limits.bypassed(), CALLS - 1, "the others did not ask it");
+    assert!(limits.backend_down());
+    assert!(
+        started.elapsed() < Duration::from_millis(200) * 10,
+        "{CALLS} calls took {:?}",
+        started.elapsed()
+    );
+
+    proxy.set(Mode::Forward);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let back = loop {
+        let a = read(&app, &key).await;
+        if a.has_rate_headers() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the limiter never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (limit, remaining, _) = back.rate();
+    assert_eq!(limit, 6, "counted in Redis again");
+    // One call back every 10 s: the window may have given one back.
+    assert!((4..=5).contains(&remaining), "{remaining}");
+    assert!(!limits.backend_down());
+}
+
+mod hung_redis_skipped {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fail_open() {
+        a_hung_redis_costs_one_timeout_per_window_not_one_per_call(RedisErrorPolicy::FailOpen).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fail_closed() {
+        a_hung_redis_costs_one_timeout_per_window_not_one_per_call(RedisErrorPolicy::FailClosed)
+            .await
     }
 }
 

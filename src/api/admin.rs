@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::bearer_token;
+use super::throttle::Throttle;
 use super::ApiError;
 use crate::config::AdminConfig;
 use crate::gateway::Gateway;
@@ -21,11 +25,7 @@ use crate::gateway::Gateway;
     tag = "admin",
     responses((status = 200, description = "One row per configured provider.", body = super::openapi::ProviderList)),
 )]
-pub async fn providers(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&gw.config.admin, &headers)?;
+pub async fn providers(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let names: Vec<String> = gw.router.names().map(str::to_string).collect();
     let report = gw.health.report(&names).await?;
     let capacity = gw.store.capacity().await?;
@@ -59,16 +59,39 @@ fn capacity_object(c: &crate::store::ProviderCapacity) -> Value {
     })
 }
 
+/// Guards every `/admin` route as a layer, so the token is checked before any extractor
+/// reads the body (an unauthenticated caller learns nothing of the body's fields, and with
+/// the admin API off gets a 404). A client with too many failures lately gets 429 before
+/// its token is looked at. Answers carry key secrets, so none is stored by a cache.
+pub async fn require_admin(
+    State(gw): State<Arc<Gateway>>,
+    throttle: Throttle,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if gw.config.admin.token.is_some() {
+        throttle.check()?;
+    }
+    if let Err(e) = authorize(&gw.config.admin, req.headers()) {
+        if matches!(e, ApiError::AdminUnauthorized) {
+            throttle.failed();
+        }
+        return Err(e);
+    }
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
 /// Without a configured token the admin API does not exist: 404, like any unknown path.
 pub(super) fn authorize(admin: &AdminConfig, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &admin.token else {
         return Err(ApiError::NotFound("no such endpoint".into()));
     };
-    let given = bearer_token(headers).ok_or(ApiError::Unauthorized)?;
-    if same_secret(given, token.expose()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+    match bearer_token(headers) {
+        Some(given) if same_secret(given, token.expose()) => Ok(()),
+        _ => Err(ApiError::AdminUnauthorized),
     }
 }
 
@@ -111,7 +134,7 @@ mod tests {
         for wrong in [bearer("s3cre"), bearer("s3cret2"), HeaderMap::new()] {
             assert!(matches!(
                 authorize(&on, &wrong),
-                Err(ApiError::Unauthorized)
+                Err(ApiError::AdminUnauthorized)
             ));
         }
     }

@@ -62,6 +62,12 @@ pub enum ApiError {
     },
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// `/admin/*` (and `/metrics` when it asks for it) without the configured admin token.
+    #[error("invalid admin token")]
+    AdminUnauthorized,
+    /// Too many failed sign-ins or admin calls from this client address lately.
+    #[error("too many failed attempts from this address; try again in {retry_after_secs} s")]
+    TooManyFailures { retry_after_secs: u64 },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -183,7 +189,8 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NotCancellable(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -213,6 +220,8 @@ impl ApiError {
             ApiError::InvalidRequest { .. } => (T::InvalidRequestError, "invalid_request"),
             ApiError::Unprocessable { code, .. } => (T::InvalidRequestError, code),
             ApiError::Unauthorized => (T::AuthenticationError, "invalid_api_key"),
+            ApiError::AdminUnauthorized => (T::AuthenticationError, "invalid_admin_token"),
+            ApiError::TooManyFailures { .. } => (T::RateLimitError, "too_many_failed_attempts"),
             ApiError::NotFound(_) => (T::InvalidRequestError, "not_found"),
             ApiError::Conflict(_) => (T::InvalidRequestError, "idempotency_conflict"),
             ApiError::NotCancellable(_) => (T::InvalidRequestError, "not_cancellable"),
@@ -273,9 +282,14 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
             // A slot frees when one of the key's tasks ends: no exact time to give. The rate
-            // limiter sets its own, exact Retry-After over this one.
+            // limiter sets its own, exact Retry-After over this one; the failed-credentials
+            // throttle knows its own.
+            let secs = match &self {
+                ApiError::TooManyFailures { retry_after_secs } => *retry_after_secs,
+                _ => 5,
+            };
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(5));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

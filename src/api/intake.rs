@@ -61,6 +61,9 @@ pub async fn upstream_callback(
     if !same_secret(&token, &stored) {
         return Err(unknown());
     }
+    // From here on the request's logs say which task, since its path (the token) is never
+    // logged.
+    crate::telemetry::http::record_task_id(&task.id);
     // Read only once the token is known good, and only a callback's worth.
     let body = axum::body::to_bytes(body, MAX_CALLBACK_BYTES)
         .await

@@ -1,15 +1,16 @@
 //! `/admin/keys`: the operator's key management, the same operations as `omnigate keys`.
+//! The admin token is checked by the layer on every `/admin` route (`admin::require_admin`)
+//! before any of these handlers, and so before a body is read.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
-use super::admin::authorize;
 use super::json::ValidJson;
 use super::ApiError;
 use crate::gateway::Gateway;
@@ -98,10 +99,8 @@ impl KeyBody {
 )]
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     ValidJson(mut body): ValidJson<KeyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&gw.config.admin, &headers)?;
     let name = body.name.take().unwrap_or_default();
     if name.trim().is_empty() {
         return Err(ApiError::invalid("name", "name is required"));
@@ -117,11 +116,7 @@ pub async fn create(
     tag = "admin",
     responses((status = 200, description = "Every key (never a secret).", body = super::openapi::KeyList)),
 )]
-pub async fn list(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&gw.config.admin, &headers)?;
+pub async fn list(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let keys = gw.store.list_keys().await?;
     Ok(Json(json!({"object": "list", "data": keys})))
 }
@@ -135,10 +130,8 @@ pub async fn list(
 )]
 pub async fn show(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    authorize(&gw.config.admin, &headers)?;
     found(gw.store.key_info_by_id(&id).await?, &id).map(Json)
 }
 
@@ -153,11 +146,9 @@ pub async fn show(
 )]
 pub async fn update(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     ValidJson(body): ValidJson<KeyBody>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    authorize(&gw.config.admin, &headers)?;
     if body.name.is_some() {
         return Err(ApiError::invalid("name", "a key's name cannot be changed"));
     }
@@ -175,10 +166,8 @@ pub async fn update(
 )]
 pub async fn revoke(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    authorize(&gw.config.admin, &headers)?;
     if !gw.store.revoke_key(&id).await? {
         return Err(ApiError::NotFound(format!("no active key {id}")));
     }
@@ -195,10 +184,8 @@ pub async fn revoke(
 )]
 pub async fn rotate(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&gw.config.admin, &headers)?;
     let grace_ms = (gw.config.admin.key_rotation_grace_secs as i64).saturating_mul(1000);
     let issued = gw.store.rotate_key(&id, grace_ms).await?;
     found(issued, &id).map(|k| Json(json!(k)))

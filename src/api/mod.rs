@@ -4,8 +4,10 @@ pub mod admin;
 mod auth;
 mod cancel;
 mod content;
+mod docs;
 mod error;
 mod events;
+pub mod headers;
 mod intake;
 mod json;
 mod keys;
@@ -14,6 +16,7 @@ mod observe;
 mod openai;
 mod openapi;
 mod tasks;
+mod throttle;
 mod usage;
 
 pub use admin::same_secret;
@@ -21,6 +24,7 @@ pub use content::content_of;
 pub use error::ApiError;
 pub use json::parse as parse_json;
 pub use tasks::{quote_object, refuse_while_draining, task_object};
+pub use throttle::Throttle;
 
 /// The request and callback parsers, for the fuzz targets (`fuzz/`) and the property
 /// tests (`tests/properties.rs`): the very functions the handlers call.
@@ -36,7 +40,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -50,6 +54,8 @@ use crate::{limits, telemetry};
 pub struct BodyLimit(pub usize);
 
 /// Middleware, outermost first:
+/// 0. `X-Content-Type-Options: nosniff` on every answer (`headers`), and the
+///    failed-credentials throttle (`throttle`) in the requests' extensions;
 /// 0. the request id (`telemetry::request_id`): taken or made, returned, and carried to
 ///    upstream calls;
 /// 1. tracing (one span per request, with its id and route template, so shed requests
@@ -68,6 +74,11 @@ pub struct BodyLimit(pub usize);
 /// `POST /upstream/callbacks/{token}` (providers' callbacks, `intake`) has layers 1-4 only:
 /// its token is its authentication. So do the `pages` (the console, `crate::console`),
 /// which sign in with a session cookie of their own.
+///
+/// `/admin/*` routes have the admin token check (`admin::require_admin`, which counts
+/// failures in the throttle) as a route layer, before any handler's extractors, so a body is
+/// never read for a caller without the token. `/docs` and the console add their pages'
+/// security headers (`headers`).
 ///
 /// The header-read timeout is the server's (`server.rs`). There is no blanket request
 /// timeout: a create is bounded by its providers' timeouts, and its submit runs on its own
@@ -115,7 +126,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(openapi::docs))
+        .merge(docs_routes())
         .merge(v1)
         // HTML pages (the console), under the same outer layers as the API.
         .merge(pages)
@@ -124,12 +135,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
             "/upstream/callbacks/{token}",
             post(intake::upstream_callback),
         )
-        .route("/admin/providers", get(admin::providers))
-        .route("/admin/usage", get(usage::all))
-        .route("/admin/keys", get(keys::list).post(keys::create))
-        .route("/admin/keys/{id}", get(keys::show).patch(keys::update))
-        .route("/admin/keys/{id}/revoke", post(keys::revoke))
-        .route("/admin/keys/{id}/rotate", post(keys::rotate))
+        .merge(admin_routes(gw.clone()))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
@@ -139,7 +145,33 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         .layer(axum::middleware::from_fn(telemetry::http::record))
         .layer(TraceLayer::new_for_http().make_span_with(telemetry::http::request_span))
         .layer(axum::middleware::from_fn(telemetry::request_id::assign))
+        .layer(axum::Extension(Arc::new(throttle::FailedAuth::new(
+            server.trust_forwarded_for,
+            server.failed_auth_burst,
+            server.failed_auth_per_minute,
+        ))))
+        .layer(map_response(headers::nosniff))
         .with_state(gw)
+}
+
+/// `/admin/*`, each route behind the admin token (`admin::require_admin`).
+fn admin_routes(gw: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/admin/providers", get(admin::providers))
+        .route("/admin/usage", get(usage::all))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/keys/{id}", get(keys::show).patch(keys::update))
+        .route("/admin/keys/{id}/revoke", post(keys::revoke))
+        .route("/admin/keys/{id}/rotate", post(keys::rotate))
+        .route_layer(from_fn_with_state(gw, admin::require_admin))
+}
+
+/// The API reference page and its vendored assets, with the pages' security headers.
+fn docs_routes() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/docs", get(docs::page))
+        .route("/docs/assets/{file}", get(docs::asset))
+        .layer(map_response(headers::docs_page))
 }
 
 /// `GET /healthz`: 200 with each background worker's last step, or 503 naming a worker

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes and
 //! the request and answer types, served at `GET /openapi.json` with a reference page at
-//! `GET /docs`.
+//! `GET /docs` (`docs.rs`).
 //!
 //! To add an endpoint: put `#[utoipa::path(...)]` on its handler (its success answer and
 //! the errors only it gives) and name the handler in `paths(...)` below. What every
@@ -14,7 +14,7 @@
 use std::sync::LazyLock;
 
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use serde_json::Value;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -60,7 +60,8 @@ use super::error::ErrorBody;
         super::observe::readyz,
         super::observe::metrics,
         openapi_json,
-        docs,
+        super::docs::page,
+        super::docs::asset,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions),
@@ -97,21 +98,6 @@ pub fn document() -> Value {
 )]
 pub async fn openapi_json() -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
-}
-
-/// `GET /docs`: the API reference, rendered in the browser by Scalar.
-#[utoipa::path(
-    get,
-    path = "/docs",
-    tag = "meta",
-    responses((status = 200, description = "An HTML page rendering this document.", content_type = "text/html", body = String)),
-)]
-pub async fn docs() -> Html<&'static str> {
-    static PAGE: LazyLock<String> = LazyLock::new(|| {
-        let doc: Value = serde_json::from_str(&DOCUMENT).expect("the document is JSON");
-        utoipa_scalar::Scalar::new(doc).to_html()
-    });
-    Html(PAGE.as_str())
 }
 
 /// Who may call a path.
@@ -246,7 +232,14 @@ fn add_shared_responses(
         Scope::Admin => {
             add(
                 "401",
-                unauthorized("`invalid_api_key`: the admin token is missing or wrong."),
+                unauthorized("`invalid_admin_token`: the admin token is missing or wrong."),
+            );
+            add(
+                "429",
+                with_retry_after(error(
+                    "`too_many_failed_attempts`: too many wrong tokens from this address \
+                     lately (`Retry-After` says when the next try is looked at).",
+                )),
             );
             add(
                 "404",

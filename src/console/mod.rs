@@ -4,7 +4,9 @@
 //! one stylesheet and one script are compiled into the binary.
 //!
 //! Sessions live in the shared store (`session.rs`), so any replica serves any page.
-//! Every state-changing form carries the session's CSRF token.
+//! Every state-changing form carries the session's CSRF token. Every answer carries the
+//! pages' security headers (`api::headers::console_page`): a CSP of this origin only (the
+//! pages have no inline script or style), no framing, no referrer, no caching.
 
 mod charts;
 mod keys;
@@ -52,6 +54,9 @@ pub fn routes() -> Router<Arc<Gateway>> {
             get(playground::page).post(playground::submit),
         )
         .route("/console/playground/quote", post(playground::quote))
+        .layer(axum::middleware::map_response(
+            crate::api::headers::console_page,
+        ))
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -161,6 +161,15 @@ impl IntoResponse for ConsoleError {
                 "Invalid input",
                 format!("{field}: {message}"),
             ),
+            ConsoleError::Api(ApiError::TooManyFailures { retry_after_secs }) => {
+                let e = ApiError::TooManyFailures { retry_after_secs };
+                let body = html! { h1 { "Too many attempts" } p.error role="alert" { (e.public_message()) } };
+                let headers = [(
+                    axum::http::header::RETRY_AFTER,
+                    retry_after_secs.to_string(),
+                )];
+                return (e.status(), headers, bare("Too many attempts", body)).into_response();
+            }
             ConsoleError::Api(e) => (e.status(), "Something went wrong", e.public_message()),
         };
         let body = html! {

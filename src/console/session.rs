@@ -1,9 +1,18 @@
 //! Signing in and out, the session cookie, and the CSRF check of every form.
 //!
 //! The cookie holds a random token; the store keeps only its SHA-256 with the viewer (the
-//! operator, or one key) and the session's CSRF token. The cookie is HttpOnly,
-//! SameSite=Strict, limited to `/console`, and Secure when the request came over https
-//! (`X-Forwarded-Proto: https` from the TLS proxy in front of omnigate).
+//! operator, or one key), the session's CSRF token and what it signed in with. The cookie
+//! is HttpOnly and SameSite=Strict. It is Secure as `console.secure_cookies` says (`auto`:
+//! when the request came over https, `X-Forwarded-Proto: https` from the TLS proxy in
+//! front of omnigate), and then named `__Host-...` with `Path=/` (the prefix makes the
+//! browser refuse one set without Secure or by another host); otherwise it is limited to
+//! `/console`. Either name is accepted, since a setting or a proxy header may change.
+//!
+//! A session ends with the credential it signed in with: a key's when that secret stops
+//! working (revocation, or the end of the grace period after a rotation), the operator's
+//! when the admin token changes or is removed. The operator's row holds a fingerprint of
+//! the token, HMAC-SHA256 keyed with the session's own cookie token: the store never holds
+//! that key, so its rows cannot be used to test guesses of the admin token.
 //!
 //! The sign-in form itself is protected by a double-submit token: a short-lived cookie
 //! and the same value in a hidden field.
@@ -12,24 +21,49 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use maud::html;
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::page::{self, ConsoleError};
-use crate::api::same_secret;
+use crate::api::{same_secret, Throttle};
+use crate::config::SecureCookies;
 use crate::gateway::Gateway;
-use crate::store::now_ms;
+use crate::store::{now_ms, SignedInWith};
 
-const SESSION_COOKIE: &str = "omnigate_session";
-const LOGIN_COOKIE: &str = "omnigate_login";
+const SESSION_COOKIE: CookieName = CookieName("omnigate_session");
+const LOGIN_COOKIE: CookieName = CookieName("omnigate_login");
 const SESSION_HOURS: i64 = 12;
+
+/// A cookie's base name; a Secure one is set as `__Host-` + it.
+#[derive(Clone, Copy)]
+struct CookieName(&'static str);
+
+impl CookieName {
+    fn host_prefixed(self) -> String {
+        format!("__Host-{}", self.0)
+    }
+
+    /// Its value under either name the gateway may have set, the prefixed one first.
+    fn value_in(self, jar: &CookieJar) -> Option<String> {
+        jar.get(&self.host_prefixed())
+            .or_else(|| jar.get(self.0))
+            .map(|c| c.value().to_string())
+    }
+
+    /// Removes it under both names.
+    fn remove_from(self, jar: CookieJar) -> CookieJar {
+        jar.remove(Cookie::build(self.host_prefixed()).path("/"))
+            .remove(Cookie::build(self.0).path("/console"))
+    }
+}
 
 /// Who is looking: the operator sees every key's data; a key sees only its own.
 #[derive(Debug, Clone)]
@@ -84,9 +118,8 @@ impl FromRequestParts<Arc<Gateway>> for Session {
         gw: &Arc<Gateway>,
     ) -> Result<Self, ConsoleError> {
         let jar = CookieJar::from_headers(&parts.headers);
-        let token = jar
-            .get(SESSION_COOKIE)
-            .map(|c| c.value().to_string())
+        let token = SESSION_COOKIE
+            .value_in(&jar)
             .ok_or(ConsoleError::SignInRequired)?;
         let stored = gw
             .store
@@ -98,7 +131,14 @@ impl FromRequestParts<Arc<Gateway>> for Session {
                 id,
                 name: name.unwrap_or_default(),
             },
-            (None, _) => Viewer::Operator,
+            (None, _) => {
+                let current = admin_fingerprint(gw, &token);
+                match (current, stored.admin_fingerprint) {
+                    (Some(now), Some(then)) if same_secret(&now, &then) => Viewer::Operator,
+                    // The admin token changed, or the admin API is off.
+                    _ => return Err(ConsoleError::SignInRequired),
+                }
+            }
         };
         Ok(Session {
             viewer,
@@ -116,9 +156,13 @@ pub struct SignInForm {
 }
 
 /// `GET /console/login`
-pub async fn login_page(jar: CookieJar, headers: HeaderMap) -> (CookieJar, Response) {
+pub async fn login_page(
+    State(gw): State<Arc<Gateway>>,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> (CookieJar, Response) {
     let nonce = random_token();
-    let cookie = cookie(LOGIN_COOKIE, nonce.clone(), &headers, 10 * 60);
+    let cookie = cookie(&gw, LOGIN_COOKIE, nonce.clone(), &headers, 10 * 60);
     (jar.add(cookie), login_form(&nonce, None))
 }
 
@@ -142,51 +186,60 @@ fn login_form(nonce: &str, problem: Option<&str>) -> Response {
 }
 
 /// `POST /console/login`
+/// Wrong tokens count against the client's address (`api::Throttle`): past its budget the
+/// form answers 429 before the token is looked at.
 pub async fn sign_in(
     State(gw): State<Arc<Gateway>>,
+    throttle: Throttle,
     jar: CookieJar,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Result<(CookieJar, Response), ConsoleError> {
-    let expected = jar.get(LOGIN_COOKIE).map(|c| c.value().to_string());
+    let expected = LOGIN_COOKIE.value_in(&jar);
     match (&expected, form.csrf.as_deref()) {
         (Some(expected), Some(sent)) if same_secret(sent, expected) => {}
         _ => return Err(ConsoleError::CsrfRejected),
     }
+    throttle.check()?;
     let token = form.token.trim();
-    let key_id = if is_admin_token(&gw, token) {
-        None
-    } else {
-        match gw.store.authenticate(token).await? {
-            Some(key) => Some(key.id),
-            None => {
-                let nonce = expected.unwrap_or_default();
-                let mut resp = login_form(
-                    &nonce,
-                    Some("That is neither the admin token nor a live API key."),
-                );
-                *resp.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
-                return Ok((jar, resp));
-            }
-        }
-    };
     let session_token = random_token();
+    let fingerprint;
+    let with = if is_admin_token(&gw, token) {
+        fingerprint = admin_fingerprint(&gw, &session_token).unwrap_or_default();
+        SignedInWith::AdminToken {
+            fingerprint: &fingerprint,
+        }
+    } else if let Some(key) = gw.store.authenticate(token).await? {
+        fingerprint = key.id;
+        SignedInWith::KeySecret {
+            key_id: &fingerprint,
+            secret: token,
+        }
+    } else {
+        throttle.failed();
+        let nonce = expected.unwrap_or_default();
+        let mut resp = login_form(
+            &nonce,
+            Some("That is neither the admin token nor a live API key."),
+        );
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok((jar, resp));
+    };
     gw.store
         .create_console_session(
             &token_hash(&session_token),
-            key_id.as_deref(),
+            with,
             &random_token(),
             now_ms() + SESSION_HOURS * 3_600_000,
         )
         .await?;
-    let jar = jar
-        .remove(Cookie::build(LOGIN_COOKIE).path("/console"))
-        .add(cookie(
-            SESSION_COOKIE,
-            session_token,
-            &headers,
-            SESSION_HOURS * 3600,
-        ));
+    let jar = LOGIN_COOKIE.remove_from(jar).add(cookie(
+        &gw,
+        SESSION_COOKIE,
+        session_token,
+        &headers,
+        SESSION_HOURS * 3600,
+    ));
     Ok((jar, Redirect::to("/console/tasks").into_response()))
 }
 
@@ -204,12 +257,10 @@ pub async fn sign_out(
     Form(form): Form<CsrfForm>,
 ) -> Result<(CookieJar, Redirect), ConsoleError> {
     session.check_csrf(form.csrf.as_deref())?;
-    if let Some(c) = jar.get(SESSION_COOKIE) {
-        gw.store
-            .delete_console_session(&token_hash(c.value()))
-            .await?;
+    if let Some(token) = SESSION_COOKIE.value_in(&jar) {
+        gw.store.delete_console_session(&token_hash(&token)).await?;
     }
-    let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/console"));
+    let jar = SESSION_COOKIE.remove_from(jar);
     Ok((jar, Redirect::to("/console/login")))
 }
 
@@ -221,17 +272,54 @@ fn is_admin_token(gw: &Gateway, given: &str) -> bool {
         .is_some_and(|t| same_secret(given, t.expose()))
 }
 
+/// The fingerprint of the configured admin token for the session with this cookie token;
+/// None when the admin API is off (and with it the operator's console).
+fn admin_fingerprint(gw: &Gateway, session_token: &str) -> Option<String> {
+    let admin = gw.config.admin.token.as_ref()?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(session_token.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(admin.expose().as_bytes());
+    Some(hex::encode(mac.finalize().into_bytes()))
+}
+
 fn cookie(
-    name: &'static str,
+    gw: &Gateway,
+    name: CookieName,
     value: String,
     headers: &HeaderMap,
     max_age_secs: i64,
 ) -> Cookie<'static> {
+    build_cookie(
+        gw.config.console.secure_cookies,
+        name,
+        value,
+        headers,
+        max_age_secs,
+    )
+}
+
+fn build_cookie(
+    mode: SecureCookies,
+    name: CookieName,
+    value: String,
+    headers: &HeaderMap,
+    max_age_secs: i64,
+) -> Cookie<'static> {
+    let secure = match mode {
+        SecureCookies::Always => true,
+        SecureCookies::Never => false,
+        SecureCookies::Auto => came_over_https(headers),
+    };
+    let (name, path) = if secure {
+        (name.host_prefixed(), "/")
+    } else {
+        (name.0.to_string(), "/console")
+    };
     Cookie::build((name, value))
-        .path("/console")
+        .path(path)
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(came_over_https(headers))
+        .secure(secure)
         .max_age(time::Duration::seconds(max_age_secs))
         .build()
 }
@@ -259,17 +347,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_session_cookie_is_http_only_strict_and_secure_only_over_https() {
-        let plain = cookie(SESSION_COOKIE, "t".into(), &HeaderMap::new(), 60).to_string();
-        assert!(
-            plain.contains("HttpOnly") && plain.contains("SameSite=Strict"),
-            "{plain}"
-        );
-        assert!(!plain.contains("Secure"), "{plain}");
+    fn the_session_cookie_is_secure_and_host_prefixed_as_the_setting_says() {
         let mut proxied = HeaderMap::new();
         proxied.insert("x-forwarded-proto", "https".parse().unwrap());
-        let secure = cookie(SESSION_COOKIE, "t".into(), &proxied, 60).to_string();
-        assert!(secure.contains("Secure"), "{secure}");
+        let plain = HeaderMap::new();
+        let host =
+            "__Host-omnigate_session=t; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=60";
+        let bare = "omnigate_session=t; HttpOnly; SameSite=Strict; Path=/console; Max-Age=60";
+        for (mode, headers, want) in [
+            (SecureCookies::Auto, &plain, bare),
+            (SecureCookies::Auto, &proxied, host),
+            (SecureCookies::Always, &plain, host),
+            (SecureCookies::Always, &proxied, host),
+            (SecureCookies::Never, &plain, bare),
+            (SecureCookies::Never, &proxied, bare),
+        ] {
+            let got = build_cookie(mode, SESSION_COOKIE, "t".into(), headers, 60).to_string();
+            assert_eq!(got, want, "{mode:?}");
+        }
     }
 
     #[test]

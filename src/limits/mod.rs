@@ -5,16 +5,18 @@
 //! Concurrency and budgets are counted in the store, inside the task's own transactions;
 //! only the request rate needs a store of its own, because it is checked on every call.
 
+mod breaker;
 pub mod layer;
 mod memory;
 mod redis;
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use self::breaker::{Admit, Breaker};
 use crate::config::{LimitsConfig, RedisErrorPolicy};
 use crate::store::{ApiKey, KeyLimits};
 
@@ -141,8 +143,11 @@ pub struct Limits {
     config: LimitsConfig,
     /// Checks the backend could not answer, since start (for metrics).
     backend_failures: AtomicU64,
-    /// Set while the backend is failing, so that an outage is logged once, not per call.
-    outage: AtomicBool,
+    /// Checks answered by the failure policy without asking the failing backend.
+    bypassed: AtomicU64,
+    /// Skips the backend for `limits.redis_skip_ms` after it failed, so that an outage
+    /// costs one timeout per window, not one per call, and is logged once.
+    breaker: Breaker,
 }
 
 impl Limits {
@@ -171,11 +176,15 @@ impl Limits {
     }
 
     pub fn with_backend(backend: Box<dyn RateLimiter>, config: LimitsConfig) -> Limits {
+        // A probe is over once the backend's own timeout has passed (a caller that hung
+        // up mid-probe never reports).
+        let breaker = Breaker::new(config.redis_skip(), config.redis_timeout() * 2);
         Limits {
             backend,
             config,
             backend_failures: AtomicU64::new(0),
-            outage: AtomicBool::new(false),
+            bypassed: AtomicU64::new(0),
+            breaker,
         }
     }
 
@@ -203,12 +212,19 @@ impl Limits {
         let Some(quota) = self.quota(&key.limits, bucket) else {
             return Verdict::Unlimited;
         };
+        if self.breaker.admit() == Admit::Skip {
+            self.bypassed.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::metrics::rate_limit_bypassed();
+            return self.failure_verdict();
+        }
         match self.backend.check(&key.id, bucket, quota).await {
             Ok(decision) => {
-                if self.outage.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
+                if self.breaker.succeeded() {
+                    crate::telemetry::metrics::rate_limit_backend_skipped(false);
+                    tracing::info!(
                         backend = self.backend.name(),
                         failed_checks = self.backend_failures(),
+                        bypassed_checks = self.bypassed(),
                         "rate limiter: the backend answers again; rate limits are enforced again"
                     );
                 }
@@ -216,27 +232,36 @@ impl Limits {
             }
             Err(e) => {
                 self.backend_failures.fetch_add(1, Ordering::Relaxed);
-                let open = self.config.on_redis_error == RedisErrorPolicy::FailOpen;
-                if !self.outage.swap(true, Ordering::Relaxed) {
-                    let consequence = if open {
-                        "failing open (limits.on_redis_error = fail_open): /v1 calls pass \
-                         WITHOUT rate limiting until it answers again"
-                    } else {
-                        "failing closed (limits.on_redis_error = fail_closed): /v1 calls are \
-                         refused with 503 rate_limiter_unavailable until it answers again"
+                if self.breaker.failed() {
+                    crate::telemetry::metrics::rate_limit_backend_skipped(true);
+                    let consequence = match self.config.on_redis_error {
+                        RedisErrorPolicy::FailOpen => {
+                            "failing open (limits.on_redis_error = fail_open): /v1 calls pass \
+                             WITHOUT rate limiting until it answers again"
+                        }
+                        RedisErrorPolicy::FailClosed => {
+                            "failing closed (limits.on_redis_error = fail_closed): /v1 calls \
+                             are refused with 503 rate_limiter_unavailable until it answers again"
+                        }
                     };
-                    tracing::error!(
+                    tracing::warn!(
                         backend = self.backend.name(),
                         error = format!("{e:#}"),
-                        "rate limiter: the backend cannot answer; {consequence}"
+                        skip_ms = self.config.redis_skip_ms,
+                        "rate limiter: the backend cannot answer and is skipped, one call \
+                         probing it per limits.redis_skip_ms; {consequence}"
                     );
                 }
-                if open {
-                    Verdict::FailedOpen
-                } else {
-                    Verdict::FailedClosed
-                }
+                self.failure_verdict()
             }
+        }
+    }
+
+    /// What a call gets while the backend cannot answer: `limits.on_redis_error`.
+    fn failure_verdict(&self) -> Verdict {
+        match self.config.on_redis_error {
+            RedisErrorPolicy::FailOpen => Verdict::FailedOpen,
+            RedisErrorPolicy::FailClosed => Verdict::FailedClosed,
         }
     }
 
@@ -255,9 +280,14 @@ impl Limits {
         self.backend_failures.load(Ordering::Relaxed)
     }
 
+    /// Checks answered by the failure policy without asking the backend, since start.
+    pub fn bypassed(&self) -> u64 {
+        self.bypassed.load(Ordering::Relaxed)
+    }
+
     /// Is the backend failing right now (as of the last check)?
     pub fn backend_down(&self) -> bool {
-        self.outage.load(Ordering::Relaxed)
+        self.breaker.is_open()
     }
 }
 
@@ -359,7 +389,12 @@ mod tests {
                 Verdict::Unlimited,
                 "no quota, no backend call"
             );
-            assert_eq!(l.backend_failures(), 2);
+            assert_eq!(
+                l.backend_failures(),
+                1,
+                "the second check skipped the backend"
+            );
+            assert_eq!(l.bypassed(), 1);
             assert!(l.backend_down());
         }
     }

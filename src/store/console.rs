@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::keys::hash_key;
 use super::tasks::{page_of, TaskPage, TASK_COLUMNS};
 use super::{now_ms, Backend, Store};
 
@@ -12,6 +13,19 @@ pub struct ConsoleSession {
     pub api_key_id: Option<String>,
     pub key_name: Option<String>,
     pub csrf_token: String,
+    /// The operator's: the fingerprint of the admin token signed in with, for the console
+    /// to compare with the configured one (the store cannot: it never sees the token).
+    pub admin_fingerprint: Option<String>,
+}
+
+/// What a console session signed in with: it lives only as long as that stays valid.
+#[derive(Debug, Clone, Copy)]
+pub enum SignedInWith<'a> {
+    /// The admin token, as its fingerprint (`console::session`).
+    AdminToken { fingerprint: &'a str },
+    /// One of a key's secrets: the session ends with that secret (revocation, or the end of
+    /// the grace period after a rotation), not with the key.
+    KeySecret { key_id: &'a str, secret: &'a str },
 }
 
 /// The task list's filters; `owner` is set for a key's own view and is not optional there.
@@ -66,39 +80,52 @@ impl Store {
     pub async fn create_console_session(
         &self,
         token_hash: &str,
-        api_key_id: Option<&str>,
+        with: SignedInWith<'_>,
         csrf_token: &str,
         expires_at: i64,
     ) -> anyhow::Result<()> {
+        let (api_key_id, secret_hash, fingerprint) = match with {
+            SignedInWith::AdminToken { fingerprint } => (None, None, Some(fingerprint)),
+            SignedInWith::KeySecret { key_id, secret } => {
+                (Some(key_id), Some(hash_key(secret)), None)
+            }
+        };
         let now = now_ms();
         sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
             .bind(now)
             .execute(self.writer())
             .await?;
         sqlx::query(
-            "INSERT INTO console_sessions (token_hash, api_key_id, csrf_token, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO console_sessions (token_hash, api_key_id, csrf_token, created_at, expires_at, \
+             secret_hash, admin_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(token_hash)
         .bind(api_key_id)
         .bind(csrf_token)
         .bind(now)
         .bind(expires_at)
+        .bind(secret_hash)
+        .bind(fingerprint)
         .execute(self.writer())
         .await?;
         Ok(())
     }
 
-    /// The live session with this token hash: not expired, and its key not revoked.
+    /// The live session with this token hash: not expired and, for a key's, its key not
+    /// revoked and the secret it signed in with still valid (the key's current one, or
+    /// the previous one within its grace period after a rotation), as `authenticate`
+    /// judges a secret. The operator's fingerprint is the console's to check.
     pub async fn console_session(
         &self,
         token_hash: &str,
     ) -> anyhow::Result<Option<ConsoleSession>> {
         let row = sqlx::query(
-            "SELECT s.api_key_id, k.name AS key_name, s.csrf_token FROM console_sessions s \
-             LEFT JOIN api_keys k ON k.id = s.api_key_id \
+            "SELECT s.api_key_id, k.name AS key_name, s.csrf_token, s.admin_fingerprint \
+             FROM console_sessions s LEFT JOIN api_keys k ON k.id = s.api_key_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 \
-             AND (s.api_key_id IS NULL OR k.revoked_at IS NULL)",
+             AND (s.api_key_id IS NULL OR (k.revoked_at IS NULL \
+                  AND (s.secret_hash = k.key_hash \
+                       OR (s.secret_hash = k.previous_key_hash AND k.previous_valid_until > $2))))",
         )
         .bind(token_hash)
         .bind(now_ms())
@@ -109,6 +136,7 @@ impl Store {
                 api_key_id: r.try_get("api_key_id")?,
                 key_name: r.try_get("key_name")?,
                 csrf_token: r.try_get("csrf_token")?,
+                admin_fingerprint: r.try_get("admin_fingerprint")?,
             })
         })
         .transpose()
@@ -120,6 +148,20 @@ impl Store {
             .execute(self.writer())
             .await?;
         Ok(())
+    }
+
+    /// Deletes up to `limit` sessions that expired before `now` (signing in also clears
+    /// them, but a gateway nobody signs in to would keep them forever). Returns how many.
+    pub async fn prune_console_sessions(&self, now: i64, limit: u32) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM console_sessions WHERE token_hash IN (SELECT token_hash \
+             FROM console_sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// A page of tasks matching `filter`, newest first, after the (created_at, id) cursor.

@@ -18,7 +18,7 @@ mod usage;
 mod webhooks;
 
 pub use capacity::{ConfiguredCap, ProviderCapacity};
-pub use console::{ConsoleSession, OutcomeSlot, TaskFilter, UsageCell};
+pub use console::{ConsoleSession, OutcomeSlot, SignedInWith, TaskFilter, UsageCell};
 pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
@@ -270,15 +270,25 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("plans.db").display());
         let store = Store::connect(&url, 1).await.unwrap();
         let statements = [
-            (store.claim_due_sql(ClaimKind::Poll), "tasks_due_poll"),
+            (
+                store.claim_due_sql(ClaimKind::Poll),
+                "tasks",
+                "tasks_due_poll",
+            ),
             (
                 store.claim_due_sql(ClaimKind::Reconcile),
+                "tasks",
                 "tasks_due_reconcile",
             ),
-            (store.prune_finished_sql(), "tasks_finished"),
-            (store.poll_lag_sql(), "tasks_due_poll"),
+            (store.prune_finished_sql(), "tasks", "tasks_finished"),
+            (
+                store.prune_webhook_events_sql(),
+                "webhook_events",
+                "webhook_events_final",
+            ),
+            (store.poll_lag_sql(), "tasks", "tasks_due_poll"),
         ];
-        for (sql, index) in statements {
+        for (sql, table, index) in statements {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .fetch_all(store.pool())
                 .await
@@ -286,11 +296,11 @@ mod tests {
                 .iter()
                 .map(|row| row.try_get::<String, _>("detail").unwrap())
                 .collect();
-            let scan_of_tasks = plan
-                .iter()
-                .find(|step| step.contains("tasks USING INDEX") && !step.contains("(id=?)"));
+            let scan = plan.iter().find(|step| {
+                step.contains(&format!("{table} USING INDEX")) && !step.contains("(id=?)")
+            });
             assert!(
-                scan_of_tasks.is_some_and(|step| step.contains(index)),
+                scan.is_some_and(|step| step.contains(index)),
                 "{index}: {plan:?}"
             );
         }

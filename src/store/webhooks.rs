@@ -356,4 +356,51 @@ impl Store {
         tx.commit().await?;
         Ok(Redelivery::Queued(event))
     }
+
+    pub(super) fn prune_webhook_events_sql(&self) -> String {
+        // The no-op write takes SQLite's write lock at once and, on PostgreSQL, locks the
+        // rows so that a redelivery racing the prune waits and then finds no event; the
+        // outer `state` test is rechecked on a row a redelivery changed first.
+        format!(
+            "UPDATE webhook_events SET lease_until = 0 WHERE state <> 'pending' AND id IN (\
+               SELECT id FROM webhook_events {} WHERE state <> 'pending' AND next_attempt_at < $1 \
+               ORDER BY next_attempt_at LIMIT $2) RETURNING id",
+            self.sqlite_index("webhook_events_final")
+        )
+    }
+
+    /// Deletes up to `limit` events whose delivery is final (delivered, failed, disabled)
+    /// and was last due before `before`, with their attempts; pending events stay whatever
+    /// their age. Returns how many events it deleted.
+    pub async fn prune_webhook_events(&self, before: i64, limit: u32) -> anyhow::Result<u64> {
+        let mut tx = self.writes.begin().await?;
+        let ids: Vec<String> = sqlx::query(&self.prune_webhook_events_sql())
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let list = (1..=ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Attempts first: they reference their event.
+        for sql in [
+            format!("DELETE FROM webhook_attempts WHERE event_id IN ({list})"),
+            format!("DELETE FROM webhook_events WHERE id IN ({list})"),
+        ] {
+            let mut q = sqlx::query(&sql);
+            for id in &ids {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
 }

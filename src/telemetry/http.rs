@@ -1,5 +1,9 @@
 //! The HTTP side of observability: the request span (with the request id and route
 //! template) and the request metrics, as middleware for `api::router`.
+//!
+//! The span never holds the raw path: `/upstream/callbacks/{token}` carries a secret in
+//! it, and logs and exported spans (OpenTelemetry) must not. The route template says which
+//! endpoint it was, and `task_id` (recorded by a handler once known) which task.
 
 use std::time::Instant;
 
@@ -10,7 +14,8 @@ use tracing::Span;
 
 use super::request_id::X_REQUEST_ID;
 
-/// The span of one request: every log line inside it carries `request_id` and `route`.
+/// The span of one request: every log line inside it carries `request_id` and `route`
+/// (the template, `unmatched` when none matched), never the path.
 /// Used as `TraceLayer::make_span_with`, inside `request_id::assign`, which has already
 /// put a sane id into the request's headers.
 pub fn request_span(req: &Request) -> Span {
@@ -27,14 +32,20 @@ pub fn request_span(req: &Request) -> Span {
         "http_request",
         method = %req.method(),
         route,
-        path = req.uri().path(),
         request_id = id,
+        task_id = tracing::field::Empty,
         status = tracing::field::Empty,
         otel.kind = "server",
         otel.name = format_args!("{} {route}", req.method()),
     );
     super::propagation::adopt_parent(&span, req.headers());
     span
+}
+
+/// Records on the current request's span the task it turned out to be about (for a route
+/// whose path names the task by a secret, such as an upstream callback's token).
+pub fn record_task_id(task_id: &str) {
+    Span::current().record("task_id", task_id);
 }
 
 /// Counts the request and records its latency once answered, by route template.

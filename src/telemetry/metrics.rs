@@ -25,6 +25,8 @@ pub const STORE_GAUGES_UPDATED: &str = "omnigate_store_gauges_updated_timestamp_
 pub const WEBHOOK_DELIVERIES: &str = "omnigate_webhook_deliveries_total";
 pub const WEBHOOK_DURATION: &str = "omnigate_webhook_delivery_duration_seconds";
 pub const LIMIT_REFUSALS: &str = "omnigate_limit_refusals_total";
+pub const RATE_LIMIT_BYPASS: &str = "omnigate_rate_limit_redis_bypass_total";
+pub const RATE_LIMIT_SKIPPING: &str = "omnigate_rate_limit_redis_skipping";
 pub const SPEND: &str = "omnigate_spend_microdollars_total";
 pub const CAPACITY_REFUSALS: &str = "omnigate_capacity_refusals_total";
 pub const PROVIDER_IN_FLIGHT: &str = "omnigate_provider_in_flight";
@@ -139,6 +141,14 @@ fn describe() {
         "Time waiting tasks spent in the admission queue before a provider took them"
     );
     describe_counter!(
+        RATE_LIMIT_BYPASS,
+        "Rate limit checks answered by limits.on_redis_error without asking Redis, which had just failed"
+    );
+    describe_gauge!(
+        RATE_LIMIT_SKIPPING,
+        "1 while this process skips a failing Redis for its rate limits, else 0"
+    );
+    describe_counter!(
         SPEND,
         "Final cost of completed tasks in millionths of a USD, by provider"
     );
@@ -201,6 +211,16 @@ pub fn limit_refusal(code: &str) {
         _ => return,
     };
     counter!(LIMIT_REFUSALS, "kind" => kind).increment(1);
+}
+
+/// A rate limit check applied the failure policy without asking the failing Redis.
+pub fn rate_limit_bypassed() {
+    counter!(RATE_LIMIT_BYPASS).increment(1);
+}
+
+/// The rate limiter started (`true`) or stopped skipping a failing Redis.
+pub fn rate_limit_backend_skipped(skipping: bool) {
+    gauge!(RATE_LIMIT_SKIPPING).set(if skipping { 1.0 } else { 0.0 });
 }
 
 /// A task of `provider` completed at `usd`.

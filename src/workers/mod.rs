@@ -7,6 +7,7 @@ mod heartbeat;
 pub mod poller;
 pub mod reconciler;
 pub mod results;
+pub mod retention;
 pub mod webhooks;
 
 pub use heartbeat::{Heartbeats, WorkerStatus};
@@ -118,28 +119,14 @@ async fn fail(
 
 const JANITOR_TICK: Duration = Duration::from_secs(60);
 
-/// Finished tasks whose details one janitor step deletes at most.
-const RETENTION_BATCH: u32 = 500;
-
-/// Forgets expired idempotency keys and, past the retention period, finished tasks'
-/// request bodies, status history and attempts. Returns 0 so that its loop always sleeps a
-/// full tick.
+/// Forgets expired idempotency keys and deletes what retention no longer keeps
+/// (`retention.rs`). Returns 0 so that its loop always sleeps a full tick.
 pub async fn janitor_once(gw: &Gateway) -> anyhow::Result<usize> {
     let pruned = gw.store.prune_idempotency_keys().await?;
     if pruned > 0 {
         tracing::debug!(pruned, "expired idempotency keys removed");
     }
-    let days = gw.config.retention.finished_task_details_days;
-    if days > 0 {
-        let before = now_ms() - (days as i64).saturating_mul(86_400_000);
-        let pruned = gw
-            .store
-            .prune_finished_details(before, RETENTION_BATCH)
-            .await?;
-        if pruned > 0 {
-            tracing::info!(pruned, days, "details of old finished tasks deleted");
-        }
-    }
+    retention::prune_once(gw).await?;
     Ok(0)
 }
 

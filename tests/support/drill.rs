@@ -184,6 +184,11 @@ impl GatewayProcess {
         format!("Bearer {token}")
     }
 
+    /// Everything the gateway logged (every run).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// The last lines the gateway logged, for a failure message.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
