@@ -19,7 +19,7 @@ use support::sim::{Fault, Outcome, Script, Sim, SimDialect, SimError};
 
 const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(20);
-const ADMIN: &str = "admin-token";
+const ADMIN: &str = "capacity-admin-token-0123456789abcdef";
 
 fn plain() -> Value {
     json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9", "duration": 5})
