@@ -300,6 +300,58 @@ async fn priority_orders_a_keys_own_waiting_tasks(db: Db) {
 }
 on_both_stores!(priority_orders_a_keys_own_waiting_tasks);
 
+async fn a_keys_weight_and_max_queued_come_from_the_admin_api(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(until_finished());
+    let app = queueing(&db, vec![("up", capped(&sim, 0.1, 1))]).await;
+    let heavy = admin_new_key(&app, json!({"weight": 3})).await;
+    let light = admin_new_key(&app, json!({"max_queued": 6})).await;
+    assert_eq!(
+        (heavy["weight"].as_i64(), light["weight"].as_i64()),
+        (Some(3), Some(1))
+    );
+    let running = id(&app.create(&plain()).await);
+    let mut ids = vec![running];
+    let mut heavy_ids = Vec::new();
+    for key in [&heavy, &light] {
+        for _ in 0..6 {
+            let (status, task) = app
+                .post_as(
+                    key["key"].as_str().unwrap(),
+                    "/v1/video/generations",
+                    &plain(),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+            ids.push(id(&task));
+            if key == &heavy {
+                heavy_ids.push(id(&task));
+            }
+        }
+    }
+    let (status, err) = app
+        .post_as(
+            light["key"].as_str().unwrap(),
+            "/v1/video/generations",
+            &plain(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{err}");
+    assert_eq!(err["error"]["code"], "queue_full");
+    let info = key_info(&app, light["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (info["queued"].as_i64(), info["max_queued"].as_i64()),
+        (Some(6), Some(6))
+    );
+    finish_one_by_one(&sim, 13).await;
+    let order = start_order(&app, &sim, &ids).await;
+    // Weight 3 against 1: of the first eight started from the queue, about six are heavy's.
+    let heavy_first = order[1..9].iter().filter(|o| heavy_ids.contains(o)).count();
+    assert!(heavy_first >= 5, "{heavy_first} of 8: {order:?}");
+}
+on_both_stores!(a_keys_weight_and_max_queued_come_from_the_admin_api);
+
 async fn a_task_waiting_past_its_deadline_fails_with_nothing_charged(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;

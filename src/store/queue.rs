@@ -69,6 +69,46 @@ pub enum Enqueued {
 /// before each provider call, as for any submit).
 const DISPATCH_LEASE_MS: i64 = 30_000;
 
+/// Each statement that reads the queue, through its partial index (migration 0018; on
+/// SQLite named, as its planner has no statistics to find it).
+impl Store {
+    pub(super) fn queue_position_sql(&self) -> String {
+        format!(
+            "SELECT COUNT(*) FROM tasks {} WHERE state = 'waiting' AND queue_tag < $1",
+            self.sqlite_index("tasks_waiting_tag")
+        )
+    }
+
+    pub(super) fn claim_head_sql(&self) -> String {
+        format!(
+            "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+               SELECT id FROM tasks {} WHERE state = 'waiting' AND lease_until <= $3 \
+               ORDER BY queue_tag LIMIT 1 {}) \
+             RETURNING id, api_key_id, queue_tag, queue_priority, waiting_since",
+            self.sqlite_index("tasks_waiting_tag"),
+            self.skip_locked()
+        )
+    }
+
+    pub(super) fn key_best_sql(&self) -> String {
+        format!(
+            "SELECT id, queue_tag, queue_priority, waiting_since FROM tasks {} \
+             WHERE state = 'waiting' AND api_key_id = $1 AND lease_until <= $2 \
+             ORDER BY queue_priority, waiting_since LIMIT 1 {}",
+            self.sqlite_index("tasks_waiting_key"),
+            self.skip_locked()
+        )
+    }
+
+    pub(super) fn past_deadline_sql(&self) -> String {
+        format!(
+            "SELECT id FROM tasks {} WHERE state = 'waiting' AND max_wait_until <= $1 \
+             ORDER BY max_wait_until LIMIT $2",
+            self.sqlite_index("tasks_waiting_deadline")
+        )
+    }
+}
+
 impl Store {
     /// Moves a task its submit could not place into the queue: its fair-share tag, its
     /// key's count of waiting tasks (refused past `max_queued`) and its lease, in one
@@ -130,11 +170,7 @@ impl Store {
     /// Tasks waiting ahead of a task with fair-share tag `tag`, plus one: 1 starts next.
     /// Counts entries of the waiting tasks' index up to the tag, not the table.
     pub async fn queue_position(&self, tag: i64) -> anyhow::Result<i64> {
-        let sql = format!(
-            "SELECT COUNT(*) FROM tasks {} WHERE state = 'waiting' AND queue_tag < $1",
-            self.sqlite_index("tasks_waiting_tag")
-        );
-        let ahead: i64 = sqlx::query_scalar(&sql)
+        let ahead: i64 = sqlx::query_scalar(&self.queue_position_sql())
             .bind(tag)
             .fetch_one(&self.pool)
             .await?;
@@ -152,15 +188,7 @@ impl Store {
         let mut tx = self.writes.begin().await?;
         // A write first: SQLite takes its write lock at once, and on PostgreSQL the row lock
         // (with SKIP LOCKED) keeps two dispatchers off the same head.
-        let head_sql = format!(
-            "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
-               SELECT id FROM tasks {} WHERE state = 'waiting' AND lease_until <= $3 \
-               ORDER BY queue_tag LIMIT 1 {}) \
-             RETURNING id, api_key_id, queue_tag, queue_priority, waiting_since",
-            self.sqlite_index("tasks_waiting_tag"),
-            self.skip_locked()
-        );
-        let Some(head) = sqlx::query(&head_sql)
+        let Some(head) = sqlx::query(&self.claim_head_sql())
             .bind(token)
             .bind(lease_until)
             .bind(now)
@@ -177,14 +205,7 @@ impl Store {
             head.try_get::<i64, _>("queue_priority")?,
             head.try_get::<i64, _>("waiting_since")?,
         );
-        let best_sql = format!(
-            "SELECT id, queue_tag, queue_priority, waiting_since FROM tasks {} \
-             WHERE state = 'waiting' AND api_key_id = $1 AND lease_until <= $2 \
-             ORDER BY queue_priority, waiting_since LIMIT 1 {}",
-            self.sqlite_index("tasks_waiting_key"),
-            self.skip_locked()
-        );
-        let best = sqlx::query(&best_sql)
+        let best = sqlx::query(&self.key_best_sql())
             .bind(&key)
             .bind(now)
             .fetch_optional(&mut *tx)
@@ -267,12 +288,7 @@ impl Store {
 
     /// Waiting tasks past their deadline, oldest deadline first, at most `limit`.
     pub async fn waiting_past_deadline(&self, limit: u32) -> anyhow::Result<Vec<String>> {
-        let sql = format!(
-            "SELECT id FROM tasks {} WHERE state = 'waiting' AND max_wait_until <= $1 \
-             ORDER BY max_wait_until LIMIT $2",
-            self.sqlite_index("tasks_waiting_deadline")
-        );
-        Ok(sqlx::query_scalar(&sql)
+        Ok(sqlx::query_scalar(&self.past_deadline_sql())
             .bind(now_ms())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
