@@ -1238,6 +1238,30 @@ mod tests {
     }
 
     #[test]
+    fn provider_caps_and_the_queue_are_read_and_checked_naming_the_key() {
+        let capped = EXAMPLE.replace("# max_in_flight = 20", "max_in_flight = 20");
+        let cfg = Config::from_toml_str(&capped, env_with_all_keys).unwrap();
+        assert_eq!(cfg.providers["anyfast"].max_in_flight, Some(20));
+        assert_eq!(cfg.queue.default_max_wait_secs, 3600);
+        for (bad, key) in [
+            (
+                EXAMPLE.replace("# max_in_flight = 20", "max_in_flight = 0"),
+                "providers.anyfast.max_in_flight",
+            ),
+            (
+                EXAMPLE.replace(
+                    "default_max_wait_secs = 3600",
+                    "default_max_wait_secs = 90000",
+                ),
+                "queue.default_max_wait_secs",
+            ),
+        ] {
+            let err = Config::from_toml_str(&bad, env_with_all_keys).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{err:#}");
+        }
+    }
+
+    #[test]
     fn the_sqlite_mapping_is_read_and_bounded() {
         let base = EXAMPLE;
         let cfg = Config::from_toml_str(base, env_with_all_keys).unwrap();
