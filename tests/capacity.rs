@@ -452,6 +452,8 @@ async fn waiting_tasks_survive_a_restart_and_complete(db: Db) {
         assert_eq!(done["status"], "completed", "{done}");
     }
     assert_eq!(sim.created_count(), 4, "each submitted once");
+    // The killed gateway's slot came back with its task's end: none leaked.
+    assert_eq!(capacity_of(&app, "up").await.in_flight, 0);
 }
 on_both_stores!(waiting_tasks_survive_a_restart_and_complete);
 
