@@ -53,6 +53,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Waiting for provider capacity: the admission queue (`queue/`).
     pub queue: crate::queue::QueueConfig,
+    /// `when_full`: spill to a dearer provider with room, or wait for the cheapest.
+    pub routing: crate::queue::RoutingConfig,
     /// Log format and filter.
     pub log: crate::telemetry::LogConfig,
     /// Prometheus metrics at `/metrics`.

@@ -15,7 +15,7 @@ use crate::domain::{TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
-use crate::queue::Admit;
+use crate::queue::{Admit, WhenFull};
 use crate::routing::{Candidate, PassReason, Plan};
 use crate::store::{
     lease_token, now_ms, Acceptance, ApiKey, Attempt, Budget, Enqueue, Enqueued, Holds,
@@ -404,6 +404,9 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
     // Providers without room: at their cap, or refusing for capacity.
     let mut full: Vec<String> = Vec::new();
     let may_wait = crate::queue::max_wait_ms(&gw.config.queue, &job.task.request).is_some();
+    // `routing.when_full = "wait"`: a full cheapest provider makes the task wait for it.
+    let wait_for_cheapest = may_wait && gw.config.routing.when_full == WhenFull::Wait;
+    let cheapest = &job.plan.candidates[0].upstream.name;
     let mut target = job.task.provider.clone();
     let mut round: Vec<&Candidate> = job.plan.candidates.iter().collect();
     for n in 0..gw.config.submit.rounds.max(1) {
@@ -432,6 +435,9 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                 .map_err(after_write)?
             {
                 Admit::Go { slot } => slot,
+                Admit::Full if wait_for_cheapest && &up.name == cheapest => {
+                    return wait(gw, job).await;
+                }
                 Admit::Full => {
                     full.push(up.name.clone());
                     continue;
@@ -520,6 +526,9 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                             .give_back_slot(id, &job.token)
                             .await
                             .map_err(after_write)?;
+                    }
+                    if capacity && wait_for_cheapest && &up.name == cheapest {
+                        return wait(gw, job).await;
                     }
                     // A task that may wait waits rather than hammering a full provider.
                     if is_transient(e.kind) && !(capacity && may_wait) {

@@ -241,6 +241,30 @@ async fn a_full_provider_spills_to_the_next_cheapest_unless_max_cost_excludes_it
 }
 on_both_stores!(a_full_provider_spills_to_the_next_cheapest_unless_max_cost_excludes_it);
 
+async fn when_full_wait_waits_for_the_cheapest_provider(db: Db) {
+    let db = TestDb::new(db).await;
+    let cheap = Sim::start(SimDialect::Apimodels).await;
+    let dear = Sim::start(SimDialect::Kkiai).await;
+    cheap.set_script(until_finished());
+    let mut cfg = queue_config(
+        &db,
+        vec![
+            ("cheap", capped(&cheap, 0.10, 1)),
+            ("dear", dear.provider_config(BOTH, 0.12)),
+        ],
+    );
+    cfg.routing.when_full = omnigate::queue::WhenFull::Wait;
+    let app = TestApp::start(cfg).await;
+    app.create(&plain()).await;
+    let waiting = app.create(&plain()).await;
+    assert_eq!(waiting["queue"]["position"], 1, "{waiting}");
+    finish_one_by_one(&cheap, 2).await;
+    let done = app.wait_terminal(&id(&waiting), WAIT).await;
+    assert_eq!(done["provider"], "cheap", "{done}");
+    assert_eq!(dear.created_count(), 0);
+}
+on_both_stores!(when_full_wait_waits_for_the_cheapest_provider);
+
 async fn a_small_key_does_not_wait_behind_a_burst_of_another(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;

@@ -60,3 +60,21 @@ impl QueueConfig {
         (self.refusal_cooldown_secs as i64).saturating_mul(1000)
     }
 }
+
+/// `[routing]`: how the router chooses when the cheapest provider is full.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub when_full: WhenFull,
+}
+
+/// What a task that may wait does when the cheapest capable provider has no room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Start on the next-cheapest capable provider with room (within `max_cost_usd`).
+    #[default]
+    Spill,
+    /// Wait for the cheapest.
+    Wait,
+}

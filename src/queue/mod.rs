@@ -7,7 +7,7 @@
 mod config;
 pub mod dispatcher;
 
-pub use config::{QueueConfig, MAX_WAIT_SECS};
+pub use config::{QueueConfig, RoutingConfig, WhenFull, MAX_WAIT_SECS};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
