@@ -165,6 +165,38 @@ async fn two_gateways_on_one_database_never_exceed_the_cap_together() {
     assert_eq!(capacity_of(&one, "up").await.in_flight, 0);
 }
 
+async fn max_submits_per_minute_holds_past_finished_tasks(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(Script {
+        queued_polls: 0,
+        processing_polls: 0,
+        outcome: Outcome::Succeed,
+    });
+    let mut p = sim.provider_config(BOTH, 0.1);
+    p.max_submits_per_minute = Some(2);
+    let app = queueing(&db, vec![("up", p)]).await;
+    for _ in 0..2 {
+        let done = app
+            .wait_terminal(&id(&app.create(&plain()).await), WAIT)
+            .await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    // Nothing runs, but the minute's two submits are used: the third waits.
+    let third = app.create(&plain()).await;
+    assert_eq!(third["queue"]["position"], 1, "{third}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sim.created_count(), 2);
+    let (status, _) = app
+        .post(
+            &format!("/v1/video/generations/{}/cancel", id(&third)),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+on_both_stores!(max_submits_per_minute_holds_past_finished_tasks);
+
 async fn a_capacity_refusal_lowers_the_effective_cap_without_opening_the_circuit(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Kkiai).await;

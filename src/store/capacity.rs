@@ -28,16 +28,34 @@ pub struct ProviderCapacity {
     pub cooldown_until: i64,
     /// Capacity refusals seen since the row was made.
     pub refusals: i64,
+    /// The per-minute window: when it began (Unix ms) and the submits in it.
+    pub minute_start: i64,
+    pub minute_submits: i64,
 }
 
 impl ProviderCapacity {
     /// Slots free now (None: no cap). A provider cooling down after a refusal with
     /// nothing running has none until the cool-down ends.
     pub fn room(&self, now: i64) -> Option<i64> {
+        let this_minute = self.per_minute.map(|max| {
+            if self.minute_start <= now - MINUTE_MS {
+                max
+            } else {
+                (max - self.minute_submits).max(0)
+            }
+        });
+        match (self.in_flight_room(now), this_minute) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn in_flight_room(&self, now: i64) -> Option<i64> {
         let cap = match (self.configured_cap, self.effective_cap) {
             (Some(c), Some(e)) => c.min(e),
             (Some(c), None) => c,
-            (None, _) => return None,
+            // No cap on tasks in flight: full only while cooling down after a refusal.
+            (None, _) => return (self.cooldown_until > now).then_some(0),
         };
         // Lowered to nothing: one probe once the cool-down has passed (see `take_slot`).
         if cap == 0 && self.in_flight == 0 {
@@ -114,7 +132,8 @@ impl Store {
     }
 
     /// Takes a slot of `provider` for task `id` held by claim `token`, if the provider has
-    /// room under its cap, its effective cap and its per-minute limit. False (nothing
+    /// room under its cap, its effective cap and its per-minute limit (a provider with only
+    /// a per-minute limit has no effective cap to lower: a refusal's cool-down stops it). False (nothing
     /// taken) when it has none or the claim was lost. A task already holding this
     /// provider's slot keeps it (a resubmit after an unknown outcome).
     pub async fn take_slot(&self, id: &str, token: &str, provider: &str) -> anyhow::Result<bool> {
@@ -128,11 +147,13 @@ impl Store {
                  WHERE provider = $1 AND in_flight < configured_cap \
                  AND (effective_cap IS NULL OR in_flight < effective_cap \
                       OR (in_flight = 0 AND cooldown_until <= $3)) \
-                 AND (minute_start <= $2 OR minute_submits < per_minute)",
+                 AND (minute_start <= $2 OR minute_submits < per_minute) \
+                 AND (configured_cap < $4 OR cooldown_until <= $3)",
             )
             .bind(provider)
             .bind(now - MINUTE_MS)
             .bind(now)
+            .bind(NO_CAP)
             .execute(&mut *tx)
             .await?,
         );
@@ -233,8 +254,8 @@ impl Store {
     /// Every provider's capacity row.
     pub async fn capacity(&self) -> anyhow::Result<Vec<ProviderCapacity>> {
         let rows = sqlx::query(
-            "SELECT provider, configured_cap, per_minute, in_flight, effective_cap, cooldown_until, refusals \
-             FROM provider_capacity ORDER BY provider",
+            "SELECT provider, configured_cap, per_minute, in_flight, effective_cap, cooldown_until, refusals, \
+             minute_start, minute_submits FROM provider_capacity ORDER BY provider",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -249,6 +270,8 @@ impl Store {
                     effective_cap: r.try_get("effective_cap")?,
                     cooldown_until: r.try_get("cooldown_until")?,
                     refusals: r.try_get("refusals")?,
+                    minute_start: r.try_get("minute_start")?,
+                    minute_submits: r.try_get("minute_submits")?,
                 })
             })
             .collect()
