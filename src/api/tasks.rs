@@ -35,11 +35,12 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
                         `idempotency.ttl_secs`."),
     ),
     responses(
-        (status = 202, description = "Accepted: the task object (status `queued`).",
+        (status = 202, description = "Accepted: the task object (status `queued`; with a `queue` object when no provider had room and it waits in omnigate's queue).",
          body = super::openapi::TaskObject,
          headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
         (status = 402, description = "`budget_exceeded`: the key's budget for the period cannot cover this task's estimate.", body = super::error::ErrorBody),
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used with another body.", body = super::error::ErrorBody),
+        (status = 429, description = "`queue_full`: no provider has room and the key already has its `max_queued` tasks waiting.", body = super::error::ErrorBody),
         (status = 422, description = "`no_capable_provider` (the message lists each provider and why), `content_policy` or `upstream_bad_request` (`provider_message` has each provider's words).", body = super::error::ErrorBody),
         (status = 504, description = "`no_provider_available`: the last provider timed out before accepting.", body = super::error::ErrorBody),
     ),
