@@ -614,6 +614,12 @@ pub(crate) async fn attempt_submit(
     lease_is_fresh: bool,
 ) -> anyhow::Result<Attempted> {
     let up = &candidate.upstream;
+    // Durable before the call: after a crash, a task without the mark is known never to
+    // have been sent (the reconciler submits it again safely), and only one with it may
+    // be at the provider (issue 19.16).
+    if !gw.store.mark_submit_started(id, token).await? {
+        return Ok(Attempted::LeaseLost);
+    }
     let started = Instant::now();
     let lease_ms = submit_lease_ms(candidate);
     let callback_url = upstream_callback_url(gw, id, candidate).await;

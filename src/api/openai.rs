@@ -440,7 +440,7 @@ pub async fn content(
             format!("variant {v:?} is not available; only \"video\" is"),
         ));
     }
-    super::content::content_of(&gw, &key.id, &id, &headers).await
+    super::content::content_of(&gw, &key.id, &id, 0, &headers).await
 }
 
 /// OpenAI's Video object for a task, with what only its stored request knows (prompt,

@@ -286,9 +286,12 @@ pub fn task_object(t: &TaskRecord) -> Value {
     if status == TaskStatus::Completed {
         obj["result"] = json!({ "videos": t.videos });
         // Beside the provider's `url` (which expires), omnigate's verified copy, once made.
-        if let (Some(bytes), Some(first)) = (t.stored_bytes, obj["result"]["videos"].get_mut(0)) {
-            first["omnigate_url"] = json!(format!("/v1/video/generations/{}/content", t.id));
-            first["stored_bytes"] = json!(bytes);
+        let videos = obj["result"]["videos"].as_array_mut().into_iter().flatten();
+        for (i, video) in videos.enumerate() {
+            if let Some(bytes) = t.stored_bytes_of(i) {
+                video["omnigate_url"] = json!(super::content_path(&t.id, i));
+                video["stored_bytes"] = json!(bytes);
+            }
         }
     }
     if let (TaskStatus::Failed, Some(e)) = (status, &t.error) {

@@ -21,7 +21,7 @@ pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use observe::UNFINISHED_STATES;
 pub use polls::StillRunning;
-pub use results::{object_key, CopyJob, Deleted, VideoOrder};
+pub use results::{object_key, CopyJob, Deleted, StoredVideo, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,

@@ -430,3 +430,32 @@ fn event_wanted_by_state(state_col: &str, t: &str) -> String {
         .collect();
     format!("(CASE {state_col}{arms} ELSE 1 = 0 END)")
 }
+
+impl super::Store {
+    /// Marks a submitting task, held by claim `token`, as about to be sent to a provider:
+    /// written just before the call, so that a task found later without it is known never
+    /// to have reached one. False if the claim no longer holds the task.
+    pub async fn mark_submit_started(&self, id: &str, token: &str) -> anyhow::Result<bool> {
+        Ok(affected(
+            sqlx::query(
+                "UPDATE tasks SET submit_started_at = $3 \
+                 WHERE id = $1 AND lease_owner = $2 AND state IN ('submitting', 'submit_unknown')",
+            )
+            .bind(id)
+            .bind(token)
+            .bind(now_ms())
+            .execute(&self.writes)
+            .await?,
+        ))
+    }
+
+    /// Whether a submit of task `id` was ever started (see `mark_submit_started`).
+    pub async fn submit_started(&self, id: &str) -> anyhow::Result<bool> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT submit_started_at FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.writes)
+                .await?;
+        Ok(row.and_then(|(at,)| at).is_some())
+    }
+}

@@ -115,6 +115,22 @@ pub struct TaskRecord {
     pub upstream_callback: bool,
     /// Bytes of omnigate's verified copy of the video (`results`), once there is one.
     pub stored_bytes: Option<i64>,
+    /// The verified copies of the task's other videos (1, 2, ...), once made.
+    pub stored_more: Vec<super::results::StoredVideo>,
+}
+
+impl TaskRecord {
+    /// Bytes of the verified copy of video `index`, if one is stored.
+    pub fn stored_bytes_of(&self, index: usize) -> Option<i64> {
+        match index {
+            0 => self.stored_bytes,
+            i => self
+                .stored_more
+                .iter()
+                .find(|v| v.index == i)
+                .map(|v| v.bytes),
+        }
+    }
 }
 
 impl TaskRecord {
@@ -144,6 +160,7 @@ impl TaskRecord {
             unreadable_answers: 0,
             upstream_callback: false,
             stored_bytes: None,
+            stored_more: Vec::new(),
         }
     }
 }
@@ -272,7 +289,7 @@ pub(super) const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
     routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
-    unreadable_answers, upstream_callback_token, stored_bytes";
+    unreadable_answers, upstream_callback_token, stored_bytes, stored_videos_json";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
 /// claims, even in one process, can never both write the same task.
@@ -330,6 +347,7 @@ pub(super) fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
             .try_get::<Option<String>, _>("upstream_callback_token")?
             .is_some(),
         stored_bytes: row.try_get("stored_bytes")?,
+        stored_more: super::results::stored_videos(row.try_get("stored_videos_json")?),
     })
 }
 
@@ -625,8 +643,9 @@ impl Store {
     }
 
     /// Points a still-submitting task at the provider about to be tried, so that a crash
-    /// during the call leaves a record of where the request may have gone. False if the
-    /// claim `token` no longer holds the task.
+    /// during the call leaves a record of where the request may have gone; its submit
+    /// mark is cleared until that call starts. False if the claim `token` no longer holds
+    /// the task.
     pub async fn set_submit_target(
         &self,
         id: &str,
@@ -638,7 +657,8 @@ impl Store {
     ) -> anyhow::Result<bool> {
         Ok(affected(
             sqlx::query(
-                "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_micros = $4, routing_reason = $5, updated_at = $6 \
+                "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_micros = $4, routing_reason = $5, updated_at = $6, \
+                 submit_started_at = NULL \
                  WHERE id = $1 AND state = 'submitting' AND lease_owner = $7",
             )
             .bind(id)
@@ -883,7 +903,7 @@ impl Store {
             "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
              completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
              next_poll_at = CASE WHEN next_poll_at = $10 THEN $8 ELSE next_poll_at END, \
-             poll_failures = 0, unreadable_answers = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
+             poll_failures = 0, unreadable_answers = 0, store_refusals = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
              WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress') RETURNING {HOLD_COLUMNS}"
         );
         let applied = sqlx::query(&sql)
