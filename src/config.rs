@@ -703,14 +703,15 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub unsupported_features: Vec<Feature>,
     /// Kling dialect: send `element_id` as a JSON string instead of a number (kkiai's
-    /// parameter table types it as a string).
+    /// parameter table types it as a string). Unset: on for kkiai (see `is_kkiai`).
     #[serde(default)]
-    pub element_id_as_string: bool,
+    pub element_id_as_string: Option<bool>,
     /// Kling dialect: send `duration` even for a base-video edit, where the output lasts
     /// as long as the input and the value is ignored (kkiai's parameter table marks
     /// `duration` Required without exception; Kling and anyfast want it left out there).
+    /// Unset: on for kkiai (see `is_kkiai`).
     #[serde(default)]
-    pub always_send_duration: bool,
+    pub always_send_duration: Option<bool>,
     /// What to do with a task whose submit may or may not have reached this provider when
     /// the provider cannot look tasks up by our id: `fail` it (never a double charge) or
     /// `resubmit` it (never a lost task, at the risk of a duplicate).
@@ -739,6 +740,17 @@ mod defaults {
 }
 
 impl ProviderConfig {
+    /// A provider named kkiai or on a kkiai host. Its dialect quirks (string element ids,
+    /// a duration on every create) are then on unless the config says otherwise, so an
+    /// operator who copies only the basics still sends what kkiai's table requires.
+    pub fn is_kkiai(&self, name: &str) -> bool {
+        let host = url::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        name.to_ascii_lowercase().contains("kkiai")
+            || host.is_some_and(|h| h == "kkiai.com" || h.ends_with(".kkiai.com"))
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout_secs)
     }
@@ -1148,8 +1160,8 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
     if p.dialect != Dialect::Kling
         && (p.path_prefix.is_some()
             || p.query_path.is_some()
-            || p.element_id_as_string
-            || p.always_send_duration)
+            || p.element_id_as_string.is_some()
+            || p.always_send_duration.is_some())
     {
         bail!("providers.{name}: path_prefix, query_path, element_id_as_string and always_send_duration are for the kling dialect only");
     }

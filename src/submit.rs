@@ -616,8 +616,11 @@ pub(crate) async fn attempt_submit(
     let up = &candidate.upstream;
     // Durable before the call: after a crash, a task without the mark is known never to
     // have been sent (the reconciler submits it again safely), and only one with it may
-    // be at the provider (issue 19.16).
-    if !gw.store.mark_submit_started(id, token).await? {
+    // be at the provider (issue 19.16). A dialect that can look a task up by our id needs
+    // no mark (the reconciler asks the provider), so it pays no extra write.
+    if !up.adapter.capabilities().external_task_id
+        && !gw.store.mark_submit_started(id, token).await?
+    {
         return Ok(Attempted::LeaseLost);
     }
     let started = Instant::now();

@@ -67,13 +67,14 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow:
         };
         return accept_found(gw, &task.id, token, &candidate, &submitted).await;
     }
-    // No submit was ever started (the process died between writing the task and calling
-    // the provider): nothing can be at the provider, so it is sent now, on any dialect.
-    if !gw.store.submit_started(&task.id).await? {
-        tracing::info!(task_id = %task.id, provider, "the interrupted submit never reached the provider; submitting it now");
-        return submit_again(gw, task, token, &candidate).await;
-    }
     if !up.adapter.capabilities().external_task_id {
+        // No submit was ever started (the process died between writing the task and
+        // calling the provider): nothing can be at the provider, so it is sent now. Only
+        // dialects without a lookup by our id keep the mark; the others are asked below.
+        if !gw.store.submit_started(&task.id).await? {
+            tracing::info!(task_id = %task.id, provider, "the interrupted submit never reached the provider; submitting it now");
+            return submit_again(gw, task, token, &candidate).await;
+        }
         return apply_unknown_submit_policy(gw, task, token, &candidate).await;
     }
     let Some(lookup) = gw

@@ -538,8 +538,8 @@ impl Sim {
             "query_path": query_path,
             // As the example config has kkiai: its parameter table types element_id as a
             // string and marks duration Required even for a base video edit.
-            "element_id_as_string": self.dialect == SimDialect::Kkiai,
-            "always_send_duration": self.dialect == SimDialect::Kkiai,
+            "element_id_as_string": (self.dialect == SimDialect::Kkiai).then_some(true),
+            "always_send_duration": (self.dialect == SimDialect::Kkiai).then_some(true),
         }))
         .expect("simulator provider config");
         cfg.credential = match &self.keys {
