@@ -266,6 +266,14 @@ pub fn task_object(t: &TaskRecord) -> Value {
     if let Some(f) = t.cost_final_usd {
         cost["final_usd"] = json!(f);
     }
+    // Only where the provider billed more than the task reserved of its key's budget (and
+    // the key was charged the reservation): the owner sees the under-estimate.
+    if let Some(r) = t
+        .provider_reported_usd
+        .filter(|r| Some(*r) != t.cost_final_usd)
+    {
+        cost["provider_reported_usd"] = json!(r);
+    }
     let mut obj = json!({
         "id": t.id,
         "object": "video.generation",

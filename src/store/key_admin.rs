@@ -34,7 +34,9 @@ pub struct KeyInfo {
     pub budget_period: &'static str,
     /// Tasks holding one of the key's slots now (counted only while it has a limit).
     pub in_flight: i64,
-    /// This budget period's money: settled, and reserved by unfinished tasks.
+    /// Money in the key's current budget period (`budget_period`, month unless set), budget
+    /// or not: settled (the same sum as `/v1/usage` over the period), and reserved by
+    /// unfinished tasks.
     pub spent_usd: f64,
     pub reserved_usd: f64,
 }
@@ -235,6 +237,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if change.budget_usd.is_some() || change.budget_period.is_some() {
+            resync_spend(&mut tx, id).await?;
+        }
         if let Some(Some(_)) = change.max_in_flight {
             // Tasks written while the key had no such limit hold no slot: count them now so
             // the limit covers everything in flight and each is released exactly once.
@@ -254,6 +259,8 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        // New limits apply to this process's next request, not after the cache's TTL.
+        self.keys.forget(id);
         self.key_info_by_id(id).await
     }
 
@@ -306,6 +313,18 @@ impl Store {
             previous_valid_until: Some(until / 1000),
         }))
     }
+}
+
+/// A budget set or a period changed: the key's spend row for its (new) current period is
+/// rebuilt from its tasks, so a budget set mid-period counts what was already spent.
+async fn resync_spend(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> anyhow::Result<()> {
+    let period: String = sqlx::query("SELECT budget_period FROM api_keys WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("budget_period")?;
+    let period = BudgetPeriod::parse(&period).unwrap_or_default();
+    super::limits::resync(tx, id, period, now_ms()).await
 }
 
 impl KeyChange {
