@@ -129,7 +129,8 @@ pub(crate) fn poll_interval(
 /// Checks a request against the rules and the configured providers (and their health)
 /// without writing anything: the plan is what a create would try, in order.
 pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, SubmitError> {
-    validation::validate(req).map_err(|e| SubmitError::Invalid {
+    let allow_private = gw.config.webhooks.allow_private_targets;
+    validation::validate_for_gateway(req, allow_private).map_err(|e| SubmitError::Invalid {
         param: Some(e.param),
         message: e.message,
     })?;

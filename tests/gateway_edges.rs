@@ -196,6 +196,51 @@ async fn every_rule_is_a_400_naming_the_field_before_any_provider_call(db: Db) {
 }
 on_both_stores!(every_rule_is_a_400_naming_the_field_before_any_provider_call);
 
+/// A quote answers what a create would: each body a create refuses, a quote refuses with
+/// the same status and field, including the callback URLs only the gateway's config
+/// refuses (plain http, an internal address).
+async fn a_quote_refuses_exactly_what_a_create_refuses(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Kkiai).await;
+    let app = TestApp::spawn(
+        &db,
+        vec![("up".into(), sim.provider_config(&[Model::KlingV3Omni], 0.1))],
+    )
+    .await;
+    let with_callback = |url: &str| json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "callback_url": url});
+    let mut cases = rule_cases();
+    cases.push((
+        "plain http callback",
+        with_callback("http://example.com/h"),
+        "callback_url",
+    ));
+    cases.push((
+        "private callback",
+        with_callback("https://10.0.0.5/h"),
+        "callback_url",
+    ));
+    for (what, body, param) in cases {
+        let (quoted, quote) = app.post("/v1/video/quotes", &body).await;
+        let (created, create) = app.post("/v1/video/generations", &body).await;
+        assert_eq!(quoted, StatusCode::BAD_REQUEST, "{what}: quote {quote}");
+        assert_eq!(created, StatusCode::BAD_REQUEST, "{what}: create {create}");
+        assert_eq!(quote["error"]["param"], param, "{what}: {quote}");
+        assert_eq!(quote["error"], create["error"], "{what}");
+    }
+    let fine = with_callback("https://hooks.example.com/h");
+    assert_eq!(app.post("/v1/video/quotes", &fine).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post("/v1/video/generations", &fine).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        sim.submit_count(),
+        1,
+        "only the valid create reached the provider"
+    );
+}
+on_both_stores!(a_quote_refuses_exactly_what_a_create_refuses);
+
 async fn the_zero_config_sandbox_runs_a_task_to_completion(kind: Db) {
     let db = TestDb::new(kind).await;
     let mut cfg = Config::default();

@@ -52,12 +52,6 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
-    // The part of rule 9 that depends on the config (`validation::validate` has none).
-    crate::validation::check_callback_url(
-        req.callback_url.as_deref(),
-        gw.config.webhooks.allow_private_targets,
-    )
-    .map_err(|e| ApiError::invalid(e.param, e.message))?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
     let mut resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
     if created.replayed {
