@@ -804,11 +804,12 @@ impl Config {
     }
 
     fn resolve_credentials(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        // Read if set, required only where it is used (`require_admin_token`): `keys list`
+        // or `healthcheck` on a host without the admin token still run.
         if let Some(var) = &self.admin.token_env {
-            match env(var).filter(|v| !v.trim().is_empty()) {
-                Some(v) => self.admin.token = Some(Secret::new(v.trim())),
-                None => bail!("admin.token_env: environment variable {var} is not set"),
-            }
+            self.admin.token = env(var)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim()));
         }
         for (name, p) in &mut self.providers {
             let read = |field: &str, var: &Option<String>| -> anyhow::Result<Option<Secret>> {
@@ -837,6 +838,15 @@ impl Config {
             };
         }
         Ok(())
+    }
+
+    /// For the commands that use the admin token (`serve`, which answers `/admin/*`): with
+    /// `admin.token_env` set, its variable must hold the token. Other commands do not ask.
+    pub fn require_admin_token(&self) -> anyhow::Result<()> {
+        match (&self.admin.token_env, &self.admin.token) {
+            (Some(var), None) => bail!("admin.token_env: environment variable {var} is not set"),
+            _ => Ok(()),
+        }
     }
 
     /// Checks values and their relations; `app::start` runs it too, so a config built in

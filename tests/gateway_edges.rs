@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use omnigate::config::{Config, SandboxMode};
 use omnigate::domain::{Model, VideoRequest};
@@ -334,6 +334,83 @@ async fn the_healthcheck_command_tells_a_live_gateway_from_a_gone_one() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let gone = tokio::task::spawn_blocking(check).await.unwrap();
     assert!(!gone.status.success(), "a stopped gateway passed the check");
+}
+
+/// With `[admin] token_env` set but its variable unset, the commands that never use the
+/// token run; `serve`, which answers `/admin/*` with it, refuses to start, naming the key.
+#[tokio::test]
+async fn only_commands_that_use_the_admin_token_need_its_variable() {
+    const VAR: &str = "OMNIGATE_TEST_ADMIN_TOKEN_NEVER_SET";
+    let db = TestDb::new(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.toml");
+    std::fs::write(&path, format!("[admin]\ntoken_env = \"{VAR}\"\n")).unwrap();
+    let omnigate = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"));
+        cmd.arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("OMNIGATE_DATABASE__URL", &db.url)
+            .env_remove(VAR);
+        cmd
+    };
+    let run = |args: &[&str]| {
+        let out = omnigate(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            err,
+        )
+    };
+    let (ok, _, err) = run(&["keys", "create", "--name", "no-admin-here"]);
+    assert!(ok, "keys create: {err}");
+    let (ok, listed, err) = run(&["keys", "list"]);
+    assert!(ok, "keys list: {err}");
+    assert!(listed.contains("no-admin-here"), "{listed}");
+
+    let mut cfg = support::app::config(&db, Vec::new());
+    cfg.sandbox.enabled = SandboxMode::Always;
+    let app = TestApp::start(cfg).await;
+    let addr = app.app.as_ref().unwrap().addr.to_string();
+    let mut check = omnigate(&["healthcheck"]);
+    check.env("OMNIGATE_SERVER__LISTEN", &addr);
+    // Off the runtime: the gateway answering it runs on this test's runtime.
+    let check = tokio::task::spawn_blocking(move || check.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "healthcheck: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Port 0: if serve wrongly started, it is stopped below instead of holding a port.
+    let mut serve = omnigate(&["serve"])
+        .env("OMNIGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            serve.kill().unwrap();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "serve started: {err}");
+    assert!(
+        err.contains("admin.token_env") && err.contains(VAR),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -129,6 +129,22 @@ async fn keys_are_managed_through_the_admin_api(db: Db) {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"]["param"], "max_in_flight");
+    // Over HTTP a limit is removed with JSON's null, and the refusal says so.
+    let (status, err) = admin(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/keys/{id}"),
+        Some(json!({"budget_usd": -1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "budget_usd");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("positive number") && message.contains("or null to remove it"),
+        "{message}"
+    );
+    assert!(!message.contains("none"), "{message}");
     // Without the admin token there is nothing to see.
     let (status, _) = app
         .get_as(key["key"].as_str().unwrap(), "/admin/keys")

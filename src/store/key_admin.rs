@@ -328,8 +328,15 @@ async fn resync_spend(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> an
 }
 
 impl KeyChange {
-    /// Refuses limits that could never let a call through, naming the field.
+    /// Refuses limits that could never let a call through, naming the field; the message
+    /// says a limit is removed with `none`, as on the command line.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.validate_removing_with("none")
+    }
+
+    /// `validate`, with the message naming `remove` as the value that removes a limit
+    /// (`null` in JSON over HTTP).
+    pub fn validate_removing_with(&self, remove: &str) -> Result<(), (&'static str, String)> {
         for (field, value) in [
             ("rpm", self.rpm),
             ("burst", self.burst),
@@ -339,7 +346,7 @@ impl KeyChange {
             if let Some(Some(0)) = value {
                 return Err((
                     field,
-                    format!("{field} must be at least 1, or none to remove it"),
+                    format!("{field} must be at least 1, or {remove} to remove it"),
                 ));
             }
         }
@@ -347,7 +354,7 @@ impl KeyChange {
             if !(usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD) {
                 return Err((
                     "budget_usd",
-                    format!("budget_usd must be a positive number of US dollars up to {MAX_BUDGET_USD}, or none to remove it"),
+                    format!("budget_usd must be a positive number of US dollars up to {MAX_BUDGET_USD}, or {remove} to remove it"),
                 ));
             }
         }
