@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -53,12 +53,18 @@ pub async fn create(
     refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
-    let mut resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
-    if created.replayed {
+    let resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
+    Ok(replay_marked(resp, created.replayed))
+}
+
+/// A create's answer, with `Idempotent-Replayed: true` when an Idempotency-Key replayed an
+/// earlier create (the native API and the OpenAI facade alike).
+pub(super) fn replay_marked(mut resp: Response, replayed: bool) -> Response {
+    if replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(resp)
+    resp
 }
 
 /// Once a graceful shutdown has begun, a new create would start a submit the drain might
