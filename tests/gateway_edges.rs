@@ -434,6 +434,31 @@ async fn a_bad_config_stops_start_up_naming_the_key() {
     assert!(err.contains("port"), "{err}");
 }
 
+/// An unknown key is named as it was written: its TOML path from a file, the variable's
+/// name from the environment.
+#[tokio::test]
+async fn an_unknown_config_key_is_named_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, "[server]\nlistn = \"127.0.0.1:0\"\n").unwrap();
+    let refusal = |cmd: &mut std::process::Command| {
+        let out = cmd.args(["keys", "list"]).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let bin = env!("CARGO_BIN_EXE_omnigate");
+    let err = refusal(std::process::Command::new(bin).arg("--config").arg(&path));
+    assert!(err.contains("server.listn: unknown key"), "{err}");
+    assert!(!err.contains("default."), "{err}");
+    assert!(err.contains("expected one of listen,"), "{err}");
+    let err = refusal(
+        std::process::Command::new(bin)
+            .env_remove("OMNIGATE_CONFIG")
+            .env("OMNIGATE_SERVER__LISTN", "127.0.0.1:0"),
+    );
+    assert!(err.contains("OMNIGATE_SERVER__LISTN: unknown key"), "{err}");
+}
+
 /// Two gateways on one database claim due tasks at the same moment: every task goes to
 /// exactly one of them.
 async fn concurrent_claims_never_share_a_task(db: Db) {
