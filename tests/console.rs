@@ -411,6 +411,25 @@ async fn bad_filters_and_form_fields_get_a_400_naming_the_field() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["param"], "duration", "{body}");
+    // It refuses a callback URL the create would refuse: no price for a task never made.
+    for url in ["http://example.com/h", "https://10.0.0.5/h"] {
+        let resp = key
+            .post(
+                "/console/playground/quote",
+                &[
+                    ("csrf", &csrf),
+                    ("model", "kling-video-o1"),
+                    ("prompt", "a kite"),
+                    ("duration", "5"),
+                    ("aspect_ratio", "16:9"),
+                    ("callback_url", url),
+                ],
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{url}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["param"], "callback_url", "{url}: {body}");
+    }
     let resp = key
         .post(
             "/console/playground/quote",

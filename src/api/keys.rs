@@ -83,7 +83,7 @@ impl KeyBody {
             budget_period,
         };
         change
-            .validate()
+            .validate_removing_with("null")
             .map_err(|(field, message)| ApiError::invalid(field, message))?;
         Ok(change)
     }

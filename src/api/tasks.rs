@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -52,19 +52,19 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
-    // The part of rule 9 that depends on the config (`validation::validate` has none).
-    crate::validation::check_callback_url(
-        req.callback_url.as_deref(),
-        gw.config.webhooks.allow_private_targets,
-    )
-    .map_err(|e| ApiError::invalid(e.param, e.message))?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
-    let mut resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
-    if created.replayed {
+    let resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
+    Ok(replay_marked(resp, created.replayed))
+}
+
+/// A create's answer, with `Idempotent-Replayed: true` when an Idempotency-Key replayed an
+/// earlier create (the native API and the OpenAI facade alike).
+pub(super) fn replay_marked(mut resp: Response, replayed: bool) -> Response {
+    if replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(resp)
+    resp
 }
 
 /// Once a graceful shutdown has begun, a new create would start a submit the drain might
@@ -265,6 +265,14 @@ pub fn task_object(t: &TaskRecord) -> Value {
     let mut cost = json!({"estimated_usd": t.cost_estimated_usd, "currency": "USD"});
     if let Some(f) = t.cost_final_usd {
         cost["final_usd"] = json!(f);
+    }
+    // Only where the provider billed more than the task reserved of its key's budget (and
+    // the key was charged the reservation): the owner sees the under-estimate.
+    if let Some(r) = t
+        .provider_reported_usd
+        .filter(|r| Some(*r) != t.cost_final_usd)
+    {
+        cost["provider_reported_usd"] = json!(r);
     }
     let mut obj = json!({
         "id": t.id,

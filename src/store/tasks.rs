@@ -103,6 +103,9 @@ pub struct TaskRecord {
     pub error: Option<TaskError>,
     pub cost_estimated_usd: Option<f64>,
     pub cost_final_usd: Option<f64>,
+    /// What the provider's answer said the completed task cost. Above `cost_final_usd`
+    /// when the charge was clamped to what the task reserved of its key's budget.
+    pub provider_reported_usd: Option<f64>,
     pub routing_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -151,6 +154,7 @@ impl TaskRecord {
             error: None,
             cost_estimated_usd: t.cost_estimated_usd,
             cost_final_usd: None,
+            provider_reported_usd: None,
             routing_reason: Some(t.routing_reason.clone()),
             created_at: at,
             updated_at: at,
@@ -288,7 +292,7 @@ pub(super) fn page_of(rows: &[AnyRow], limit: u32) -> anyhow::Result<TaskPage> {
 pub(super) const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
-    routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
+    provider_reported_micros, routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
     unreadable_answers, upstream_callback_token, stored_bytes, stored_videos_json";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
@@ -335,6 +339,9 @@ pub(super) fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
             .map(from_micros),
         cost_final_usd: row
             .try_get::<Option<i64>, _>("cost_final_micros")?
+            .map(from_micros),
+        provider_reported_usd: row
+            .try_get::<Option<i64>, _>("provider_reported_micros")?
             .map(from_micros),
         routing_reason: row.try_get("routing_reason")?,
         created_at: row.try_get("created_at")?,
@@ -541,7 +548,7 @@ impl Store {
                     .ok_or_else(|| anyhow::anyhow!("idempotency key taken, then gone"));
             }
         }
-        let (holds_slot, budget_period, reserved) =
+        let (holds_slot, reserved) =
             match limits::take(&mut tx, &t.api_key_id, &t.holds, now).await? {
                 Ok(taken) => taken,
                 Err(refusal) => {
@@ -550,16 +557,9 @@ impl Store {
                 }
             };
         let sql = format!("{INSERT_TASK_INTO}{NEW_TASK_ROW}");
-        row.bind(
-            sqlx::query(&sql),
-            now,
-            "",
-            holds_slot,
-            budget_period,
-            reserved,
-        )
-        .execute(&mut *tx)
-        .await?;
+        row.bind(sqlx::query(&sql), now, "", holds_slot, reserved)
+            .execute(&mut *tx)
+            .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
         tx.commit().await?;
         Ok(Inserted::New { created_at: now })

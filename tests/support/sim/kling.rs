@@ -104,7 +104,7 @@ async fn create(State(sim): State<Sim>, headers: HeaderMap, bytes: Bytes) -> Res
             id: super::numeric_id(),
             external_id: accepted.external_task_id.map(str::to_string),
             model: accepted.model.to_string(),
-            seconds: accepted.seconds,
+            seconds: ledger.output_seconds(&accepted),
         };
         let task = ledger.create(new, Value::Object(body.clone()));
         let answer = if sim.dialect == SimDialect::Anyfast {

@@ -378,9 +378,20 @@ struct Ledger {
     video_type: Option<String>,
     /// A URL every task created from now on reports as its video instead of its own.
     video_url: Option<String>,
+    /// Set by `Sim::set_base_video_seconds`: how long every input video of a base edit is.
+    base_video_seconds: Option<u32>,
 }
 
 impl Ledger {
+    /// How long the video made from `accepted` lasts: a base edit's input length when the
+    /// test set one (whatever the client declared), else what was asked.
+    fn output_seconds(&self, accepted: &rules::Accepted) -> u32 {
+        match self.base_video_seconds {
+            Some(seconds) if accepted.base_edit => seconds,
+            _ => accepted.seconds,
+        }
+    }
+
     fn create(&mut self, new: NewTask, body: Value) -> &SimTask {
         let now = now_ms();
         let callback_url = body
@@ -578,6 +589,12 @@ impl Sim {
     }
 
     /// Applies to tasks created afterwards.
+    /// Every base video the simulator is given lasts `seconds` (Kling flavours report it
+    /// as the result's duration), whatever length the client declared.
+    pub fn set_base_video_seconds(&self, seconds: u32) {
+        self.ledger().base_video_seconds = Some(seconds);
+    }
+
     pub fn set_script(&self, script: Script) {
         self.ledger().script = script;
     }
