@@ -108,6 +108,23 @@ pub(super) async fn take(
     Ok(Ok((holds.max_in_flight.is_some(), reserved)))
 }
 
+/// Makes the key's row for the period starting at `start`, if it has none yet.
+async fn ensure_spend_row(
+    tx: &mut Transaction<'_, Any>,
+    api_key_id: &str,
+    start: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO key_spend (api_key_id, period_start) VALUES ($1, $2) \
+         ON CONFLICT (api_key_id, period_start) DO NOTHING",
+    )
+    .bind(api_key_id)
+    .bind(start)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Adds `needed` to the period's reservations if it fits the budget with what is already
 /// spent and reserved.
 async fn reserve(
@@ -118,14 +135,7 @@ async fn reserve(
     now: i64,
 ) -> anyhow::Result<Result<(), LimitRefusal>> {
     let start = period_start(b.period, now);
-    sqlx::query(
-        "INSERT INTO key_spend (api_key_id, period_start) VALUES ($1, $2) \
-         ON CONFLICT (api_key_id, period_start) DO NOTHING",
-    )
-    .bind(api_key_id)
-    .bind(start)
-    .execute(&mut **tx)
-    .await?;
+    ensure_spend_row(tx, api_key_id, start).await?;
     // The conditional update re-checks the sum under the row lock: concurrent creates
     // cannot both fit into the same remainder.
     let fits = sqlx::query(
@@ -255,14 +265,7 @@ pub(super) async fn resync(
     .bind(start)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO key_spend (api_key_id, period_start) VALUES ($1, $2) \
-         ON CONFLICT (api_key_id, period_start) DO NOTHING",
-    )
-    .bind(api_key_id)
-    .bind(start)
-    .execute(&mut **tx)
-    .await?;
+    ensure_spend_row(tx, api_key_id, start).await?;
     sqlx::query(
         "UPDATE key_spend SET \
          spent_micros = (SELECT CAST(COALESCE(SUM(cost_final_micros), 0) AS BIGINT) FROM tasks \

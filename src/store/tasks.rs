@@ -1008,19 +1008,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let list = |first: usize| {
-            (first..first + ids.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         for table in ["task_status_changes", "task_attempts"] {
-            let sql = format!("DELETE FROM {table} WHERE task_id IN ({})", list(1));
-            let mut q = sqlx::query(&sql);
-            for id in &ids {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
+            super::delete_where_in(&mut tx, table, "task_id", &ids).await?;
         }
         tx.commit().await?;
         Ok(ids.len() as u64)
