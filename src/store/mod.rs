@@ -249,6 +249,30 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// Deletes the rows of `table` whose `column` is one of `ids` (the retention workers'
+/// batches: a few hundred ids at most, bound one by one).
+async fn delete_where_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &str,
+    column: &str,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = (1..=ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("DELETE FROM {table} WHERE {column} IN ({list})");
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,28 +321,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Deletes the rows of `table` whose `column` is one of `ids` (the retention workers'
-/// batches: a few hundred ids at most, bound one by one).
-async fn delete_where_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    table: &str,
-    column: &str,
-    ids: &[String],
-) -> anyhow::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let list = (1..=ids.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!("DELETE FROM {table} WHERE {column} IN ({list})");
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id);
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
 }
