@@ -707,14 +707,15 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub unsupported_features: Vec<Feature>,
     /// Kling dialect: send `element_id` as a JSON string instead of a number (kkiai's
-    /// parameter table types it as a string).
+    /// parameter table types it as a string). Unset: on for kkiai (see `is_kkiai`).
     #[serde(default)]
-    pub element_id_as_string: bool,
+    pub element_id_as_string: Option<bool>,
     /// Kling dialect: send `duration` even for a base-video edit, where the output lasts
     /// as long as the input and the value is ignored (kkiai's parameter table marks
     /// `duration` Required without exception; Kling and anyfast want it left out there).
+    /// Unset: on for kkiai (see `is_kkiai`).
     #[serde(default)]
-    pub always_send_duration: bool,
+    pub always_send_duration: Option<bool>,
     /// What to do with a task whose submit may or may not have reached this provider when
     /// the provider cannot look tasks up by our id: `fail` it (never a double charge) or
     /// `resubmit` it (never a lost task, at the risk of a duplicate).
@@ -750,6 +751,17 @@ mod defaults {
 }
 
 impl ProviderConfig {
+    /// A provider named kkiai or on a kkiai host. Its dialect quirks (string element ids,
+    /// a duration on every create) are then on unless the config says otherwise, so an
+    /// operator who copies only the basics still sends what kkiai's table requires.
+    pub fn is_kkiai(&self, name: &str) -> bool {
+        let host = url::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        name.to_ascii_lowercase().contains("kkiai")
+            || host.is_some_and(|h| h == "kkiai.com" || h.ends_with(".kkiai.com"))
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout_secs)
     }
@@ -808,6 +820,49 @@ impl PriceTable {
     }
 }
 
+/// Environment overrides: `OMNIGATE_<SECTION>__<KEY>`.
+const ENV_PREFIX: &str = "OMNIGATE_";
+const ENV_SEPARATOR: &str = "__";
+
+/// Every problem figment found, each naming the key as the user wrote it: `server.listn`
+/// from a file (figment's own text says `default.server.listn`, its profile's name
+/// first), `OMNIGATE_SERVER__LISTN` from the environment.
+fn invalid_configuration(errors: figment::Error) -> anyhow::Error {
+    let msgs: Vec<String> = errors.into_iter().map(|e| describe(&e)).collect();
+    anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+}
+
+fn describe(e: &figment::Error) -> String {
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|md| md.name.contains(ENV_PREFIX));
+    let key = if from_env {
+        let upper: Vec<String> = e.path.iter().map(|k| k.to_ascii_uppercase()).collect();
+        format!("{ENV_PREFIX}{}", upper.join(ENV_SEPARATOR))
+    } else {
+        e.path.join(".")
+    };
+    let what = match &e.kind {
+        figment::error::Kind::UnknownField(found, expected) => format!(
+            "unknown key {found:?}; expected one of {}",
+            expected.join(", ")
+        ),
+        kind => kind.to_string(),
+    };
+    let place = match e.metadata.as_ref() {
+        Some(md) => match &md.source {
+            Some(source) => format!(" (in {source} {})", md.name),
+            None => format!(" (in {})", md.name),
+        },
+        None => String::new(),
+    };
+    match key.is_empty() {
+        true => format!("{what}{place}"),
+        false => format!("{key}: {what}{place}"),
+    }
+}
+
 impl Config {
     /// Loads defaults, then `path` (if given), then `OMNIGATE_*` env vars; resolves
     /// credentials from the environment and validates across fields.
@@ -822,14 +877,11 @@ impl Config {
         // Every setting lives in a section, so only `OMNIGATE_<SECTION>__<KEY>` is config;
         // other OMNIGATE_* variables (OMNIGATE_CONFIG, a token named by admin.token_env)
         // are not.
-        let env = Env::prefixed("OMNIGATE_")
-            .split("__")
+        let env = Env::prefixed(ENV_PREFIX)
+            .split(ENV_SEPARATOR)
             .filter(|k| k.as_str().contains('.'));
         fig = fig.merge(env);
-        let mut cfg: Config = fig.extract().map_err(|e| {
-            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-            anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
-        })?;
+        let mut cfg: Config = fig.extract().map_err(invalid_configuration)?;
         cfg.resolve_credentials(|k| std::env::var(k).ok())?;
         cfg.validate()?;
         Ok(cfg)
@@ -847,7 +899,7 @@ impl Config {
         let mut cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(toml))
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .map_err(invalid_configuration)?;
         cfg.resolve_credentials(env)?;
         cfg.validate()?;
         Ok(cfg)
@@ -866,11 +918,12 @@ impl Config {
     }
 
     fn resolve_credentials(&mut self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        // Read if set, required only where it is used (`require_admin_token`): `keys list`
+        // or `healthcheck` on a host without the admin token still run.
         if let Some(var) = &self.admin.token_env {
-            match env(var).filter(|v| !v.trim().is_empty()) {
-                Some(v) => self.admin.token = Some(Secret::new(v.trim())),
-                None => bail!("admin.token_env: environment variable {var} is not set"),
-            }
+            self.admin.token = env(var)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim()));
         }
         for (name, p) in &mut self.providers {
             let read = |field: &str, var: &Option<String>| -> anyhow::Result<Option<Secret>> {
@@ -899,6 +952,15 @@ impl Config {
             };
         }
         Ok(())
+    }
+
+    /// For the commands that use the admin token (`serve`, which answers `/admin/*`): with
+    /// `admin.token_env` set, its variable must hold the token. Other commands do not ask.
+    pub fn require_admin_token(&self) -> anyhow::Result<()> {
+        match (&self.admin.token_env, &self.admin.token) {
+            (Some(var), None) => bail!("admin.token_env: environment variable {var} is not set"),
+            _ => Ok(()),
+        }
     }
 
     /// Checks values and their relations; `app::start` runs it too, so a config built in
@@ -1168,8 +1230,8 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
     if p.dialect != Dialect::Kling
         && (p.path_prefix.is_some()
             || p.query_path.is_some()
-            || p.element_id_as_string
-            || p.always_send_duration)
+            || p.element_id_as_string.is_some()
+            || p.always_send_duration.is_some())
     {
         bail!("providers.{name}: path_prefix, query_path, element_id_as_string and always_send_duration are for the kling dialect only");
     }

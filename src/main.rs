@@ -52,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
     // Logs (and span export) as the config says, so they start after it is read.
     let telemetry = omnigate::telemetry::init(&config.log, &config.otel)?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => omnigate::app::start(config).await?.run_until_signal().await,
+        Command::Serve => {
+            config.require_admin_token()?;
+            omnigate::app::start(config).await?.run_until_signal().await
+        }
         Command::Keys { command } => omnigate::keys_cli::run(command, &config).await?,
         Command::Healthcheck { path } => healthcheck(&config, &path).await?,
     }

@@ -111,8 +111,8 @@ pub fn provider_configs(addr: SocketAddr) -> Vec<(String, ProviderConfig)> {
             path_prefix: None,
             query_path: None,
             unsupported_features: Vec::new(),
-            element_id_as_string: false,
-            always_send_duration: false,
+            element_id_as_string: None,
+            always_send_duration: None,
             unknown_submit: Default::default(),
             max_in_flight: None,
             max_submits_per_minute: None,
@@ -161,11 +161,13 @@ fn not_found() -> (axum::http::StatusCode, Json<Value>) {
     )
 }
 
-async fn modellix_create(Path(slug): Path<String>) -> Json<Value> {
+/// Answers as modellix's document shows: `get_result.url` absolute, on its own host.
+async fn modellix_create(State(t): State<Timing>, Path(slug): Path<String>) -> Json<Value> {
     let id = new_id();
+    let result_url = format!("http://{}/api/v1/tasks/{id}", t.addr);
     Json(json!({"code": 0, "message": "success", "data": {
         "status": "pending", "task_id": id, "model_id": slug,
-        "get_result": {"method": "GET", "url": format!("/api/v1/tasks/{id}")}}}))
+        "get_result": {"method": "GET", "url": result_url}}}))
 }
 
 async fn modellix_query(

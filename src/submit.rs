@@ -133,7 +133,8 @@ pub(crate) fn poll_interval(
 /// Checks a request against the rules and the configured providers (and their health)
 /// without writing anything: the plan is what a create would try, in order.
 pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, SubmitError> {
-    validation::validate(req).map_err(|e| SubmitError::Invalid {
+    let allow_private = gw.config.webhooks.allow_private_targets;
+    validation::validate_for_gateway(req, allow_private).map_err(|e| SubmitError::Invalid {
         param: Some(e.param),
         message: e.message,
     })?;
@@ -249,7 +250,7 @@ pub async fn create_task(
         routing_reason: plan.reason_for(0),
         lease_owner: token.clone(),
         lease_until: now_ms() + submit_lease_ms(first),
-        holds: holds_for(owner, &plan),
+        holds: holds_for(owner, &plan, &req),
         billed_seconds: Some(crate::routing::billed_seconds(&req)),
         request: req,
         // Made whatever the first candidate's dialect: a failover may land elsewhere.
@@ -332,19 +333,24 @@ pub async fn create_task(
     })
 }
 
-/// What a new task of `owner` must hold: a slot if the key limits tasks in flight, and its
-/// dearest candidate's estimate of the budget if the key has one.
-fn holds_for(owner: &ApiKey, plan: &Plan) -> Holds {
+/// What a new task of `owner` must hold: a slot if the key limits tasks in flight, and if
+/// the key has a budget, the most any candidate could bill for it (a base-video edit at
+/// the longest input, see `routing::reserved_seconds`), so neither a failover nor a longer
+/// video than declared can overspend.
+fn holds_for(owner: &ApiKey, plan: &Plan, req: &VideoRequest) -> Holds {
     let limits = &owner.limits;
     Holds {
         max_in_flight: limits.max_in_flight,
+        spend_period: limits.budget_period,
         budget: limits.budget_usd.map(|limit_usd| Budget {
             limit_usd,
             period: limits.budget_period,
             reserve_usd: plan
                 .candidates
                 .iter()
-                .map(|c| c.estimate_usd)
+                .map(|c| {
+                    crate::routing::reservation(&c.upstream.config, req).unwrap_or(c.estimate_usd)
+                })
                 .fold(0.0, f64::max),
         }),
     }
@@ -788,6 +794,15 @@ pub(crate) async fn attempt_submit(
     lease_is_fresh: bool,
 ) -> anyhow::Result<Attempted> {
     let up = &candidate.upstream;
+    // Durable before the call: after a crash, a task without the mark is known never to
+    // have been sent (the reconciler submits it again safely), and only one with it may
+    // be at the provider (issue 19.16). A dialect that can look a task up by our id needs
+    // no mark (the reconciler asks the provider), so it pays no extra write.
+    if !up.adapter.capabilities().external_task_id
+        && !gw.store.mark_submit_started(id, token).await?
+    {
+        return Ok(Attempted::LeaseLost);
+    }
     let started = Instant::now();
     let lease_ms = submit_lease_ms(candidate);
     let callback_url = upstream_callback_url(gw, id, candidate).await;

@@ -84,8 +84,17 @@ impl ValidationError {
 
 type Checked = Result<(), ValidationError>;
 
+/// Every rule a create applies, for every entry point that prices or creates a task (the
+/// native create and quote, the OpenAI facade, the console's playground): the rules in
+/// `validate`, then the part of rule 9 this gateway's config decides
+/// (`webhooks.allow_private_targets`). A quote refuses exactly what a create refuses.
+pub fn validate_for_gateway(req: &VideoRequest, allow_private_targets: bool) -> Checked {
+    validate(req)?;
+    check_callback_url(req.callback_url.as_deref(), allow_private_targets)
+}
+
 /// Checks every rule listed in the module doc, in that order, and reports the first
-/// violation.
+/// violation (the rules that hold on every gateway; see `validate_for_gateway`).
 pub fn validate(req: &VideoRequest) -> Checked {
     check_prompt(req)?;
     check_duration(req)?;
@@ -441,7 +450,7 @@ fn check_aspect_ratio(req: &VideoRequest) -> Checked {
 
 /// Rule 9, `callback_url`, as far as it holds on every gateway: an absolute http(s) URL
 /// with a host. Whether plain http and internal addresses are allowed depends on
-/// `webhooks.allow_private_targets`: `check_callback_url` applies that, on create.
+/// `webhooks.allow_private_targets`: `check_callback_url` applies that (`validate_for_gateway`).
 fn check_callback_url_shape(req: &VideoRequest) -> Checked {
     let Some(raw) = req.callback_url.as_deref() else {
         return Ok(());

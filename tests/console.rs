@@ -7,11 +7,12 @@ mod support;
 use std::process::Command;
 
 use omnigate::config::{Config, SandboxMode, Secret, SecureCookies};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::console::{csrf_in, Console};
 use support::receiver::Receiver;
 
 const ADMIN_TOKEN: &str = "console-admin-token-0123456789abcdef";
@@ -22,99 +23,6 @@ fn sandbox_config(db: &TestDb) -> Config {
     cfg.sandbox.task_seconds = 3.0;
     cfg.admin.token = Some(Secret::new(ADMIN_TOKEN));
     cfg
-}
-
-/// A browser-like client for one session: follows no redirects, keeps its cookies.
-struct Console {
-    base: String,
-    http: reqwest::Client,
-    cookies: Vec<(String, String)>,
-}
-
-impl Console {
-    fn new(app: &TestApp) -> Console {
-        Console {
-            base: app.base.clone(),
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
-            cookies: Vec::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep_cookies(&mut self, resp: &reqwest::Response) {
-        for c in resp.headers().get_all(SET_COOKIE) {
-            let c = c.to_str().unwrap();
-            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
-            let (k, v) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(name, _)| name != k);
-            if !v.is_empty() {
-                self.cookies.push((k.to_string(), v.to_string()));
-            }
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> (StatusCode, String) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(COOKIE, self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookies(&resp);
-        (resp.status(), resp.text().await.unwrap())
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(COOKIE, self.cookie_header())
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookies(&resp);
-        resp
-    }
-
-    /// Signs in with `token` through the sign-in form, as a browser would.
-    async fn sign_in(app: &TestApp, token: &str) -> Console {
-        let mut c = Console::new(app);
-        let (status, page) = c.get("/console/login").await;
-        assert_eq!(status, StatusCode::OK);
-        let nonce = csrf_in(&page);
-        let resp = c
-            .post("/console/login", &[("csrf", &nonce), ("token", token)])
-            .await;
-        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "sign-in with {token}");
-        assert_eq!(resp.headers()[LOCATION], "/console/tasks");
-        c
-    }
-
-    /// The CSRF token of the session, from any page's forms.
-    async fn csrf(&mut self) -> String {
-        let (_, page) = self.get("/console/tasks").await;
-        csrf_in(&page)
-    }
-}
-
-fn csrf_in(page: &str) -> String {
-    let at = page
-        .find("name=\"csrf\" value=\"")
-        .expect("a form with a CSRF field");
-    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
 }
 
 async fn second_key(app: &TestApp) -> (String, String) {
@@ -503,6 +411,25 @@ async fn bad_filters_and_form_fields_get_a_400_naming_the_field() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["param"], "duration", "{body}");
+    // It refuses a callback URL the create would refuse: no price for a task never made.
+    for url in ["http://example.com/h", "https://10.0.0.5/h"] {
+        let resp = key
+            .post(
+                "/console/playground/quote",
+                &[
+                    ("csrf", &csrf),
+                    ("model", "kling-video-o1"),
+                    ("prompt", "a kite"),
+                    ("duration", "5"),
+                    ("aspect_ratio", "16:9"),
+                    ("callback_url", url),
+                ],
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{url}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["param"], "callback_url", "{url}: {body}");
+    }
     let resp = key
         .post(
             "/console/playground/quote",

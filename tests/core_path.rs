@@ -385,6 +385,71 @@ async fn a_crash_during_submit_is_reconciled_without_a_second_upstream_task(db: 
 }
 on_both_stores!(a_crash_during_submit_is_reconciled_without_a_second_upstream_task);
 
+/// apimodels cannot be asked whether it has a task. The gateway dies while its submit
+/// hangs; `started` says whether the task keeps the mark written before the call (else
+/// it is left as a crash between writing the task and calling the provider leaves it).
+/// Returns the restarted gateway's view of the task and the simulator.
+async fn apimodels_submit_interrupted(db: Db, started: bool) -> (Value, Sim) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.push_submit_fault(Fault::Hang);
+    let cfg = config(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
+    let mut app = TestApp::start(cfg.clone()).await;
+    let (client, base, key) = (app.client.clone(), app.base.clone(), app.key.clone());
+    let pending = tokio::spawn(async move {
+        client
+            .post(format!("{base}/v1/video/generations"))
+            .bearer_auth(key)
+            .json(&text_to_video("kling-v3-omni"))
+            .send()
+            .await
+    });
+    while sim.submit_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.kill();
+    pending.abort();
+    assert_eq!(sim.created_count(), 0, "the hung submit created nothing");
+    let store = omnigate::store::Store::connect(&db.url, 1).await.unwrap();
+    let (id, mark): (String, Option<i64>) =
+        sqlx::query_as("SELECT id, submit_started_at FROM tasks")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(
+        mark.is_some(),
+        "the mark is written before the provider call"
+    );
+    let clear = if started {
+        ""
+    } else {
+        ", submit_started_at = NULL"
+    };
+    sqlx::query(&format!(
+        "UPDATE tasks SET lease_until = 0, next_poll_at = 0{clear}"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let app = TestApp::restart_with(cfg, app.key.clone()).await;
+    (app.wait_terminal(&id, WAIT).await, sim)
+}
+
+async fn a_task_written_but_never_sent_is_submitted_after_a_restart(db: Db) {
+    let (done, sim) = apimodels_submit_interrupted(db, false).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(sim.created_count(), 1, "one upstream task");
+}
+on_both_stores!(a_task_written_but_never_sent_is_submitted_after_a_restart);
+
+async fn a_task_whose_submit_started_without_an_answer_stays_unknown(db: Db) {
+    let (done, sim) = apimodels_submit_interrupted(db, true).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "submit_outcome_unknown", "{done}");
+    assert_eq!(sim.submit_count(), 1, "never submitted again");
+}
+on_both_stores!(a_task_whose_submit_started_without_an_answer_stays_unknown);
+
 async fn a_request_no_provider_can_carry_is_422_naming_why(db: Db) {
     let db = TestDb::new(db).await;
     let (app, sim) = one_provider(&db, SimDialect::Modellix).await;

@@ -19,6 +19,7 @@ use reqwest::header::{ACCEPT_RANGES, CONTENT_RANGE, LOCATION, RANGE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::console::Console;
 use support::sim::{video_bytes, Sim, SimDialect};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -480,7 +481,265 @@ async fn copies_go_to_s3_and_are_served_from_it(db: Db) {
     assert_served_byte_for_byte(&app, &id, &expected).await;
 }
 
+// ---------------------------------------------------------------------------------------
+// The provider's Content-Type (issue 19.1) and every video of a task (19.17)
+
+/// A gateway whose only key may also use the console, signed in as that key.
+async fn app_and_console(cfg: Config) -> (TestApp, Console) {
+    let app = TestApp::start(cfg).await;
+    let console = Console::sign_in(&app, &app.key.clone()).await;
+    (app, console)
+}
+
+/// The answers of the three content paths to video `index` of task `id`.
+async fn content_answers(
+    app: &TestApp,
+    console: &Console,
+    id: &str,
+    index: usize,
+) -> Vec<reqwest::Response> {
+    let query = if index == 0 {
+        String::new()
+    } else {
+        format!("?video={index}")
+    };
+    let mut answers = Vec::new();
+    for path in [
+        format!("/v1/video/generations/{id}/content{query}"),
+        format!("/v1/videos/{id}/content"),
+    ] {
+        if index == 0 || !path.starts_with("/v1/videos/") {
+            answers.push(get_raw(app, &app.key, &path, None).await);
+        }
+    }
+    answers.push(
+        console
+            .get_raw(&format!("/console/tasks/{id}/video{query}"))
+            .await,
+    );
+    answers
+}
+
+async fn a_copy_the_provider_labelled_html_is_served_as_a_download(db: Db) {
+    let db = TestDb::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, sim) = local_setup(&db, dir.path()).await;
+    let (app, console) = app_and_console(cfg).await;
+    sim.set_video_type("text/html; charset=utf-8");
+    let id = app.create(&request()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_stored(&app, &id).await;
+    let stored: (Option<String>,) =
+        sqlx::query_as("SELECT content_type FROM result_copies WHERE task_id = $1")
+            .bind(&id)
+            .fetch_one(app.gateway().store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        stored.0.as_deref(),
+        Some("application/octet-stream"),
+        "normalised on copy"
+    );
+    let assert_download = |resp: &reqwest::Response| {
+        assert_eq!(resp.status(), StatusCode::OK, "{}", resp.url());
+        let h = resp.headers();
+        assert_eq!(
+            h["content-type"],
+            "application/octet-stream",
+            "{}",
+            resp.url()
+        );
+        assert_eq!(h["content-disposition"], "attachment", "{}", resp.url());
+        assert_eq!(h["x-content-type-options"], "nosniff", "{}", resp.url());
+    };
+    content_answers(&app, &console, &id, 0)
+        .await
+        .iter()
+        .for_each(assert_download);
+    // A row stored before types were checked is checked again when served.
+    sqlx::query("UPDATE result_copies SET content_type = 'text/html' WHERE task_id = $1")
+        .bind(&id)
+        .execute(app.gateway().store.pool())
+        .await
+        .unwrap();
+    content_answers(&app, &console, &id, 0)
+        .await
+        .iter()
+        .for_each(assert_download);
+
+    sim.set_video_type("video/webm");
+    let webm = app.create(&request()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_stored(&app, &webm).await;
+    for resp in content_answers(&app, &console, &webm, 0).await {
+        assert_eq!(resp.status(), StatusCode::OK);
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "video/webm", "{}", resp.url());
+        assert!(h.get("content-disposition").is_none(), "{}", resp.url());
+        assert_eq!(h["x-content-type-options"], "nosniff", "{}", resp.url());
+    }
+}
+
+async fn every_video_of_a_task_is_copied_and_served(db: Db) {
+    let db = TestDb::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, sim) = local_setup(&db, dir.path()).await;
+    let (app, console) = app_and_console(cfg).await;
+    sim.set_videos_per_task(2);
+    let id = app.create(&request()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + WAIT;
+    let task = loop {
+        let (_, task) = app.get(&format!("/v1/video/generations/{id}")).await;
+        let videos = task["result"]["videos"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if videos.len() == 2 && videos.iter().all(|v| v["omnigate_url"].is_string()) {
+            break task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both copies never stored: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let upstream = upstream_id(&task);
+    for (index, name) in [(0, upstream.clone()), (1, format!("{upstream}-2"))] {
+        let video = &task["result"]["videos"][index];
+        let expected = video_bytes(&name);
+        assert_eq!(video["stored_bytes"], expected.len(), "{task}");
+        let url = video["omnigate_url"].as_str().unwrap();
+        let by_url = get_raw(&app, &app.key, url, None).await;
+        assert_eq!(by_url.status(), StatusCode::OK, "{url}");
+        assert!(by_url.bytes().await.unwrap()[..] == expected[..], "{url}");
+        for resp in content_answers(&app, &console, &id, index).await {
+            let what = resp.url().to_string();
+            assert_eq!(resp.status(), StatusCode::OK, "{what}");
+            assert!(
+                resp.bytes().await.unwrap()[..] == expected[..],
+                "{what}: video {index}"
+            );
+        }
+    }
+    let copies: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT video_index, state FROM result_copies WHERE task_id = $1 ORDER BY video_index",
+    )
+    .bind(&id)
+    .fetch_all(app.gateway().store.pool())
+    .await
+    .unwrap();
+    assert_eq!(copies, vec![(0, "stored".into()), (1, "stored".into())]);
+    let missing = get_raw(
+        &app,
+        &app.key,
+        &format!("/v1/video/generations/{id}/content?video=2"),
+        None,
+    )
+    .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------------------
+// Provider answers the store would refuse (issue 19.6)
+
+async fn a_nul_in_a_video_url_is_cleaned_and_the_task_completes(db: Db) {
+    let db = TestDb::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, sim) = local_setup(&db, dir.path()).await;
+    let app = TestApp::start(cfg).await;
+    sim.answer_video_url("https://cdn.sim.test/a\u{0}b.mp4");
+    let id = app.create(&request()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["result"]["videos"][0]["url"],
+        "https://cdn.sim.test/a\u{FFFD}b.mp4"
+    );
+}
+
+async fn a_video_url_that_is_no_url_is_an_unreadable_answer(db: Db) {
+    let db = TestDb::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, sim) = local_setup(&db, dir.path()).await;
+    let app = TestApp::start(cfg).await;
+    sim.answer_video_url("javascript:alert(1)");
+    let id = app.create(&request()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "upstream_unreadable", "{done}");
+}
+
+/// Makes the store refuse every copy row, as PostgreSQL refuses a NUL: the transaction
+/// that completes a task (and queues its copy) fails each time.
+async fn refuse_copies(app: &TestApp, db: Db) {
+    let statements: &[&str] = match db {
+        Db::Postgres => &[
+            "CREATE FUNCTION refuse_copy() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_copy BEFORE INSERT ON result_copies FOR EACH ROW EXECUTE FUNCTION refuse_copy()",
+        ],
+        Db::Sqlite => &[
+            "CREATE TRIGGER refuse_copy BEFORE INSERT ON result_copies BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        ],
+    };
+    for sql in statements {
+        sqlx::raw_sql(sql)
+            .execute(app.gateway().store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+async fn a_completion_the_store_keeps_refusing_fails_the_task_and_frees_its_slot(db: Db) {
+    let test_db = TestDb::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _sim) = local_setup(&test_db, dir.path()).await;
+    let app = TestApp::start(cfg).await;
+    refuse_copies(&app, db).await;
+    sqlx::query("UPDATE api_keys SET max_in_flight = 1")
+        .execute(app.gateway().store.pool())
+        .await
+        .unwrap();
+    let id = app.create(&request()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "store_refused", "{done}");
+    let (refusals, holds): (i64, i64) =
+        sqlx::query_as("SELECT store_refusals, holds_slot FROM tasks WHERE id = $1")
+            .bind(&id)
+            .fetch_one(app.gateway().store.pool())
+            .await
+            .unwrap();
+    assert_eq!(refusals, 5, "counted on the task row");
+    assert_eq!(holds, 0, "the key's slot is released");
+    let in_flight: (i64,) = sqlx::query_as("SELECT in_flight FROM api_keys")
+        .fetch_one(app.gateway().store.pool())
+        .await
+        .unwrap();
+    assert_eq!(in_flight.0, 0);
+}
+
 on_both_stores!(
+    a_nul_in_a_video_url_is_cleaned_and_the_task_completes,
+    a_video_url_that_is_no_url_is_an_unreadable_answer,
+    a_completion_the_store_keeps_refusing_fails_the_task_and_frees_its_slot,
+    a_copy_the_provider_labelled_html_is_served_as_a_download,
+    every_video_of_a_task_is_copied_and_served,
     mirrored_video_is_served_byte_for_byte_with_ranges,
     without_a_copy_content_redirects_to_the_provider,
     a_video_over_the_size_bound_is_not_copied,

@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use omnigate::config::{Config, SandboxMode};
 use omnigate::domain::{Model, VideoRequest};
@@ -196,6 +196,51 @@ async fn every_rule_is_a_400_naming_the_field_before_any_provider_call(db: Db) {
 }
 on_both_stores!(every_rule_is_a_400_naming_the_field_before_any_provider_call);
 
+/// A quote answers what a create would: each body a create refuses, a quote refuses with
+/// the same status and field, including the callback URLs only the gateway's config
+/// refuses (plain http, an internal address).
+async fn a_quote_refuses_exactly_what_a_create_refuses(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Kkiai).await;
+    let app = TestApp::spawn(
+        &db,
+        vec![("up".into(), sim.provider_config(&[Model::KlingV3Omni], 0.1))],
+    )
+    .await;
+    let with_callback = |url: &str| json!({"model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "16:9", "callback_url": url});
+    let mut cases = rule_cases();
+    cases.push((
+        "plain http callback",
+        with_callback("http://example.com/h"),
+        "callback_url",
+    ));
+    cases.push((
+        "private callback",
+        with_callback("https://10.0.0.5/h"),
+        "callback_url",
+    ));
+    for (what, body, param) in cases {
+        let (quoted, quote) = app.post("/v1/video/quotes", &body).await;
+        let (created, create) = app.post("/v1/video/generations", &body).await;
+        assert_eq!(quoted, StatusCode::BAD_REQUEST, "{what}: quote {quote}");
+        assert_eq!(created, StatusCode::BAD_REQUEST, "{what}: create {create}");
+        assert_eq!(quote["error"]["param"], param, "{what}: {quote}");
+        assert_eq!(quote["error"], create["error"], "{what}");
+    }
+    let fine = with_callback("https://hooks.example.com/h");
+    assert_eq!(app.post("/v1/video/quotes", &fine).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post("/v1/video/generations", &fine).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        sim.submit_count(),
+        1,
+        "only the valid create reached the provider"
+    );
+}
+on_both_stores!(a_quote_refuses_exactly_what_a_create_refuses);
+
 async fn the_zero_config_sandbox_runs_a_task_to_completion(kind: Db) {
     let db = TestDb::new(kind).await;
     let mut cfg = Config::default();
@@ -291,6 +336,83 @@ async fn the_healthcheck_command_tells_a_live_gateway_from_a_gone_one() {
     assert!(!gone.status.success(), "a stopped gateway passed the check");
 }
 
+/// With `[admin] token_env` set but its variable unset, the commands that never use the
+/// token run; `serve`, which answers `/admin/*` with it, refuses to start, naming the key.
+#[tokio::test]
+async fn only_commands_that_use_the_admin_token_need_its_variable() {
+    const VAR: &str = "OMNIGATE_TEST_ADMIN_TOKEN_NEVER_SET";
+    let db = TestDb::new(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.toml");
+    std::fs::write(&path, format!("[admin]\ntoken_env = \"{VAR}\"\n")).unwrap();
+    let omnigate = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_omnigate"));
+        cmd.arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("OMNIGATE_DATABASE__URL", &db.url)
+            .env_remove(VAR);
+        cmd
+    };
+    let run = |args: &[&str]| {
+        let out = omnigate(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            err,
+        )
+    };
+    let (ok, _, err) = run(&["keys", "create", "--name", "no-admin-here"]);
+    assert!(ok, "keys create: {err}");
+    let (ok, listed, err) = run(&["keys", "list"]);
+    assert!(ok, "keys list: {err}");
+    assert!(listed.contains("no-admin-here"), "{listed}");
+
+    let mut cfg = support::app::config(&db, Vec::new());
+    cfg.sandbox.enabled = SandboxMode::Always;
+    let app = TestApp::start(cfg).await;
+    let addr = app.app.as_ref().unwrap().addr.to_string();
+    let mut check = omnigate(&["healthcheck"]);
+    check.env("OMNIGATE_SERVER__LISTEN", &addr);
+    // Off the runtime: the gateway answering it runs on this test's runtime.
+    let check = tokio::task::spawn_blocking(move || check.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "healthcheck: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Port 0: if serve wrongly started, it is stopped below instead of holding a port.
+    let mut serve = omnigate(&["serve"])
+        .env("OMNIGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            serve.kill().unwrap();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "serve started: {err}");
+    assert!(
+        err.contains("admin.token_env") && err.contains(VAR),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_config_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,6 +432,31 @@ async fn a_bad_config_stops_start_up_naming_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("port"), "{err}");
+}
+
+/// An unknown key is named as it was written: its TOML path from a file, the variable's
+/// name from the environment.
+#[tokio::test]
+async fn an_unknown_config_key_is_named_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, "[server]\nlistn = \"127.0.0.1:0\"\n").unwrap();
+    let refusal = |cmd: &mut std::process::Command| {
+        let out = cmd.args(["keys", "list"]).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let bin = env!("CARGO_BIN_EXE_omnigate");
+    let err = refusal(std::process::Command::new(bin).arg("--config").arg(&path));
+    assert!(err.contains("server.listn: unknown key"), "{err}");
+    assert!(!err.contains("default."), "{err}");
+    assert!(err.contains("expected one of listen,"), "{err}");
+    let err = refusal(
+        std::process::Command::new(bin)
+            .env_remove("OMNIGATE_CONFIG")
+            .env("OMNIGATE_SERVER__LISTN", "127.0.0.1:0"),
+    );
+    assert!(err.contains("OMNIGATE_SERVER__LISTN: unknown key"), "{err}");
 }
 
 /// Two gateways on one database claim due tasks at the same moment: every task goes to

@@ -129,6 +129,22 @@ async fn keys_are_managed_through_the_admin_api(db: Db) {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"]["param"], "max_in_flight");
+    // Over HTTP a limit is removed with JSON's null, and the refusal says so.
+    let (status, err) = admin(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/keys/{id}"),
+        Some(json!({"budget_usd": -1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["param"], "budget_usd");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("positive number") && message.contains("or null to remove it"),
+        "{message}"
+    );
+    assert!(!message.contains("none"), "{message}");
     // Without the admin token there is nothing to see.
     let (status, _) = app
         .get_as(key["key"].as_str().unwrap(), "/admin/keys")
@@ -460,3 +476,181 @@ async fn two_gateway_processes_enforce_one_concurrency_limit(db: Db) {
     assert_eq!(sim.created_count(), 3);
 }
 on_both_stores!(two_gateway_processes_enforce_one_concurrency_limit);
+
+/// A gateway whose one provider (a Kling flavour, which reports the length of the video it
+/// made) charges `usd_per_second`, with every base video lasting `input_seconds`.
+async fn edit_gateway(db: &TestDb, usd_per_second: f64, input_seconds: u32) -> (TestApp, Sim) {
+    let sim = Sim::start(SimDialect::Anyfast).await;
+    sim.set_base_video_seconds(input_seconds);
+    let mut cfg = config(
+        db,
+        vec![("up".into(), sim.provider_config(BOTH, usd_per_second))],
+    );
+    cfg.admin.token = Some(Secret::new(ADMIN));
+    (TestApp::start(cfg).await, sim)
+}
+
+/// A base-video edit whose client declares a 3 s input.
+fn edit_declaring_3_s() -> Value {
+    json!({"model": "kling-v3-omni", "prompt": "edit <<<video_1>>> into clay",
+           "video_list": [{"video_url": "https://example.com/in.mp4", "refer_type": "base", "duration": 3}]})
+}
+
+/// (cost_final_micros, provider_reported_micros) as stored.
+async fn stored_costs(app: &TestApp, task_id: &str) -> (Option<i64>, Option<i64>) {
+    use sqlx::Row;
+    let row =
+        sqlx::query("SELECT cost_final_micros, provider_reported_micros FROM tasks WHERE id = $1")
+            .bind(task_id)
+            .fetch_one(app.gateway().store.pool())
+            .await
+            .unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn an_edit_declaring_a_short_input_cannot_spend_past_the_budget(db: Db) {
+    let db = TestDb::new(db).await;
+    // $0.09/s: declared 3 s would reserve $0.27; the provider bills the real 10 s, $0.90.
+    let (app, _sim) = edit_gateway(&db, 0.09, 10).await;
+    let key = new_key(&app, json!({"budget_usd": 1.0})).await;
+    let id = key["id"].as_str().unwrap().to_string();
+    // Four creates back to back, as the review measured: 202, 202, 202, 402 and $2.70
+    // spent when each reserved its declared 3 s.
+    let mut statuses = Vec::new();
+    let mut accepted = Vec::new();
+    for _ in 0..4 {
+        let (status, task) = app
+            .post_as(
+                key["key"].as_str().unwrap(),
+                "/v1/video/generations",
+                &edit_declaring_3_s(),
+            )
+            .await;
+        statuses.push(status);
+        if status == StatusCode::ACCEPTED {
+            accepted.push(task);
+        }
+    }
+    let mut done = Vec::new();
+    for task in &accepted {
+        done.push(wait(&app, &key, task).await);
+    }
+    let info = key_info(&app, &id).await;
+    let spent = info["spent_usd"].as_f64().unwrap();
+    assert!(spent <= 1.0, "spent ${spent} of a $1.00 budget: {info}");
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::PAYMENT_REQUIRED,
+            StatusCode::PAYMENT_REQUIRED,
+            StatusCode::PAYMENT_REQUIRED
+        ],
+        "an edit reserves its longest input, $0.90: a second does not fit"
+    );
+    assert_eq!(done[0]["status"], "completed", "{}", done[0]);
+    assert_eq!(
+        done[0]["cost"]["final_usd"].as_f64(),
+        Some(0.9),
+        "{}",
+        done[0]
+    );
+    assert_eq!(key_info(&app, &id).await["spent_usd"].as_f64(), Some(0.9));
+    // The provider's own figure is kept beside the charge.
+    let task_id = done[0]["id"].as_str().unwrap();
+    assert_eq!(
+        stored_costs(&app, task_id).await,
+        (Some(900_000), Some(900_000))
+    );
+}
+on_both_stores!(an_edit_declaring_a_short_input_cannot_spend_past_the_budget);
+
+async fn a_provider_billing_past_the_reservation_is_charged_the_reservation_and_shown(db: Db) {
+    let db = TestDb::new(db).await;
+    // Longer than the documents allow (3-10 s): the provider bills 12 s, $1.08.
+    let (app, _sim) = edit_gateway(&db, 0.09, 12).await;
+    let key = new_key(&app, json!({"budget_usd": 1.0})).await;
+    let (status, task) = app
+        .post_as(
+            key["key"].as_str().unwrap(),
+            "/v1/video/generations",
+            &edit_declaring_3_s(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    let done = wait(&app, &key, &task).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["cost"]["final_usd"].as_f64(), Some(0.9), "{done}");
+    assert_eq!(
+        done["cost"]["provider_reported_usd"].as_f64(),
+        Some(1.08),
+        "{done}"
+    );
+    let info = key_info(&app, key["id"].as_str().unwrap()).await;
+    assert_eq!(info["spent_usd"].as_f64(), Some(0.9), "{info}");
+    assert_eq!(
+        stored_costs(&app, done["id"].as_str().unwrap()).await,
+        (Some(900_000), Some(1_080_000))
+    );
+    // The operator's usage report shows the under-estimate beside the charge.
+    let (status, all) = admin(&app, reqwest::Method::GET, "/admin/usage?from=0", None).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let mine = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == key["id"])
+        .unwrap();
+    assert_eq!(mine["final_usd"].as_f64(), Some(0.9), "{all}");
+    assert_eq!(mine["provider_reported_usd"].as_f64(), Some(1.08), "{all}");
+}
+on_both_stores!(a_provider_billing_past_the_reservation_is_charged_the_reservation_and_shown);
+
+/// `final_usd` of `/v1/usage` over every task of the key.
+async fn usage_final_usd(app: &TestApp, secret: &str) -> f64 {
+    let (status, usage) = app.get_as(secret, "/v1/usage?group_by=day&from=0").await;
+    assert_eq!(status, StatusCode::OK, "{usage}");
+    usage["total"]["final_usd"].as_f64().unwrap()
+}
+
+async fn spend_counts_without_a_budget_and_a_budget_set_later_counts_it(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, _sim) = gateway(&db).await;
+    let key = new_key(&app, json!({})).await;
+    let (id, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
+    for _ in 0..2 {
+        let (status, task) = create_as(&app, &key).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+        assert_eq!(wait(&app, &key, &task).await["status"], "completed");
+    }
+    // One source of truth: the key's spend is the usage report's sum, on every view.
+    let info = key_info(&app, id).await;
+    assert_eq!(info["spent_usd"].as_f64(), Some(1.0), "{info}");
+    assert_eq!(usage_final_usd(&app, secret).await, 1.0);
+    let (_, list) = admin(&app, reqwest::Method::GET, "/admin/keys", None).await;
+    let listed = list["data"].as_array().unwrap();
+    let mine = listed.iter().find(|k| k["id"] == id).unwrap();
+    assert_eq!(mine["spent_usd"].as_f64(), Some(1.0), "{list}");
+    // A budget set mid-period counts what was already spent: $1.00 + $0.50 > $1.20.
+    let path = format!("/admin/keys/{id}");
+    let patch = |body: Value| admin(&app, reqwest::Method::PATCH, &path, Some(body));
+    let (status, changed) = patch(json!({"budget_usd": 1.2})).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["spent_usd"].as_f64(), Some(1.0), "{changed}");
+    let (status, err) = create_as(&app, &key).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+    // So does a change of period: today's spend is the same $1.00.
+    let (status, changed) = patch(json!({"budget_period": "day"})).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["spent_usd"].as_f64(), Some(1.0), "{changed}");
+    assert_eq!(create_as(&app, &key).await.0, StatusCode::PAYMENT_REQUIRED);
+    // Removing the budget lets it create again, still counting.
+    let (status, _) = patch(json!({"budget_usd": null})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, task) = create_as(&app, &key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    wait(&app, &key, &task).await;
+    assert_eq!(key_info(&app, id).await["spent_usd"].as_f64(), Some(1.5));
+    assert_eq!(usage_final_usd(&app, secret).await, 1.5);
+}
+on_both_stores!(spend_counts_without_a_budget_and_a_budget_set_later_counts_it);

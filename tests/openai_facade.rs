@@ -170,6 +170,12 @@ async fn bad_fields_are_400s_naming_openais_field(db: Db) {
         assert_eq!(err["error"]["param"], param, "{body}: {err}");
         assert_eq!(err["error"]["type"], "invalid_request_error");
     }
+    // The duration rule, in OpenAI's words, still reads as a sentence.
+    let (_, err) = create_video(&app, json!({"prompt": "x", "seconds": "99"})).await;
+    assert_eq!(
+        err["error"]["message"], "kling-v3-omni accepts 3 to 15 seconds, got 99.",
+        "{err}"
+    );
     // The SDK's own form: multipart fields, the same rules.
     let boundary = "omnigate-test-boundary";
     let form = |fields: &[(&str, &str)]| {
@@ -401,7 +407,42 @@ async fn facade_creates_share_the_keys_create_rate_limit(db: Db) {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// An Idempotency-Key replay is marked `Idempotent-Replayed: true` on the facade, as on
+/// the native create; the first create is not.
+async fn an_idempotent_replay_is_marked_as_on_the_native_api(db: Db) {
+    let db = TestDb::new(db).await;
+    let (app, sim, _dir) = setup(&db).await;
+    let native = json!({"model": "kling-v3-omni", "prompt": "a kite", "aspect_ratio": "16:9"});
+    for (path, body) in [
+        ("/v1/videos", json!({"prompt": "a kite", "seconds": "5"})),
+        ("/v1/video/generations", native),
+    ] {
+        let send = || {
+            app.client
+                .post(format!("{}{path}", app.base))
+                .bearer_auth(&app.key)
+                .header("idempotency-key", format!("replay-{path}"))
+                .json(&body)
+                .send()
+        };
+        let first = send().await.unwrap();
+        assert!(first.status().is_success(), "{path}");
+        assert!(
+            first.headers().get("idempotent-replayed").is_none(),
+            "{path}"
+        );
+        let first: Value = first.json().await.unwrap();
+        let again = send().await.unwrap();
+        assert!(again.status().is_success(), "{path}");
+        assert_eq!(again.headers()["idempotent-replayed"], "true", "{path}");
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["id"], first["id"], "{path}");
+    }
+    assert_eq!(sim.submit_count(), 2, "one upstream task per key");
+}
+
 on_both_stores!(
+    an_idempotent_replay_is_marked_as_on_the_native_api,
     facade_creates_share_the_keys_create_rate_limit,
     the_official_openai_sdk_works_unmodified,
     a_key_never_sees_another_keys_video,

@@ -383,3 +383,65 @@ async fn big_element_ids_reach_the_provider_exactly(db: Db) {
     }
 }
 on_both_stores!(big_element_ids_reach_the_provider_exactly);
+
+// ---------------------------------------------------------------------------------------
+// The sandbox's modellix answers as modellix's document does (issue 24.9)
+
+/// Log lines written while `fut` runs (its own subscriber, at WARN and above).
+async fn warnings_during<T>(fut: impl std::future::Future<Output = T>) -> (T, String) {
+    use tracing::instrument::WithSubscriber;
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = fut.with_subscriber(subscriber).await;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[tokio::test]
+async fn the_sandboxs_first_modellix_task_logs_no_warning_and_is_read_back() {
+    let sandbox = omnigate::sandbox::start(0.5).await.unwrap();
+    let (name, cfg) = omnigate::sandbox::provider_configs(sandbox.addr)
+        .into_iter()
+        .find(|(_, c)| c.dialect == omnigate::config::Dialect::Modellix)
+        .expect("a sandbox modellix");
+    let modellix = providers::build(&name, &cfg).unwrap();
+    let (submitted, logged) = warnings_during(modellix.submit(&task_id(), &text_to_video())).await;
+    let submitted = submitted.expect("the sandbox takes the task");
+    assert_eq!(logged, "", "no warning on the sandbox's first task");
+    assert!(
+        !submitted.upstream_id.contains('#'),
+        "{}",
+        submitted.upstream_id
+    );
+    let seen = modellix.query(&submitted.upstream_id).await.unwrap();
+    assert_eq!(seen.upstream_id, submitted.upstream_id);
+    // As the document shows it: absolute, on the sandbox's own host.
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/kling/kling-v3-omni/async", cfg.base_url))
+        .json(&json!({"prompt": "a cat"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = created["data"]["get_result"]["url"].as_str().unwrap();
+    let id = created["data"]["task_id"].as_str().unwrap();
+    assert_eq!(url, format!("{}/api/v1/tasks/{id}", cfg.base_url));
+    sandbox.server.abort();
+}

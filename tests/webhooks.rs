@@ -385,6 +385,13 @@ async fn deliveries_retry_on_the_schedule_until_a_2xx_honouring_retry_after(db: 
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     assert_eq!(queued["state"], "pending");
+    // The answer shows the attempts so far (the new one may already be among them).
+    let so_far: Vec<_> = statuses(&queued).into_iter().take(4).collect();
+    assert_eq!(
+        so_far,
+        [Some(500), Some(503), Some(429), Some(200)],
+        "{queued}"
+    );
     let got = receiver.wait_for(5, WAIT).await;
     assert_eq!(got[4].header("webhook-id"), event_id);
     let listed = events_until(&app, &key, &id, |e| {

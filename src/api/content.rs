@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use serde::Deserialize;
 
 use super::auth::Caller;
 use super::ApiError;
@@ -21,6 +23,7 @@ use crate::gateway::Gateway;
     tag = "tasks",
     params(
         ("id" = String, Path, description = "The task id (`vgt_...`)."),
+        ("video" = Option<usize>, Query, description = "Which of the task's videos (its position in `result.videos`); 0, the first, by default."),
         ("Range" = Option<String>, Header, description = "One byte range, `bytes=a-b`, `bytes=a-` or `bytes=-n`."),
     ),
     responses(
@@ -38,16 +41,41 @@ pub async fn generation_content(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
     Path(id): Path<String>,
+    which: Result<Query<WhichVideo>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    content_of(&gw, &key.id, &id, &headers).await
+    let Query(which) = which?;
+    content_of(&gw, &key.id, &id, which.index(), &headers).await
 }
 
-/// The content of `owner`'s task `id`; another key's task is a 404, as everywhere.
+/// `?video=i`: which of a task's videos a content read is for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhichVideo {
+    pub video: Option<usize>,
+}
+
+impl WhichVideo {
+    pub fn index(&self) -> usize {
+        self.video.unwrap_or_default()
+    }
+}
+
+/// Where video `index` of task `id` is served (its `omnigate_url`).
+pub fn content_path(id: &str, index: usize) -> String {
+    match index {
+        0 => format!("/v1/video/generations/{id}/content"),
+        i => format!("/v1/video/generations/{id}/content?video={i}"),
+    }
+}
+
+/// The content of video `index` of `owner`'s task `id`; another key's task is a 404, as
+/// everywhere.
 pub async fn content_of(
     gw: &Gateway,
     owner: &str,
     id: &str,
+    index: usize,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let task = gw
@@ -63,7 +91,7 @@ pub async fn content_of(
         )));
     }
     if let Some(results) = &gw.results {
-        if let Some((key, content_type)) = gw.store.stored_copy(id).await? {
+        if let Some((key, content_type)) = gw.store.stored_copy(id, index).await? {
             let served =
                 crate::results::serve(results, &key, content_type.as_deref(), headers).await?;
             if let Some(resp) = served {
@@ -73,8 +101,8 @@ pub async fn content_of(
     }
     let url = task
         .videos
-        .first()
+        .get(index)
         .and_then(|v| HeaderValue::from_str(&v.url).ok())
-        .ok_or_else(|| ApiError::NotFound(format!("task {id} has no video URL")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("task {id} has no video {index}")))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
 }

@@ -44,7 +44,7 @@ pub async fn list(
         ("event_id" = String, Path, description = "The event id."),
     ),
     responses(
-        (status = 202, description = "Queued: the event, without its past attempts.", body = super::openapi::EventObject),
+        (status = 202, description = "Queued: the event, with its delivery attempts so far.", body = super::openapi::EventObject),
         (status = 422, description = "`event_in_flight`: the event is being delivered right now.", body = super::error::ErrorBody),
     ),
 )]
@@ -55,7 +55,10 @@ pub async fn redeliver(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     own_task(&gw, &key.id, &id).await?;
     match gw.store.redeliver_webhook_event(&id, &event_id).await? {
-        Redelivery::Queued(event) => Ok((StatusCode::ACCEPTED, Json(event_object(&event, &[])))),
+        Redelivery::Queued(event) => {
+            let attempts = attempts_so_far(&gw, &id, &event.id).await?;
+            Ok((StatusCode::ACCEPTED, Json(event_object(&event, &attempts))))
+        }
         Redelivery::NotFound => Err(ApiError::NotFound(format!(
             "no event {event_id} for task {id}"
         ))),
@@ -68,6 +71,23 @@ pub async fn redeliver(
             provider_message: None,
         }),
     }
+}
+
+/// The delivery attempts the event has had so far (the new schedule's first may be among
+/// them already), so the answer to a redelivery shows what it follows.
+async fn attempts_so_far(
+    gw: &Gateway,
+    task_id: &str,
+    event_id: &str,
+) -> Result<Vec<WebhookAttempt>, ApiError> {
+    Ok(gw
+        .store
+        .task_webhook_events(task_id)
+        .await?
+        .into_iter()
+        .find(|(e, _)| e.id == event_id)
+        .map(|(_, attempts)| attempts)
+        .unwrap_or_default())
 }
 
 /// Another key's task does not exist.

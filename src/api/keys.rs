@@ -93,7 +93,7 @@ impl KeyBody {
             max_queued: self.max_queued,
         };
         change
-            .validate()
+            .validate_removing_with("null")
             .map_err(|(field, message)| ApiError::invalid(field, message))?;
         Ok(change)
     }

@@ -20,7 +20,7 @@ mod throttle;
 mod usage;
 
 pub use admin::same_secret;
-pub use content::content_of;
+pub use content::{content_of, content_path, WhichVideo};
 pub use error::ApiError;
 pub use json::parse as parse_json;
 pub use tasks::{quote_object, refuse_while_draining, task_object};

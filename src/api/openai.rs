@@ -14,14 +14,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
 use super::json::{parse, read_body};
-use super::tasks::{idempotency_key, refuse_while_draining};
+use super::tasks::{idempotency_key, refuse_while_draining, replay_marked};
 use super::ApiError;
 use crate::domain::{AspectRatio, Mode, Model, TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
@@ -141,7 +141,8 @@ async fn form_fields(content_type: &str, bytes: Bytes) -> Result<Map<String, Val
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
             description = "As on `POST /v1/video/generations`.")),
     responses(
-        (status = 200, description = "The video object (status `queued`).", body = super::openapi::Video),
+        (status = 200, description = "The video object (status `queued`).", body = super::openapi::Video,
+         headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
         (status = 400, description = "`invalid_request`: `param` names the field (OpenAI's name for it: `seconds`, `size`, `model`, ...).", body = super::error::ErrorBody),
         (status = 402, description = "`budget_exceeded`.", body = super::error::ErrorBody),
         (status = 409, description = "`idempotency_conflict`.", body = super::error::ErrorBody),
@@ -154,14 +155,15 @@ pub async fn create(
     Caller(key): Caller,
     headers: HeaderMap,
     CreateBody(body): CreateBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
     let req = to_request(body)?;
     let created = submit::create_task(&gw, &key, req.clone(), idempotency_key)
         .await
         .map_err(|e| in_openai_terms(e.into()))?;
-    Ok(Json(video_object(&created.task, Some(&req))))
+    let resp = Json(video_object(&created.task, Some(&req))).into_response();
+    Ok(replay_marked(resp, created.replayed))
 }
 
 /// Our request from OpenAI's fields.
@@ -243,6 +245,17 @@ pub fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
     })
 }
 
+/// `message`, naming our field `from` by OpenAI's `to`. Our `duration` is a length and
+/// OpenAI's `seconds` a count, so "accepts a duration of 3 to 15 seconds" reads "accepts
+/// 3 to 15 seconds", not "accepts a seconds of".
+fn reword(message: &str, from: &str, to: &str) -> String {
+    let message = match (from, to) {
+        ("duration", "seconds") => message.replace("a duration of ", ""),
+        _ => message.to_string(),
+    };
+    message.replace(from, to)
+}
+
 /// A refusal naming one of our fields names OpenAI's instead.
 fn in_openai_terms(e: ApiError) -> ApiError {
     let rename = |p: &str| match p {
@@ -257,7 +270,7 @@ fn in_openai_terms(e: ApiError) -> ApiError {
         } if rename(&p).is_some() => {
             let to = rename(&p).unwrap_or_default();
             ApiError::InvalidRequest {
-                message: message.replace(&p, to),
+                message: reword(&message, &p, to),
                 param: Some(to.to_string()),
             }
         }
@@ -270,7 +283,7 @@ fn in_openai_terms(e: ApiError) -> ApiError {
             let to = rename(&p).unwrap_or_default();
             ApiError::Unprocessable {
                 code,
-                message: message.replace(&p, to),
+                message: reword(&message, &p, to),
                 param: Some(to.to_string()),
                 provider_message,
             }
@@ -446,7 +459,7 @@ pub async fn content(
             format!("variant {v:?} is not available; only \"video\" is"),
         ));
     }
-    super::content::content_of(&gw, &key.id, &id, &headers).await
+    super::content::content_of(&gw, &key.id, &id, 0, &headers).await
 }
 
 /// OpenAI's Video object for a task, with what only its stored request knows (prompt,

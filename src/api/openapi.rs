@@ -441,6 +441,10 @@ mod answers {
         /// Once completed.
         #[serde(skip_serializing_if = "Option::is_none")]
         final_usd: Option<f64>,
+        /// Only where the provider billed more than the task reserved of its key's budget:
+        /// its figure, while the key was charged `final_usd` (the reservation).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider_reported_usd: Option<f64>,
         #[schema(example = "USD")]
         currency: String,
     }
@@ -645,6 +649,9 @@ mod answers {
         seconds: i64,
         estimated_usd: f64,
         final_usd: f64,
+        /// In `/admin/usage` only: what the providers reported for the completed tasks.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider_reported_usd: Option<f64>,
     }
 
     #[derive(Serialize, ToSchema)]

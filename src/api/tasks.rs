@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -53,20 +53,20 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
-    // The part of rule 9 that depends on the config (`validation::validate` has none).
-    crate::validation::check_callback_url(
-        req.callback_url.as_deref(),
-        gw.config.webhooks.allow_private_targets,
-    )
-    .map_err(|e| ApiError::invalid(e.param, e.message))?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
     let obj = with_queue_position(&gw, task_object(&created.task), &created.task).await?;
-    let mut resp = (StatusCode::ACCEPTED, Json(obj)).into_response();
-    if created.replayed {
+    let resp = (StatusCode::ACCEPTED, Json(obj)).into_response();
+    Ok(replay_marked(resp, created.replayed))
+}
+
+/// A create's answer, with `Idempotent-Replayed: true` when an Idempotency-Key replayed an
+/// earlier create (the native API and the OpenAI facade alike).
+pub(super) fn replay_marked(mut resp: Response, replayed: bool) -> Response {
+    if replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(resp)
+    resp
 }
 
 /// Once a graceful shutdown has begun, a new create would start a submit the drain might
@@ -281,6 +281,14 @@ pub fn task_object(t: &TaskRecord) -> Value {
     if let Some(f) = t.cost_final_usd {
         cost["final_usd"] = json!(f);
     }
+    // Only where the provider billed more than the task reserved of its key's budget (and
+    // the key was charged the reservation): the owner sees the under-estimate.
+    if let Some(r) = t
+        .provider_reported_usd
+        .filter(|r| Some(*r) != t.cost_final_usd)
+    {
+        cost["provider_reported_usd"] = json!(r);
+    }
     let mut obj = json!({
         "id": t.id,
         "object": "video.generation",
@@ -307,9 +315,12 @@ pub fn task_object(t: &TaskRecord) -> Value {
     if status == TaskStatus::Completed {
         obj["result"] = json!({ "videos": t.videos });
         // Beside the provider's `url` (which expires), omnigate's verified copy, once made.
-        if let (Some(bytes), Some(first)) = (t.stored_bytes, obj["result"]["videos"].get_mut(0)) {
-            first["omnigate_url"] = json!(format!("/v1/video/generations/{}/content", t.id));
-            first["stored_bytes"] = json!(bytes);
+        let videos = obj["result"]["videos"].as_array_mut().into_iter().flatten();
+        for (i, video) in videos.enumerate() {
+            if let Some(bytes) = t.stored_bytes_of(i) {
+                video["omnigate_url"] = json!(super::content_path(&t.id, i));
+                video["stored_bytes"] = json!(bytes);
+            }
         }
     }
     if let (TaskStatus::Failed, Some(e)) = (status, &t.error) {

@@ -75,12 +75,16 @@ fn parse_time(field: &'static str, s: &str) -> Result<i64, ApiError> {
 }
 
 fn report(rows: Vec<UsageRow>, from: i64, to: i64, group_by: String) -> Value {
-    let total = json!({
+    let mut total = json!({
         "tasks": rows.iter().map(|r| r.tasks).sum::<i64>(),
         "seconds": rows.iter().map(|r| r.seconds).sum::<i64>(),
         "estimated_usd": round(rows.iter().map(|r| r.estimated_usd).sum()),
         "final_usd": round(rows.iter().map(|r| r.final_usd).sum()),
     });
+    let reported: Option<f64> = rows.iter().map(|r| r.provider_reported_usd).sum();
+    if let Some(reported) = reported.filter(|_| !rows.is_empty()) {
+        total["provider_reported_usd"] = json!(round(reported));
+    }
     json!({
         "object": "usage",
         "from": from / 1000,

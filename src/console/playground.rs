@@ -236,12 +236,8 @@ pub async fn submit(
         .ok_or(ConsoleError::SignInRequired)?;
     let created = async {
         crate::api::refuse_while_draining(&gw)?;
+        // Validated by `create_task`, the same path as the API's create and quote.
         let (_, req) = request_of(&form)?;
-        crate::validation::check_callback_url(
-            req.callback_url.as_deref(),
-            gw.config.webhooks.allow_private_targets,
-        )
-        .map_err(|e| ApiError::invalid(e.param, e.message))?;
         crate::limits::layer::count_create(&gw, &key).await?;
         Ok::<_, ApiError>(crate::submit::create_task(&gw, &key, req, None).await?)
     }

@@ -393,15 +393,20 @@ fn looks_like_base64(s: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')))
 }
 
-/// `GET /console/tasks/{id}/video`: the stored copy, or a redirect to the provider's URL.
+type QueryRejection = axum::extract::rejection::QueryRejection;
+
+/// `GET /console/tasks/{id}/video[?video=i]`: the stored copy, or a redirect to the
+/// provider's URL.
 pub async fn video(
     State(gw): State<Arc<Gateway>>,
     session: Session,
     Path(id): Path<String>,
+    which: Result<axum::extract::Query<crate::api::WhichVideo>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ConsoleError> {
     let task = visible_task(&gw, &session, &id).await?;
-    Ok(crate::api::content_of(&gw, &task.api_key_id, &id, &headers).await?)
+    let index = which.map_err(crate::api::ApiError::from)?.index();
+    Ok(crate::api::content_of(&gw, &task.api_key_id, &id, index, &headers).await?)
 }
 
 /// `POST /console/tasks/{id}/events/{event_id}/redeliver`

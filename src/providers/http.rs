@@ -51,14 +51,35 @@ impl Reply {
         (200..300).contains(&self.status)
     }
 
+    /// The answer's JSON with every string in it made storable (see [`storable`]). Every
+    /// dialect reads its answers (and the callbacks it POSTs) through here, so no field a
+    /// task write keeps (an id, a video URL, a message) can be missed.
     pub fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
+        let mut body = serde_json::from_slice(&self.body).ok()?;
+        make_storable(&mut body);
+        Some(body)
     }
 
     /// The body as text for `ProviderError::raw_body`, cut to [`MAX_RAW_BODY_BYTES`].
     pub fn raw_text(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
+        let text = storable(&String::from_utf8_lossy(&self.body));
         truncate_chars_to_bytes(&text, MAX_RAW_BODY_BYTES)
+    }
+}
+
+/// Provider text as the store can keep it: a NUL becomes U+FFFD. PostgreSQL refuses a
+/// NUL in text, so a task step recording one could never complete: the poller would ask
+/// again for ever while the task held its key's slot (issue 19.6, tests/properties.rs).
+pub(super) fn storable(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn make_storable(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = storable(s),
+        Value::Array(items) => items.iter_mut().for_each(make_storable),
+        Value::Object(fields) => fields.values_mut().for_each(make_storable),
+        _ => {}
     }
 }
 
@@ -382,12 +403,12 @@ pub(super) fn provider_message(v: &Value) -> Option<String> {
         .find_map(text)
 }
 
-/// A non-empty string, or a number spelled out (some relays send ids as numbers). A NUL
-/// becomes U+FFFD: this text is stored (ids, messages), and the database refuses a NUL, so
-/// a task step recording it could never complete (found by tests/properties.rs).
+/// A non-empty string, or a number spelled out (some relays send ids as numbers). Its NULs
+/// are already gone when it came through [`Reply::json`]; a value built some other way is
+/// cleaned the same way here.
 pub(super) fn text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.replace('\0', "\u{FFFD}")),
+        Value::String(s) if !s.trim().is_empty() => Some(storable(s)),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -514,6 +535,14 @@ impl Observed {
                 let (field, word) = (&self.state_field, &self.raw_state);
                 return Err(unreadable(format!("{field}: unknown state word {word:?}")));
             }
+            // Stored, copied and shown to clients as a link: it must be a web URL. (Not
+            // quoted in the message: a signed URL is a credential; raw_body keeps it.)
+            Some(TaskStatus::Completed) if !self.videos.iter().all(|v| is_web_url(&v.url)) => {
+                let field = &self.videos_field;
+                return Err(unreadable(format!(
+                    "{field}: a video URL is not an http(s) URL"
+                )));
+            }
             Some(TaskStatus::Completed) if self.videos.is_empty() => {
                 let (field, word) = (&self.videos_field, &self.raw_state);
                 return Err(unreadable(format!(
@@ -533,6 +562,12 @@ impl Observed {
                 .map(|m| truncate_message(&m)),
         })
     }
+}
+
+/// An absolute `http` or `https` URL with a host.
+fn is_web_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// A body a provider POSTed to us, as if it were the answer to a query, so that a
@@ -854,6 +889,50 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(created.created_status(), TaskStatus::InProgress);
+    }
+
+    #[test]
+    fn every_string_of_an_answer_is_storable_video_urls_too() {
+        let answer = reply(
+            200,
+            r#"{"data": {"task_id": "t\u0000", "videos": [{"url": "https://cdn/a\u0000.mp4"}]}}"#,
+        );
+        let body = answer.json().unwrap();
+        assert_eq!(body["data"]["task_id"], "t\u{FFFD}");
+        let urls = videos(body.pointer("/data/videos"));
+        assert_eq!(urls[0].url, "https://cdn/a\u{FFFD}.mp4");
+        assert!(!reply(200, "a\0b").raw_text().contains('\0'));
+    }
+
+    #[test]
+    fn a_finished_task_whose_video_url_is_no_web_url_is_unreadable() {
+        let finished = |url: &str| Observed {
+            status: Some(TaskStatus::Completed),
+            videos: vec![VideoResult {
+                url: url.into(),
+                duration: None,
+            }],
+            videos_field: "data.resultUrls".into(),
+            ..Default::default()
+        };
+        for bad in [
+            "not a url",
+            "javascript:alert(1)",
+            "ftp://h/v.mp4",
+            "/v.mp4",
+            "https://",
+        ] {
+            let err = finished(bad).settle(&reply(200, "")).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Unreadable, "{bad}");
+            assert!(
+                err.message.starts_with("data.resultUrls: "),
+                "{}",
+                err.message
+            );
+        }
+        for good in ["https://cdn.example/v.mp4?sig=1", "http://10.0.0.1:9/v.mp4"] {
+            assert!(finished(good).settle(&reply(200, "")).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -50,8 +50,12 @@ impl Kling {
             upstream: Upstream::new(cfg)?,
             prefix: absolute_path(cfg.path_prefix.as_deref().unwrap_or(DEFAULT_PREFIX)),
             query_path: cfg.query_path.as_deref().map(absolute_path),
-            element_id_as_string: cfg.element_id_as_string,
-            always_send_duration: cfg.always_send_duration,
+            element_id_as_string: cfg
+                .element_id_as_string
+                .unwrap_or_else(|| cfg.is_kkiai(name)),
+            always_send_duration: cfg
+                .always_send_duration
+                .unwrap_or_else(|| cfg.is_kkiai(name)),
         })
     }
 
@@ -756,6 +760,42 @@ mod tests {
         let mut body = create_body("vgt_4", &req);
         fill_ignored_duration(&mut body, &req);
         assert_eq!(body["duration"], json!("8"));
+    }
+
+    #[test]
+    fn kkiai_sends_its_required_fields_unless_its_config_says_otherwise() {
+        let quirks = |name: &str, extra: Value| {
+            let k = Kling::new(name, &config(extra)).unwrap();
+            (k.always_send_duration, k.element_id_as_string)
+        };
+        // Named kkiai, or on kkiai's host: its table's required duration and string ids.
+        assert_eq!(quirks("kkiai", json!({})), (true, true));
+        assert_eq!(quirks("kkiai-backup", json!({})), (true, true));
+        assert_eq!(
+            quirks("reseller-b", json!({"base_url": "https://www.kkiai.com"})),
+            (true, true)
+        );
+        // Anyone else: as Kling and anyfast document.
+        assert_eq!(quirks("anyfast", json!({})), (false, false));
+        assert_eq!(
+            quirks(
+                "evil",
+                json!({"base_url": "https://kkiai.com.evil.example"})
+            ),
+            (false, false)
+        );
+        // The config wins either way.
+        assert_eq!(
+            quirks(
+                "kkiai",
+                json!({"always_send_duration": false, "element_id_as_string": false})
+            ),
+            (false, false)
+        );
+        assert_eq!(
+            quirks("anyfast", json!({"always_send_duration": true})),
+            (true, false)
+        );
     }
 
     #[test]

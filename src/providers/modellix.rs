@@ -168,10 +168,16 @@ fn result_path(upstream_id: &str) -> (&str, String) {
 
 /// `url`'s path and query relative to `base_url`, if `url` has the same scheme, host and
 /// port and lies under the base's path; `None` for anything else (no SSRF through a
-/// provider's answer).
+/// provider's answer). A relative URL (`/api/v1/tasks/...`, as some deployments answer
+/// where the document shows an absolute one) is read against `base_url`'s origin, so it
+/// is followed too, and still only where an absolute one would be.
 fn path_on(base_url: &str, url: &str) -> Option<String> {
     let base = reqwest::Url::parse(base_url).ok()?;
-    let url = reqwest::Url::parse(url).ok()?;
+    let url = if url.starts_with('/') && !url.starts_with("//") {
+        base.join(url).ok()?
+    } else {
+        reqwest::Url::parse(url).ok()?
+    };
     let same_origin = url.scheme() == base.scheme()
         && url.host_str() == base.host_str()
         && url.port_or_known_default() == base.port_or_known_default()
@@ -393,6 +399,22 @@ mod tests {
         let id = created_with_get_result("https://API.modellix.ai:443/api/v1/tasks/t-1");
         assert_eq!(id, "t-1");
         assert_eq!(result_path("t-1"), ("t-1", "/api/v1/tasks/t-1".to_string()));
+    }
+
+    #[test]
+    fn a_relative_get_result_url_is_read_against_the_base_url() {
+        assert_eq!(created_with_get_result("/api/v1/tasks/t-1"), "t-1");
+        let id = created_with_get_result("/api/v2/results/t-1?full=1");
+        assert_eq!(id, "t-1#/api/v2/results/t-1?full=1");
+        // Relative to the origin, so under a base with a path it must still lie below it.
+        assert_eq!(path_on("http://h:1/mx", "/mx/t"), Some("/t".into()));
+        assert_eq!(path_on("http://h:1/mx", "/other/t"), None);
+        // A network-path reference names another host: never followed.
+        assert_eq!(
+            created_with_get_result("//evil.example/api/v2/results/t-1"),
+            "t-1"
+        );
+        assert_eq!(path_on(BASE, "//evil.example/api/v1/tasks/t-1"), None);
     }
 
     #[test]

@@ -117,10 +117,9 @@ async fn copy_inner(results: &Results, source: &str, key: &str) -> Result<Stored
     if declared.is_some_and(|n| n > cfg.max_bytes) {
         return Err(too_large(cfg.max_bytes));
     }
-    let content_type = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    // Normalised before it is stored: a provider's type is served back (see `video_type`).
+    let declared_type = resp.headers().get(reqwest::header::CONTENT_TYPE);
+    let content_type = super::video_type(declared_type.map(|v| v.to_str().unwrap_or_default()))
         .map(str::to_string);
     let path = results.path(key);
     let mut upload = BufWriter::with_capacity(results.store.clone(), path.clone(), UPLOAD_BUFFER);

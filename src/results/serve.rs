@@ -75,6 +75,47 @@ impl ByteRange {
     }
 }
 
+/// The media types a copy is served as. A provider's `Content-Type` is not trusted: the
+/// content endpoints live under the console's origin too (`/console/tasks/{id}/video`),
+/// where an HTML or SVG answer would run its script with the operator's session.
+const VIDEO_TYPES: &[&str] = &["video/mp4", "video/webm", "video/quicktime"];
+
+/// Served (with `Content-Disposition: attachment`) for anything not in [`VIDEO_TYPES`].
+pub const DOWNLOAD_TYPE: &str = "application/octet-stream";
+
+/// The type a declared `Content-Type` is stored and served as: one of [`VIDEO_TYPES`]
+/// (parameters dropped, case folded), else [`DOWNLOAD_TYPE`]. None (nothing declared)
+/// stays None and is served as `video/mp4`, what every provider's copy is.
+pub fn video_type(declared: Option<&str>) -> Option<&'static str> {
+    let declared = declared?;
+    let essence = declared.split(';').next().unwrap_or_default().trim();
+    Some(
+        VIDEO_TYPES
+            .iter()
+            .find(|t| t.eq_ignore_ascii_case(essence))
+            .copied()
+            .unwrap_or(DOWNLOAD_TYPE),
+    )
+}
+
+/// The headers every answer with a copy's bytes carries, whatever was stored (rows
+/// written before types were checked are checked again here).
+fn content_headers(out: &mut HeaderMap, stored_type: Option<&str>) {
+    let served = video_type(stored_type).unwrap_or("video/mp4");
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(served));
+    if served == DOWNLOAD_TYPE {
+        out.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+    }
+    // Here and not only in a layer: this answer must never be sniffed into HTML.
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
 /// Answers a read of the copy at `key` (under the configured prefix), honouring `Range`.
 /// None when the object is gone from the store (removed by hand, a bucket lifecycle rule):
 /// the caller falls back to the provider. A store that cannot answer is a 503.
@@ -102,11 +143,7 @@ pub async fn serve(
     };
     let mut out = HeaderMap::new();
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type.unwrap_or("video/mp4"))
-            .unwrap_or(HeaderValue::from_static("video/mp4")),
-    );
+    content_headers(&mut out, content_type);
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if let Some(tag) = meta.e_tag.as_deref().and_then(|t| {
         let quoted = if t.starts_with('"') || t.starts_with("W/") {
@@ -180,6 +217,31 @@ mod tests {
 
     fn parse(h: &str, size: u64) -> ByteRange {
         ByteRange::parse(Some(&HeaderValue::from_str(h).unwrap()), size)
+    }
+
+    #[test]
+    fn only_listed_video_types_are_served_as_themselves() {
+        use super::video_type;
+        assert_eq!(video_type(Some("video/webm")), Some("video/webm"));
+        assert_eq!(
+            video_type(Some("Video/MP4; codecs=avc1")),
+            Some("video/mp4")
+        );
+        assert_eq!(video_type(Some("video/quicktime")), Some("video/quicktime"));
+        for bad in [
+            "text/html",
+            "image/svg+xml",
+            "video/mp4x",
+            "",
+            "application/json",
+        ] {
+            assert_eq!(
+                video_type(Some(bad)),
+                Some("application/octet-stream"),
+                "{bad}"
+            );
+        }
+        assert_eq!(video_type(None), None);
     }
 
     #[test]

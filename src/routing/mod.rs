@@ -196,6 +196,19 @@ pub fn estimate(cfg: &ProviderConfig, req: &VideoRequest) -> Option<f64> {
     price_per_second(cfg, req).map(|p| round_usd(p * f64::from(billed_seconds(req))))
 }
 
+/// Seconds a task reserves of its key's budget: the requested output, or for a base-video
+/// edit always the longest input (`ASSUMED_BASE_VIDEO_SECONDS`). The length a client
+/// declares is only a claim; the provider bills the input's real length, which the
+/// result reveals, so reserving less could let a key spend past its budget.
+pub fn reserved_seconds(req: &VideoRequest) -> u32 {
+    req.output_seconds().unwrap_or(ASSUMED_BASE_VIDEO_SECONDS)
+}
+
+/// What a task on `cfg` reserves of its key's budget (see `reserved_seconds`).
+pub fn reservation(cfg: &ProviderConfig, req: &VideoRequest) -> Option<f64> {
+    price_per_second(cfg, req).map(|p| round_usd(p * f64::from(reserved_seconds(req))))
+}
+
 pub fn price_per_second(cfg: &ProviderConfig, req: &VideoRequest) -> Option<f64> {
     cfg.price_table(req.model)?
         .per_second(req.mode(), req.sound(), req.keeps_original_sound())

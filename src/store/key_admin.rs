@@ -34,7 +34,9 @@ pub struct KeyInfo {
     pub budget_period: &'static str,
     /// Tasks holding one of the key's slots now (counted only while it has a limit).
     pub in_flight: i64,
-    /// This budget period's money: settled, and reserved by unfinished tasks.
+    /// Money in the key's current budget period (`budget_period`, month unless set), budget
+    /// or not: settled (the same sum as `/v1/usage` over the period), and reserved by
+    /// unfinished tasks.
     pub spent_usd: f64,
     pub reserved_usd: f64,
     /// Its share of the admission queue against other keys' (default 1).
@@ -256,6 +258,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if change.budget_usd.is_some() || change.budget_period.is_some() {
+            resync_spend(&mut tx, id).await?;
+        }
         if let Some(Some(_)) = change.max_in_flight {
             // Tasks written while the key had no such limit hold no slot: count them now so
             // the limit covers everything in flight and each is released exactly once.
@@ -275,6 +280,8 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        // New limits apply to this process's next request, not after the cache's TTL.
+        self.keys.forget(id);
         self.key_info_by_id(id).await
     }
 
@@ -329,9 +336,28 @@ impl Store {
     }
 }
 
+/// A budget set or a period changed: the key's spend row for its (new) current period is
+/// rebuilt from its tasks, so a budget set mid-period counts what was already spent.
+async fn resync_spend(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> anyhow::Result<()> {
+    let period: String = sqlx::query("SELECT budget_period FROM api_keys WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("budget_period")?;
+    let period = BudgetPeriod::parse(&period).unwrap_or_default();
+    super::limits::resync(tx, id, period, now_ms()).await
+}
+
 impl KeyChange {
-    /// Refuses limits that could never let a call through, naming the field.
+    /// Refuses limits that could never let a call through, naming the field; the message
+    /// says a limit is removed with `none`, as on the command line.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.validate_removing_with("none")
+    }
+
+    /// `validate`, with the message naming `remove` as the value that removes a limit
+    /// (`null` in JSON over HTTP).
+    pub fn validate_removing_with(&self, remove: &str) -> Result<(), (&'static str, String)> {
         for (field, value) in [
             ("rpm", self.rpm),
             ("burst", self.burst),
@@ -342,7 +368,7 @@ impl KeyChange {
             if let Some(Some(0)) = value {
                 return Err((
                     field,
-                    format!("{field} must be at least 1, or none to remove it"),
+                    format!("{field} must be at least 1, or {remove} to remove it"),
                 ));
             }
         }
@@ -350,7 +376,7 @@ impl KeyChange {
             if !(usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD) {
                 return Err((
                     "budget_usd",
-                    format!("budget_usd must be a positive number of US dollars up to {MAX_BUDGET_USD}, or none to remove it"),
+                    format!("budget_usd must be a positive number of US dollars up to {MAX_BUDGET_USD}, or {remove} to remove it"),
                 ));
             }
         }

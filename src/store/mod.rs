@@ -25,7 +25,7 @@ pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use observe::UNFINISHED_STATES;
 pub use polls::StillRunning;
 pub use queue::{Enqueue, Enqueued, QueueSpot};
-pub use results::{object_key, CopyJob, Deleted, VideoOrder};
+pub use results::{object_key, CopyJob, Deleted, StoredVideo, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,
@@ -255,6 +255,30 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Deletes the rows of `table` whose `column` is one of `ids` (the retention workers'
+/// batches: a few hundred ids at most, bound one by one).
+async fn delete_where_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &str,
+    column: &str,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = (1..=ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("DELETE FROM {table} WHERE {column} IN ({list})");
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The poller's batch write: tasks a poll found still running (state unchanged) are
 //! rescheduled many to one statement. A poll that changes anything else (a state change,
-//! an end, a failure) is written per task in `tasks.rs`, in its own transaction.
+//! an end, a failure) is written per task in `tasks.rs`, in its own transaction; when the
+//! store refuses that write, the refusal is counted here.
 
 use super::{now_ms, Store};
 
@@ -33,6 +34,33 @@ impl Store {
             written += self.reschedule_chunk(owner, chunk).await?;
         }
         Ok(written)
+    }
+
+    /// The store refused to record what a poll of `task` (held by claim `owner`) found:
+    /// counts it on the task row, where every gateway process sees it. Below `limit` the
+    /// claim is released and the task polled again at `retry_at`; at `limit` the claim is
+    /// kept, for the caller to fail the task. None if the claim was lost.
+    pub async fn count_store_refusal(
+        &self,
+        task_id: &str,
+        owner: &str,
+        limit: i64,
+        retry_at: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE tasks SET store_refusals = store_refusals + 1, \
+               lease_owner = CASE WHEN store_refusals + 1 >= $3 THEN lease_owner ELSE NULL END, \
+               lease_until = CASE WHEN store_refusals + 1 >= $3 THEN lease_until ELSE 0 END, \
+               next_poll_at = CASE WHEN store_refusals + 1 >= $3 THEN next_poll_at ELSE $4 END \
+             WHERE id = $1 AND lease_owner = $2 RETURNING store_refusals",
+        )
+        .bind(task_id)
+        .bind(owner)
+        .bind(limit)
+        .bind(retry_at)
+        .fetch_optional(&self.writes)
+        .await?;
+        Ok(row.map(|(n,)| n))
     }
 
     async fn reschedule_chunk(&self, owner: &str, tasks: &[StillRunning]) -> anyhow::Result<u64> {

@@ -15,6 +15,8 @@ use crate::domain::{VideoRequest, VideoResult};
 #[derive(Debug, Clone)]
 pub struct CopyJob {
     pub task_id: String,
+    /// Which of the task's videos (its position in `result.videos`).
+    pub video_index: i64,
     pub source_url: String,
     pub state: String,
     pub object_key: String,
@@ -38,11 +40,12 @@ pub enum Deleted {
     NotFound,
 }
 
-const COPY_COLUMNS: &str = "task_id, source_url, state, object_key, attempts";
+const COPY_COLUMNS: &str = "task_id, video_index, source_url, state, object_key, attempts";
 
 fn job_from_row(r: &AnyRow) -> anyhow::Result<CopyJob> {
     Ok(CopyJob {
         task_id: r.try_get("task_id")?,
+        video_index: r.try_get("video_index")?,
         source_url: r.try_get("source_url")?,
         state: r.try_get("state")?,
         object_key: r.try_get("object_key")?,
@@ -50,34 +53,52 @@ fn job_from_row(r: &AnyRow) -> anyhow::Result<CopyJob> {
     })
 }
 
-/// Where a task's copy lives, relative to the configured prefix. The task id alone names
-/// it, so a retried or repeated copy overwrites the same object instead of leaving two.
-pub fn object_key(task_id: &str) -> String {
-    format!("videos/{task_id}.mp4")
+/// A verified copy of one of a task's videos after the first (whose bytes are the task's
+/// `stored_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredVideo {
+    pub index: usize,
+    pub bytes: i64,
 }
 
-/// Queues the copy of a completing task's first video, in the transaction that completes
-/// it: either both are written or neither. Kling's Omni models return one video per task;
-/// a second one, if ever, is served from the provider only.
+/// Reads `tasks.stored_videos_json` (a run of objects, each followed by a comma). A run
+/// that does not read is treated as no copies: the provider's URLs still serve.
+pub(super) fn stored_videos(run: Option<String>) -> Vec<StoredVideo> {
+    run.and_then(|r| serde_json::from_str(&format!("[{}]", r.trim_end_matches(','))).ok())
+        .unwrap_or_default()
+}
+
+/// Where a task's copy of video `index` lives, relative to the configured prefix. The task
+/// id and index alone name it, so a retried or repeated copy overwrites the same object
+/// instead of leaving two. Video 0 keeps the name it had before tasks had several.
+pub fn object_key(task_id: &str, index: usize) -> String {
+    match index {
+        0 => format!("videos/{task_id}.mp4"),
+        i => format!("videos/{task_id}-{i}.mp4"),
+    }
+}
+
+/// Queues the copy of each of a completing task's videos, in the transaction that
+/// completes it: either all are written or none.
 pub(super) async fn queue_copy(
     tx: &mut Transaction<'_, Any>,
     task_id: &str,
     videos: &[VideoResult],
     now: i64,
 ) -> anyhow::Result<()> {
-    let Some(first) = videos.first() else {
-        return Ok(());
-    };
-    sqlx::query(
-        "INSERT INTO result_copies (task_id, source_url, state, object_key, next_attempt_at, created_at) \
-         VALUES ($1, $2, 'pending', $3, $4, $4) ON CONFLICT (task_id) DO NOTHING",
-    )
-    .bind(task_id)
-    .bind(&first.url)
-    .bind(object_key(task_id))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    for (index, video) in videos.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO result_copies (task_id, video_index, source_url, state, object_key, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, 'pending', $4, $5, $5) ON CONFLICT (task_id, video_index) DO NOTHING",
+        )
+        .bind(task_id)
+        .bind(index as i64)
+        .bind(&video.url)
+        .bind(object_key(task_id, index))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -91,8 +112,8 @@ impl Store {
         limit: u32,
     ) -> anyhow::Result<Vec<CopyJob>> {
         let sql = format!(
-            "UPDATE result_copies SET lease_owner = $1, lease_until = $2 WHERE task_id IN (\
-               SELECT task_id FROM result_copies WHERE state IN ('pending', 'delete_pending') \
+            "UPDATE result_copies SET lease_owner = $1, lease_until = $2 WHERE (task_id, video_index) IN (\
+               SELECT task_id, video_index FROM result_copies WHERE state IN ('pending', 'delete_pending') \
                AND next_attempt_at <= $3 AND lease_until <= $3 \
                ORDER BY next_attempt_at LIMIT $4 {skip}) \
              RETURNING {COPY_COLUMNS}",
@@ -123,22 +144,39 @@ impl Store {
             sqlx::query(
                 "UPDATE result_copies SET state = 'stored', bytes = $3, content_type = $4, stored_at = $5, \
                  attempts = attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = 0 \
-                 WHERE task_id = $1 AND lease_owner = $2 AND state = 'pending'",
+                 WHERE task_id = $1 AND video_index = $6 AND lease_owner = $2 AND state = 'pending'",
             )
             .bind(&job.task_id)
             .bind(owner)
             .bind(bytes)
             .bind(content_type)
             .bind(now)
+            .bind(job.video_index)
             .execute(&mut *tx)
             .await?,
         );
         if done {
-            sqlx::query("UPDATE tasks SET stored_bytes = $2 WHERE id = $1 AND deleted_at IS NULL")
+            // One statement each, so copies of one task's videos finishing together (in
+            // several processes) each add their own entry under the row lock.
+            let query = if job.video_index == 0 {
+                sqlx::query(
+                    "UPDATE tasks SET stored_bytes = $2 WHERE id = $1 AND deleted_at IS NULL",
+                )
                 .bind(&job.task_id)
                 .bind(bytes)
-                .execute(&mut *tx)
-                .await?;
+            } else {
+                let entry = StoredVideo {
+                    index: job.video_index as usize,
+                    bytes,
+                };
+                sqlx::query(
+                    "UPDATE tasks SET stored_videos_json = COALESCE(stored_videos_json, '') || $2 \
+                     WHERE id = $1 AND deleted_at IS NULL",
+                )
+                .bind(&job.task_id)
+                .bind(format!("{},", serde_json::to_string(&entry)?))
+            };
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -157,7 +195,7 @@ impl Store {
             sqlx::query(
                 "UPDATE result_copies SET state = $4, next_attempt_at = $5, \
                  attempts = attempts + 1, last_error = $3, lease_owner = NULL, lease_until = 0 \
-                 WHERE task_id = $1 AND lease_owner = $2 AND state = $6",
+                 WHERE task_id = $1 AND video_index = $7 AND lease_owner = $2 AND state = $6",
             )
             .bind(&job.task_id)
             .bind(owner)
@@ -169,6 +207,7 @@ impl Store {
             })
             .bind(retry_at.unwrap_or_else(now_ms))
             .bind(&job.state)
+            .bind(job.video_index)
             .execute(&self.writes)
             .await?,
         ))
@@ -179,25 +218,29 @@ impl Store {
         Ok(affected(
             sqlx::query(
                 "UPDATE result_copies SET state = 'deleted', bytes = NULL, lease_owner = NULL, lease_until = 0 \
-                 WHERE task_id = $1 AND lease_owner = $2 AND state = 'delete_pending'",
+                 WHERE task_id = $1 AND video_index = $3 AND lease_owner = $2 AND state = 'delete_pending'",
             )
             .bind(&job.task_id)
             .bind(owner)
+            .bind(job.video_index)
             .execute(&self.writes)
             .await?,
         ))
     }
 
-    /// The copy a task's content is served from, if one is stored: its object key and
-    /// the content type its source declared.
+    /// The copy video `index` of a task is served from, if one is stored: its object key
+    /// and the content type recorded for it.
     pub async fn stored_copy(
         &self,
         task_id: &str,
+        index: usize,
     ) -> anyhow::Result<Option<(String, Option<String>)>> {
         let row = sqlx::query(
-            "SELECT object_key, content_type FROM result_copies WHERE task_id = $1 AND state = 'stored'",
+            "SELECT object_key, content_type FROM result_copies \
+             WHERE task_id = $1 AND video_index = $2 AND state = 'stored'",
         )
         .bind(task_id)
+        .bind(index as i64)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| Ok((r.try_get("object_key")?, r.try_get("content_type")?)))
@@ -226,7 +269,7 @@ impl Store {
         .await?;
         let hidden = affected(
             sqlx::query(
-                "UPDATE tasks SET deleted_at = $3, stored_bytes = NULL \
+                "UPDATE tasks SET deleted_at = $3, stored_bytes = NULL, stored_videos_json = NULL \
                  WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL \
                  AND state IN ('completed', 'failed', 'cancelled')",
             )

@@ -7,6 +7,8 @@ use futures::future::BoxFuture;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use super::batch::{value_rows, Coalescer};
+use super::keys::BudgetPeriod;
+use super::limits::period_start;
 use super::tasks::{
     attempt_entry, event_type, event_wanted, history_entry, insert_attempt, insert_attempt_row,
     insert_status_change, new_event_id, Acceptance, Attempt, Inserted, NewTask, TaskState,
@@ -56,6 +58,8 @@ pub(super) struct NewTaskRow {
     callback_url: Option<String>,
     callback_in_progress: bool,
     upstream_callback_token: Option<String>,
+    /// The kind of period the task's spend is counted in (its key's budget period).
+    spend_period: BudgetPeriod,
 }
 
 impl NewTaskRow {
@@ -76,19 +80,20 @@ impl NewTaskRow {
             callback_url: t.request.callback_url.clone(),
             callback_in_progress: t.request.wants_in_progress_events(),
             upstream_callback_token: t.upstream_callback_token.clone(),
+            spend_period: t.holds.spend_period,
         })
     }
 
     /// Binds `NEW_TASK_ROW`'s parameters, with the key's holds as taken and the start of
-    /// the task's history in its read copy.
-    #[allow(clippy::too_many_arguments)]
+    /// the task's history in its read copy. Every task names the period its spend counts
+    /// in (computed here, no round trip), whether or not its key has a budget: the
+    /// transaction that ends it settles the spend there (`limits::release`).
     pub fn bind<'q>(
         &'q self,
         q: AnyQuery<'q>,
         now: i64,
         history: &'q str,
         holds_slot: bool,
-        budget_period: Option<i64>,
         reserved: Option<i64>,
     ) -> AnyQuery<'q> {
         q.bind(&self.id)
@@ -104,7 +109,7 @@ impl NewTaskRow {
             .bind(self.lease_until)
             .bind(&self.lease_owner)
             .bind(i64::from(holds_slot))
-            .bind(budget_period)
+            .bind(period_start(self.spend_period, now))
             .bind(reserved)
             .bind(self.billed_seconds)
             .bind(&self.callback_url)
@@ -276,7 +281,7 @@ fn bind_new_rows<'q>(
     history: &'q str,
 ) -> AnyQuery<'q> {
     for row in rows {
-        q = row.bind(q, now, history, false, None, None);
+        q = row.bind(q, now, history, false, None);
     }
     q
 }
@@ -429,4 +434,33 @@ fn event_wanted_by_state(state_col: &str, t: &str) -> String {
         .filter_map(|s| event_wanted(*s, t).map(|w| format!(" WHEN '{}' THEN {w}", s.as_str())))
         .collect();
     format!("(CASE {state_col}{arms} ELSE 1 = 0 END)")
+}
+
+impl super::Store {
+    /// Marks a submitting task, held by claim `token`, as about to be sent to a provider:
+    /// written just before the call, so that a task found later without it is known never
+    /// to have reached one. False if the claim no longer holds the task.
+    pub async fn mark_submit_started(&self, id: &str, token: &str) -> anyhow::Result<bool> {
+        Ok(affected(
+            sqlx::query(
+                "UPDATE tasks SET submit_started_at = $3 \
+                 WHERE id = $1 AND lease_owner = $2 AND state IN ('submitting', 'submit_unknown')",
+            )
+            .bind(id)
+            .bind(token)
+            .bind(now_ms())
+            .execute(&self.writes)
+            .await?,
+        ))
+    }
+
+    /// Whether a submit of task `id` was ever started (see `mark_submit_started`).
+    pub async fn submit_started(&self, id: &str) -> anyhow::Result<bool> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT submit_started_at FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.writes)
+                .await?;
+        Ok(row.and_then(|(at,)| at).is_some())
+    }
 }

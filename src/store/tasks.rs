@@ -116,6 +116,9 @@ pub struct TaskRecord {
     pub error: Option<TaskError>,
     pub cost_estimated_usd: Option<f64>,
     pub cost_final_usd: Option<f64>,
+    /// What the provider's answer said the completed task cost. Above `cost_final_usd`
+    /// when the charge was clamped to what the task reserved of its key's budget.
+    pub provider_reported_usd: Option<f64>,
     pub routing_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -130,6 +133,22 @@ pub struct TaskRecord {
     pub stored_bytes: Option<i64>,
     /// Its place in the admission queue, while it is `Waiting`.
     pub queue: Option<super::queue::QueueSpot>,
+    /// The verified copies of the task's other videos (1, 2, ...), once made.
+    pub stored_more: Vec<super::results::StoredVideo>,
+}
+
+impl TaskRecord {
+    /// Bytes of the verified copy of video `index`, if one is stored.
+    pub fn stored_bytes_of(&self, index: usize) -> Option<i64> {
+        match index {
+            0 => self.stored_bytes,
+            i => self
+                .stored_more
+                .iter()
+                .find(|v| v.index == i)
+                .map(|v| v.bytes),
+        }
+    }
 }
 
 impl TaskRecord {
@@ -150,6 +169,7 @@ impl TaskRecord {
             error: None,
             cost_estimated_usd: t.cost_estimated_usd,
             cost_final_usd: None,
+            provider_reported_usd: None,
             routing_reason: Some(t.routing_reason.clone()),
             created_at: at,
             updated_at: at,
@@ -160,6 +180,7 @@ impl TaskRecord {
             upstream_callback: false,
             stored_bytes: None,
             queue: None,
+            stored_more: Vec::new(),
         }
     }
 }
@@ -287,8 +308,9 @@ pub(super) fn page_of(rows: &[AnyRow], limit: u32) -> anyhow::Result<TaskPage> {
 pub(super) const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
-    routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
-    unreadable_answers, upstream_callback_token, stored_bytes, queue_tag, waiting_since, max_wait_until";
+    provider_reported_micros, routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
+    unreadable_answers, upstream_callback_token, stored_bytes, stored_videos_json, \
+    queue_tag, waiting_since, max_wait_until";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
 /// claims, even in one process, can never both write the same task.
@@ -335,6 +357,9 @@ pub(super) fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
         cost_final_usd: row
             .try_get::<Option<i64>, _>("cost_final_micros")?
             .map(from_micros),
+        provider_reported_usd: row
+            .try_get::<Option<i64>, _>("provider_reported_micros")?
+            .map(from_micros),
         routing_reason: row.try_get("routing_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -347,6 +372,7 @@ pub(super) fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
             .is_some(),
         stored_bytes: row.try_get("stored_bytes")?,
         queue: super::queue::spot_from_row(row)?,
+        stored_more: super::results::stored_videos(row.try_get("stored_videos_json")?),
     })
 }
 
@@ -540,7 +566,7 @@ impl Store {
                     .ok_or_else(|| anyhow::anyhow!("idempotency key taken, then gone"));
             }
         }
-        let (holds_slot, budget_period, reserved) =
+        let (holds_slot, reserved) =
             match limits::take(&mut tx, &t.api_key_id, &t.holds, now).await? {
                 Ok(taken) => taken,
                 Err(refusal) => {
@@ -549,16 +575,9 @@ impl Store {
                 }
             };
         let sql = format!("{INSERT_TASK_INTO}{NEW_TASK_ROW}");
-        row.bind(
-            sqlx::query(&sql),
-            now,
-            "",
-            holds_slot,
-            budget_period,
-            reserved,
-        )
-        .execute(&mut *tx)
-        .await?;
+        row.bind(sqlx::query(&sql), now, "", holds_slot, reserved)
+            .execute(&mut *tx)
+            .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
         tx.commit().await?;
         Ok(Inserted::New { created_at: now })
@@ -642,8 +661,9 @@ impl Store {
     }
 
     /// Points a still-submitting task at the provider about to be tried, so that a crash
-    /// during the call leaves a record of where the request may have gone. False if the
-    /// claim `token` no longer holds the task.
+    /// during the call leaves a record of where the request may have gone; its submit
+    /// mark is cleared until that call starts. False if the claim `token` no longer holds
+    /// the task.
     pub async fn set_submit_target(
         &self,
         id: &str,
@@ -655,7 +675,8 @@ impl Store {
     ) -> anyhow::Result<bool> {
         Ok(affected(
             sqlx::query(
-                "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_micros = $4, routing_reason = $5, updated_at = $6 \
+                "UPDATE tasks SET provider = $2, sandbox = $3, cost_estimated_micros = $4, routing_reason = $5, updated_at = $6, \
+                 submit_started_at = NULL \
                  WHERE id = $1 AND state = 'submitting' AND lease_owner = $7",
             )
             .bind(id)
@@ -901,7 +922,7 @@ impl Store {
             "UPDATE tasks SET state = $3, progress = $4, result = COALESCE($5, result), \
              completed_at = COALESCE($6, completed_at), cost_final_micros = COALESCE($7, cost_final_micros), \
              next_poll_at = CASE WHEN next_poll_at = $10 THEN $8 ELSE next_poll_at END, \
-             poll_failures = 0, unreadable_answers = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
+             poll_failures = 0, unreadable_answers = 0, store_refusals = 0, updated_at = $9, lease_owner = NULL, lease_until = 0 \
              WHERE id = $1 AND lease_owner = $2 AND state IN ('queued', 'in_progress') RETURNING {HOLD_COLUMNS}"
         );
         let applied = sqlx::query(&sql)
@@ -1009,19 +1030,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let list = |first: usize| {
-            (first..first + ids.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         for table in ["task_status_changes", "task_attempts"] {
-            let sql = format!("DELETE FROM {table} WHERE task_id IN ({})", list(1));
-            let mut q = sqlx::query(&sql);
-            for id in &ids {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
+            super::delete_where_in(&mut tx, table, "task_id", &ids).await?;
         }
         tx.commit().await?;
         Ok(ids.len() as u64)

@@ -54,6 +54,10 @@ pub struct UsageRow {
     pub estimated_usd: f64,
     /// Settled cost of the completed tasks among them.
     pub final_usd: f64,
+    /// What the providers reported for the completed tasks, in reports over every key
+    /// (`/admin/usage`): above `final_usd` where a charge was clamped to its reservation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_reported_usd: Option<f64>,
 }
 
 impl Store {
@@ -74,7 +78,8 @@ impl Store {
             "SELECT {per_key}{group} AS grp, COUNT(*) AS tasks, \
              CAST(COALESCE(SUM(t.billed_seconds), 0) AS BIGINT) AS seconds, \
              CAST(COALESCE(SUM(t.cost_estimated_micros), 0) AS BIGINT) AS estimated, \
-             CAST(COALESCE(SUM(CASE WHEN t.state = 'completed' THEN t.cost_final_micros END), 0) AS BIGINT) AS settled \
+             CAST(COALESCE(SUM(CASE WHEN t.state = 'completed' THEN t.cost_final_micros END), 0) AS BIGINT) AS settled, \
+             CAST(COALESCE(SUM(CASE WHEN t.state = 'completed' THEN COALESCE(t.provider_reported_micros, t.cost_final_micros) END), 0) AS BIGINT) AS reported \
              FROM tasks t JOIN api_keys k ON k.id = t.api_key_id \
              WHERE t.created_at >= $1 AND t.created_at < $2 {key_filter} \
              GROUP BY {per_key}{group} ORDER BY {per_key}grp"
@@ -107,6 +112,11 @@ impl Store {
                 seconds: r.try_get("seconds")?,
                 estimated_usd: r.try_get::<i64, _>("estimated")? as f64 / 1e6,
                 final_usd: r.try_get::<i64, _>("settled")? as f64 / 1e6,
+                provider_reported_usd: key
+                    .is_none()
+                    .then(|| r.try_get::<i64, _>("reported"))
+                    .transpose()?
+                    .map(|m| m as f64 / 1e6),
             };
             // Internal states that read as one public status are summed into it.
             match out
@@ -118,6 +128,11 @@ impl Store {
                     o.seconds += row.seconds;
                     o.estimated_usd += row.estimated_usd;
                     o.final_usd += row.final_usd;
+                    if let (Some(o), Some(r)) =
+                        (&mut o.provider_reported_usd, row.provider_reported_usd)
+                    {
+                        *o += r;
+                    }
                 }
                 None => out.push(row),
             }

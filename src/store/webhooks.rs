@@ -385,21 +385,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let list = (1..=ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         // Attempts first: they reference their event.
-        for sql in [
-            format!("DELETE FROM webhook_attempts WHERE event_id IN ({list})"),
-            format!("DELETE FROM webhook_events WHERE id IN ({list})"),
-        ] {
-            let mut q = sqlx::query(&sql);
-            for id in &ids {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        super::delete_where_in(&mut tx, "webhook_attempts", "event_id", &ids).await?;
+        super::delete_where_in(&mut tx, "webhook_events", "id", &ids).await?;
         tx.commit().await?;
         Ok(ids.len() as u64)
     }

@@ -274,25 +274,58 @@ async fn record_seen(
         TaskState::Completed => final_cost(gw, task, seen).await?,
         _ => None,
     };
-    let recorded = gw
-        .store
-        .apply_poll(
-            task,
-            token,
-            &PollUpdate {
-                state,
-                progress: seen.progress,
-                videos: &seen.videos,
-                cost_final_usd: final_cost,
-                next_poll_at: next,
-            },
-        )
-        .await?;
+    let update = PollUpdate {
+        state,
+        progress: seen.progress,
+        videos: &seen.videos,
+        cost_final_usd: final_cost,
+        next_poll_at: next,
+    };
+    let recorded = match gw.store.apply_poll(task, token, &update).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            record_store_refusal(gw, task, token, &e, next).await?;
+            return Ok(None);
+        }
+    };
     if recorded && state == TaskState::Completed && task.state != TaskState::Completed {
         let provider = task.provider.as_deref().unwrap_or("none");
         crate::telemetry::metrics::spend(provider, final_cost.unwrap_or(0.0));
     }
     Ok(None)
+}
+
+/// Refused writes of one task's poll outcome before the task fails (`store_refused`).
+const STORE_REFUSALS_BEFORE_FAILING: i64 = 5;
+
+/// The store refused to record what a poll found (PostgreSQL refusing a byte sequence,
+/// say): asking the provider again gets the same answer, so after
+/// [`STORE_REFUSALS_BEFORE_FAILING`] refusals in a row the task fails like any other,
+/// releasing its key's slot and budget hold, instead of being polled for ever. A store
+/// that is down cannot count either; that error goes up and the claim runs out as before.
+async fn record_store_refusal(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: &str,
+    e: &anyhow::Error,
+    next: i64,
+) -> anyhow::Result<()> {
+    let limit = STORE_REFUSALS_BEFORE_FAILING;
+    let Some(refusals) = gw
+        .store
+        .count_store_refusal(&task.id, token, limit, next)
+        .await?
+    else {
+        return Ok(());
+    };
+    tracing::error!(task_id = %task.id, refusals, error = ?e, "the store refused to record a poll's outcome");
+    if refusals < limit {
+        return Ok(());
+    }
+    let message = format!(
+        "the gateway's store refused to record the provider's answer {refusals} times in a row"
+    );
+    fail(gw, task, token, "store_refused", message, None).await
 }
 
 /// A base-video edit is billed on the input's rounded length, which the result reveals;

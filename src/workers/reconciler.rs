@@ -68,6 +68,13 @@ async fn reconcile_task(gw: &Gateway, task: &TaskRecord, token: &str) -> anyhow:
         return accept_found(gw, &task.id, token, &candidate, &submitted).await;
     }
     if !up.adapter.capabilities().external_task_id {
+        // No submit was ever started (the process died between writing the task and
+        // calling the provider): nothing can be at the provider, so it is sent now. Only
+        // dialects without a lookup by our id keep the mark; the others are asked below.
+        if !gw.store.submit_started(&task.id).await? {
+            tracing::info!(task_id = %task.id, provider, "the interrupted submit never reached the provider; submitting it now");
+            return submit_again(gw, task, token, &candidate).await;
+        }
         return apply_unknown_submit_policy(gw, task, token, &candidate).await;
     }
     let Some(lookup) = gw
@@ -152,6 +159,17 @@ async fn resubmit_once(
         );
         return fail(gw, task, token, "submit_outcome_unknown", message, None).await;
     }
+    submit_again(gw, task, token, candidate).await
+}
+
+/// Submits the task to its provider under the same id, and records what came of it.
+async fn submit_again(
+    gw: &Gateway,
+    task: &TaskRecord,
+    token: &str,
+    candidate: &Candidate,
+) -> anyhow::Result<()> {
+    let provider = &candidate.upstream.name;
     let request = gw.store.task_request(&task.id).await?;
     match attempt_submit(gw, &task.id, token, candidate, &request, false).await? {
         Attempted::Accepted { .. } | Attempted::LeaseLost => Ok(()),

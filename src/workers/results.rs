@@ -71,7 +71,7 @@ async fn run(gw: &Gateway, results: &Results, job: &CopyJob, token: &str) -> any
                     stored.content_type.as_deref(),
                 )
                 .await?;
-            tracing::info!(task_id = %job.task_id, bytes = stored.bytes, recorded, "result copied");
+            tracing::info!(task_id = %job.task_id, video = job.video_index, bytes = stored.bytes, recorded, "result copied");
         }
         Err(e) => {
             let last = job.attempts + 1 >= i64::from(results.config.max_attempts);
@@ -79,7 +79,7 @@ async fn run(gw: &Gateway, results: &Results, job: &CopyJob, token: &str) -> any
                 CopyError::Retry(_) if !last => Some(retry_at(&results.config, job.attempts)),
                 _ => None,
             };
-            tracing::warn!(task_id = %job.task_id, error = %e, attempt = job.attempts + 1, will_retry = retry.is_some(), "result copy failed");
+            tracing::warn!(task_id = %job.task_id, video = job.video_index, error = %e, attempt = job.attempts + 1, will_retry = retry.is_some(), "result copy failed");
             gw.store
                 .copy_failed(job, token, &e.to_string(), retry)
                 .await?;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod console;
 pub mod drill;
 pub mod entry_points;
 pub mod faults;

@@ -119,7 +119,7 @@ fn task_data(task: &SimTask, state: &str, phase: &Phase) -> Value {
         data["completeTime"] = json!(finished);
     }
     match phase {
-        Phase::Succeeded => data["resultUrls"] = json!([task.video_url()]),
+        Phase::Succeeded => data["resultUrls"] = json!(task.video_urls()),
         Phase::Failed(reason) => data["failMsg"] = json!(reason),
         _ => {}
     }

@@ -104,7 +104,7 @@ async fn create(State(sim): State<Sim>, headers: HeaderMap, bytes: Bytes) -> Res
             id: super::numeric_id(),
             external_id: accepted.external_task_id.map(str::to_string),
             model: accepted.model.to_string(),
-            seconds: accepted.seconds,
+            seconds: ledger.output_seconds(&accepted),
         };
         let task = ledger.create(new, Value::Object(body.clone()));
         let answer = if sim.dialect == SimDialect::Anyfast {
@@ -281,11 +281,16 @@ fn task_object(task: &SimTask, phase: &Phase) -> Value {
         Phase::Failed(reason) => ("failed", reason.as_str()),
     };
     let result = if *phase == Phase::Succeeded {
-        json!({"videos": [{
-            "id": format!("{}1", task.id),
-            "url": task.video_url(),
-            "duration": task.video_duration(),
-        }]})
+        let videos: Vec<Value> = (task.video_urls().into_iter().enumerate())
+            .map(|(i, url)| {
+                json!({
+                    "id": format!("{}{}", task.id, i + 1),
+                    "url": url,
+                    "duration": task.video_duration(),
+                })
+            })
+            .collect();
+        json!({ "videos": videos })
     } else {
         json!({})
     };

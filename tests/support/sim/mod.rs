@@ -256,6 +256,10 @@ struct SimTask {
     seconds: u32,
     /// Where its video is served (`Sim::serve_videos`); None: the unreachable CDN name.
     video_base: Option<String>,
+    /// How many videos it finishes with (`Sim::set_videos_per_task`).
+    videos: usize,
+    /// The URL its answers give instead of its own (`Sim::answer_video_url`).
+    url_override: Option<String>,
     script: Script,
     polls: u32,
     /// When each query of the task came (ms), in order.
@@ -313,11 +317,21 @@ impl SimTask {
         self.callback_due = self.callback_url.is_some() && self.phase() != before;
     }
 
-    fn video_url(&self) -> String {
-        match &self.video_base {
-            Some(base) => format!("{base}/videos/{}.mp4", self.id),
-            None => format!("https://cdn.sim.test/{}.mp4", self.id),
+    /// The URLs of its videos: `{id}.mp4`, then `{id}-2.mp4`, `{id}-3.mp4`...
+    fn video_urls(&self) -> Vec<String> {
+        if let Some(url) = &self.url_override {
+            return vec![url.clone()];
         }
+        let dir = match &self.video_base {
+            Some(base) => format!("{base}/videos"),
+            None => "https://cdn.sim.test".into(),
+        };
+        (1..=self.videos.max(1))
+            .map(|n| match n {
+                1 => format!("{dir}/{}.mp4", self.id),
+                n => format!("{dir}/{}-{n}.mp4", self.id),
+            })
+            .collect()
     }
 
     /// Kling reports the real length of the encoded file, a little over the request.
@@ -363,9 +377,26 @@ struct Ledger {
     max_running: Option<usize>,
     /// The most tasks that were running at once.
     peak_running: usize,
+    /// Videos per task created from now on (0 and 1 both mean one).
+    videos_per_task: usize,
+    /// The `Content-Type` the video route answers; None: `video/mp4`.
+    video_type: Option<String>,
+    /// A URL every task created from now on reports as its video instead of its own.
+    video_url: Option<String>,
+    /// Set by `Sim::set_base_video_seconds`: how long every input video of a base edit is.
+    base_video_seconds: Option<u32>,
 }
 
 impl Ledger {
+    /// How long the video made from `accepted` lasts: a base edit's input length when the
+    /// test set one (whatever the client declared), else what was asked.
+    fn output_seconds(&self, accepted: &rules::Accepted) -> u32 {
+        match self.base_video_seconds {
+            Some(seconds) if accepted.base_edit => seconds,
+            _ => accepted.seconds,
+        }
+    }
+
     fn create(&mut self, new: NewTask, body: Value) -> &SimTask {
         let now = now_ms();
         let callback_url = body
@@ -382,6 +413,8 @@ impl Ledger {
             model: new.model,
             seconds: new.seconds,
             video_base: self.video_base.clone(),
+            videos: self.videos_per_task,
+            url_override: self.video_url.clone(),
             script: self.script.clone(),
             polls: 0,
             polled_at: Vec::new(),
@@ -529,8 +562,8 @@ impl Sim {
             "query_path": query_path,
             // As the example config has kkiai: its parameter table types element_id as a
             // string and marks duration Required even for a base video edit.
-            "element_id_as_string": self.dialect == SimDialect::Kkiai,
-            "always_send_duration": self.dialect == SimDialect::Kkiai,
+            "element_id_as_string": (self.dialect == SimDialect::Kkiai).then_some(true),
+            "always_send_duration": (self.dialect == SimDialect::Kkiai).then_some(true),
         }))
         .expect("simulator provider config");
         cfg.credential = match &self.keys {
@@ -569,6 +602,12 @@ impl Sim {
     }
 
     /// Applies to tasks created afterwards.
+    /// Every base video the simulator is given lasts `seconds` (Kling flavours report it
+    /// as the result's duration), whatever length the client declared.
+    pub fn set_base_video_seconds(&self, seconds: u32) {
+        self.ledger().base_video_seconds = Some(seconds);
+    }
+
     pub fn set_script(&self, script: Script) {
         self.ledger().script = script;
     }
@@ -739,7 +778,22 @@ impl Sim {
         self.ledger().video_base = Some(self.base_url.clone());
     }
 
-    /// How many times the video route was fetched.
+    /// Tasks created from now on finish with `n` videos.
+    pub fn set_videos_per_task(&self, n: usize) {
+        self.ledger().videos_per_task = n;
+    }
+
+    /// The video route answers with this `Content-Type` from now on; for `text/html`, with
+    /// a page holding a script, as a hostile or broken CDN might.
+    pub fn set_video_type(&self, content_type: &str) {
+        self.ledger().video_type = Some(content_type.to_string());
+    }
+
+    /// Tasks created from now on report `url` as their video (any text, even no URL).
+    pub fn answer_video_url(&self, url: &str) {
+        self.ledger().video_url = Some(url.to_string());
+    }
+
     /// From now on, refuses a create while `max` tasks are running (the dialect's
     /// documented "too many parallel tasks" answer: Kling 1303, a reseller's 429).
     pub fn limit_running(&self, max: usize) {
@@ -777,6 +831,7 @@ impl Sim {
         }
     }
 
+    /// How many times the video route was fetched.
     pub fn video_fetches(&self) -> usize {
         self.ledger().video_fetches
     }
@@ -964,14 +1019,28 @@ async fn serve_video(
     State(sim): State<Sim>,
     axum::extract::Path(file): axum::extract::Path<String>,
 ) -> Response {
-    sim.ledger().video_fetches += 1;
-    let Some(id) = file.strip_suffix(".mp4") else {
+    let content_type = {
+        let mut ledger = sim.ledger();
+        ledger.video_fetches += 1;
+        ledger
+            .video_type
+            .clone()
+            .unwrap_or_else(|| "video/mp4".into())
+    };
+    let Some(name) = file.strip_suffix(".mp4") else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    // `{id}-{n}.mp4` is a task's n-th video.
+    let id = name.rsplit_once('-').map_or(name, |(id, _)| id);
     if !sim.ledger().tasks.iter().any(|t| t.id == id) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    ([(header::CONTENT_TYPE, "video/mp4")], video_bytes(id)).into_response()
+    let body = if content_type.starts_with("text/html") {
+        b"<html><script>fetch('/console/keys')</script></html>".to_vec()
+    } else {
+        video_bytes(name)
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn unknown_endpoint(State(sim): State<Sim>, method: Method, uri: Uri) -> Response {

@@ -171,7 +171,10 @@ async fn query(
         let mut data = json!({"status": status, "task_id": task.id, "model_id": task.model});
         match phase {
             Phase::Succeeded => {
-                data["result"] = json!({"resources": [{"url": task.video_url(), "type": "video"}]});
+                let resources: Vec<Value> = (task.video_urls().into_iter())
+                    .map(|url| json!({"url": url, "type": "video"}))
+                    .collect();
+                data["result"] = json!({ "resources": resources });
             }
             Phase::Failed(reason) => data["error"] = json!(reason),
             _ => {}

@@ -45,6 +45,8 @@ pub(super) struct Accepted<'a> {
     /// Seconds the finished video will last.
     pub(super) seconds: u32,
     pub(super) external_task_id: Option<&'a str>,
+    /// A base-video edit: the video lasts as long as its input (see `Sim::set_base_video_seconds`).
+    pub(super) base_edit: bool,
 }
 
 /// Checks a create body against every documented rule; the error names the field.
@@ -145,6 +147,7 @@ pub(super) fn check<'a>(
         model,
         seconds: duration.unwrap_or(DEFAULT_SECONDS),
         external_task_id,
+        base_edit,
     })
 }
 
