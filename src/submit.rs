@@ -15,11 +15,11 @@ use crate::domain::{TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
-use crate::queue::{Admit, WhenFull};
+use crate::queue::{admission, Admit, WhenFull};
 use crate::routing::{Candidate, PassReason, Plan};
 use crate::store::{
-    lease_token, now_ms, Acceptance, ApiKey, Attempt, Budget, Enqueue, Enqueued, Holds,
-    IdempotencyClaim, Inserted, LimitRefusal, NewTask, TaskError, TaskRecord, TaskState,
+    lease_token, now_ms, Acceptance, ApiKey, Attempt, Budget, Holds, IdempotencyClaim, Inserted,
+    LimitRefusal, NewTask, TaskError, TaskRecord, TaskState,
 };
 use crate::validation;
 
@@ -196,20 +196,20 @@ pub struct Created {
 }
 
 /// One written task on its way to a provider.
-struct Job {
-    task: NewTask,
+pub(crate) struct Job {
+    pub(crate) task: NewTask,
     /// When the task was written (Unix ms).
-    created_at: i64,
+    pub(crate) created_at: i64,
     /// This submit's lease token: every write of the task checks it.
-    token: String,
-    plan: Plan,
+    pub(crate) token: String,
+    pub(crate) plan: Plan,
     /// The dispatcher took the task from the queue: its lease was not taken for the first
     /// candidate's call, and no room puts it back in the queue rather than in anew.
-    from_queue: bool,
+    pub(crate) from_queue: bool,
 }
 
 /// How a submit ended when it did not fail the task.
-enum SubmitOutcome {
+pub(crate) enum SubmitOutcome {
     /// A provider accepted it: the task as recorded (or, while the record is still being
     /// retried in the background, as it will be), so the answer needs no read.
     Accepted(Box<TaskRecord>),
@@ -400,7 +400,7 @@ async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, SubmitError
 /// Tries the candidates in order until one accepts, the request itself is refused, or
 /// the outcome becomes unknown (then nobody else is tried). When every candidate refused
 /// with a transient code, goes round again after a short jittered pause.
-async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, SubmitError> {
+pub(crate) async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, SubmitError> {
     let id = &job.task.id;
     let after_write = |source: anyhow::Error| SubmitError::StoreAfterWrite {
         task_id: id.clone(),
@@ -442,7 +442,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
             {
                 Admit::Go { slot } => slot,
                 Admit::Full if wait_for_cheapest && &up.name == cheapest => {
-                    return wait(gw, job).await;
+                    return admission::wait(gw, job).await;
                 }
                 Admit::Full => {
                     full.push(up.name.clone());
@@ -459,7 +459,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                         &up.name,
                         up.config.sandbox,
                         Some(candidate.estimate_usd),
-                        &routing_reason(&job.plan, i, &full),
+                        &admission::routing_reason(&job.plan, i, &full),
                     )
                     .await
                     .map_err(after_write)?;
@@ -481,7 +481,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                     task.provider_task_id = Some(upstream_id);
                     task.sandbox = up.config.sandbox;
                     task.cost_estimated_usd = Some(candidate.estimate_usd);
-                    task.routing_reason = Some(routing_reason(
+                    task.routing_reason = Some(admission::routing_reason(
                         &job.plan,
                         plan_index(&job.plan, &up.name),
                         &full,
@@ -534,7 +534,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                             .map_err(after_write)?;
                     }
                     if capacity && wait_for_cheapest && &up.name == cheapest {
-                        return wait(gw, job).await;
+                        return admission::wait(gw, job).await;
                     }
                     // A task that may wait waits rather than hammering a full provider.
                     if is_transient(e.kind) && !(capacity && may_wait) {
@@ -554,114 +554,9 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
         .iter()
         .all(|(_, e)| crate::queue::is_capacity_refusal(e.kind));
     if may_wait && !full.is_empty() && only_capacity {
-        return wait(gw, job).await;
+        return admission::wait(gw, job).await;
     }
     give_up(gw, job, refusals, &full).await
-}
-
-/// Why the task goes to the `index`th candidate, and which cheaper ones were full.
-fn routing_reason(plan: &Plan, index: usize, full: &[String]) -> String {
-    let reason = plan.reason_for(index);
-    let cheapest = &plan.candidates[0];
-    if index == 0 || !full.contains(&cheapest.upstream.name) {
-        return reason;
-    }
-    let dearer = if cheapest.estimate_usd > 0.0 {
-        (plan.candidates[index].estimate_usd / cheapest.estimate_usd - 1.0) * 100.0
-    } else {
-        0.0
-    };
-    format!("cheapest provider full; next at +{dearer:.0}% ({reason})")
-}
-
-/// No provider had room: the task waits (a new one joins the queue, refused past its key's
-/// `max_queued`; one the dispatcher took goes back with its place).
-async fn wait(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, SubmitError> {
-    let id = &job.task.id;
-    let after_write = |source: anyhow::Error| SubmitError::StoreAfterWrite {
-        task_id: id.clone(),
-        source,
-    };
-    if job.from_queue {
-        let back = gw
-            .store
-            .requeue(id, &job.token)
-            .await
-            .map_err(after_write)?;
-        return Ok(if back {
-            SubmitOutcome::Waiting
-        } else {
-            SubmitOutcome::TakenOver
-        });
-    }
-    let req = &job.task.request;
-    let max_wait_ms = crate::queue::max_wait_ms(&gw.config.queue, req).unwrap_or_default();
-    let enqueue = Enqueue {
-        id,
-        token: &job.token,
-        api_key_id: &job.task.api_key_id,
-        priority: crate::queue::priority_rank(req),
-        max_wait_until: now_ms() + max_wait_ms,
-        default_max_queued: gw.config.queue.default_max_queued,
-    };
-    match gw.store.enqueue(&enqueue).await.map_err(after_write)? {
-        Enqueued::Waiting(_) => Ok(SubmitOutcome::Waiting),
-        Enqueued::LeaseLost => Ok(SubmitOutcome::TakenOver),
-        Enqueued::QueueFull { max_queued } => {
-            let refusal = SubmitError::QueueFull { max_queued };
-            let error = TaskError {
-                code: "queue_full".into(),
-                message: refusal.to_string(),
-                provider_message: None,
-            };
-            let ours = gw
-                .store
-                .fail_task(id, &job.token, &error)
-                .await
-                .map_err(after_write)?;
-            if ours {
-                Err(refusal)
-            } else {
-                Ok(SubmitOutcome::TakenOver)
-            }
-        }
-    }
-}
-
-/// Submits a task the dispatcher took from the queue (claim `token`) under `plan`: the
-/// normal path (failover, never twice, acceptance recorded first), or back in the queue.
-/// True when it left the queue for good (accepted, failed or handed on).
-pub(crate) async fn submit_from_queue(
-    gw: &Gateway,
-    task: &TaskRecord,
-    token: String,
-    plan: Plan,
-) -> Result<bool, SubmitError> {
-    let request = gw.store.task_request(&task.id).await?;
-    let job = Job {
-        task: NewTask {
-            id: task.id.clone(),
-            api_key_id: task.api_key_id.clone(),
-            provider: task.provider.clone().unwrap_or_default(),
-            sandbox: task.sandbox,
-            cost_estimated_usd: task.cost_estimated_usd,
-            routing_reason: task.routing_reason.clone().unwrap_or_default(),
-            lease_owner: token.clone(),
-            lease_until: 0,
-            holds: Holds::default(),
-            billed_seconds: None,
-            request,
-            upstream_callback_token: None,
-        },
-        created_at: task.created_at,
-        token,
-        plan,
-        from_queue: true,
-    };
-    Ok(!matches!(
-        submit_in_order(gw, &job).await?,
-        SubmitOutcome::Waiting
-    ))
 }
 
 /// Where a provider stands in the plan (for its routing reason).

@@ -88,7 +88,7 @@ async fn start(gw: &Arc<Gateway>, task: TaskRecord, token: String) -> bool {
     let id = task.id.clone();
     let since = task.queue.map(|q| q.waiting_since);
     let outcome = match plan(gw, &task, &token).await {
-        Ok(Planned::Go(plan)) => submit::submit_from_queue(gw, &task, token, plan).await,
+        Ok(Planned::Go(plan)) => super::admission::submit_from_queue(gw, &task, token, plan).await,
         Ok(Planned::Back) => Ok(false),
         Ok(Planned::Failed) => Ok(true),
         Err(e) => Err(e),

@@ -4,6 +4,7 @@
 //! (`dispatcher.rs`, on every gateway process) starts waiting tasks in fair-share order as
 //! room frees. This module holds the process's view of which providers are full.
 
+pub(crate) mod admission;
 mod config;
 pub mod dispatcher;
 
