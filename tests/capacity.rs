@@ -408,6 +408,45 @@ async fn a_keys_weight_and_max_queued_come_from_the_admin_api(db: Db) {
 }
 on_both_stores!(a_keys_weight_and_max_queued_come_from_the_admin_api);
 
+async fn a_budget_race_with_the_queue_on_still_accepts_exactly_what_fits(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(Script {
+        queued_polls: 1,
+        processing_polls: 1,
+        outcome: Outcome::Succeed,
+    });
+    let app = queueing(&db, vec![("up", capped(&sim, 0.1, 2))]).await;
+    // $5.00 holds ten tasks of $0.50; two run at once, the rest wait holding their share.
+    let key = admin_new_key(&app, json!({"budget_usd": 5.0})).await;
+    let secret = key["key"].as_str().unwrap();
+    let body = plain();
+    let answers =
+        join_all((0..50).map(|_| app.post_as(secret, "/v1/video/generations", &body))).await;
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(accepted.len(), 10, "{answers:?}");
+    assert!(answers
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::ACCEPTED)
+        .all(|(_, e)| e["error"]["code"] == "budget_exceeded"));
+    for t in accepted {
+        let done = app.wait_terminal_as(secret, &id(t), WAIT).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    assert!(sim.peak_running() <= 2);
+    let info = key_info(&app, key["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (info["spent_usd"].as_f64(), info["reserved_usd"].as_f64()),
+        (Some(5.0), Some(0.0)),
+        "{info}"
+    );
+}
+on_both_stores!(a_budget_race_with_the_queue_on_still_accepts_exactly_what_fits);
+
 async fn a_task_waiting_past_its_deadline_fails_with_nothing_charged(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;

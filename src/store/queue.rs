@@ -330,13 +330,15 @@ impl Store {
         }
         let ended = q.fetch_optional(&mut *tx).await?;
         if let Some(row) = &ended {
+            record_status(&mut tx, id, state, now).await?;
+            // Before the key's row, as every transaction orders key_spend and api_keys
+            // (see `limits::release`), so this cannot deadlock with a create.
+            limits::release(&mut tx, id, row, false).await?;
             let key: String = row.try_get("api_key_id")?;
             sqlx::query("UPDATE api_keys SET queued = queued - 1 WHERE id = $1 AND queued > 0")
                 .bind(&key)
                 .execute(&mut *tx)
                 .await?;
-            record_status(&mut tx, id, state, now).await?;
-            limits::release(&mut tx, id, row, false).await?;
         }
         tx.commit().await?;
         Ok(ended.is_some())
