@@ -120,7 +120,17 @@ enum Planned {
 
 /// The plan for a claimed task now, or what became of it without one.
 async fn plan(gw: &Gateway, task: &TaskRecord, token: &str) -> Result<Planned, SubmitError> {
-    let req = gw.store.task_request(&task.id).await?;
+    let req = match gw.store.task_request(&task.id).await {
+        Ok(req) => req,
+        Err(e) => {
+            // Nothing was called: back to wait, rather than to the reconciler at the lease's
+            // end (which cannot know that no provider has it).
+            if let Err(again) = gw.store.requeue(&task.id, token).await {
+                tracing::warn!(task_id = %task.id, error = ?again, "could not put a claimed task back");
+            }
+            return Err(SubmitError::Store(e));
+        }
+    };
     match submit::plan_request(gw, &req).await {
         Ok(plan) => Ok(Planned::Go(plan)),
         Err(SubmitError::Unavailable { .. }) => {
