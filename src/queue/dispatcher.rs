@@ -17,7 +17,11 @@ use crate::submit::{self, SubmitError};
 /// (at most `queue.dispatch_batch`). Returns how many tasks left the queue.
 pub async fn dispatch_once(gw: &Arc<Gateway>) -> anyhow::Result<usize> {
     let expired = expire_once(gw).await?;
-    let room = room_now(gw).await?;
+    // Reads first: an idle step takes no write lock (on SQLite, the one creates need).
+    let mut room = room_now(gw).await?;
+    if room > 0 && !gw.store.any_waiting().await? {
+        room = 0;
+    }
     let mut claimed = Vec::new();
     for _ in 0..room {
         let token = lease_token(&gw.instance_id);

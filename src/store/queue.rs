@@ -286,6 +286,19 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Whether any task waits unclaimed (a read).
+    pub async fn any_waiting(&self) -> anyhow::Result<bool> {
+        let sql = format!(
+            "SELECT id FROM tasks {} WHERE state = 'waiting' AND lease_until <= $1 LIMIT 1",
+            self.sqlite_index("tasks_waiting_tag")
+        );
+        Ok(sqlx::query(&sql)
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     /// Waiting tasks past their deadline, oldest deadline first, at most `limit`.
     pub async fn waiting_past_deadline(&self, limit: u32) -> anyhow::Result<Vec<String>> {
         Ok(sqlx::query_scalar(&self.past_deadline_sql())
