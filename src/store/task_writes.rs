@@ -1,5 +1,6 @@
-//! The two writes every create makes, batched (see `batch.rs`): the new task before the
-//! provider is called, and the provider's acceptance after. A batch of one is the same
+//! The writes every create makes, batched (see `batch.rs`): the new task before the
+//! provider is called, the submit mark just before the call (dialects without a lookup by
+//! our id), and the provider's acceptance after. A batch of one is the same
 //! statement as a single write; a batch that fails is written again row by row, so one
 //! bad row fails only its own caller.
 
@@ -157,6 +158,13 @@ impl AcceptRow {
 pub(super) struct HotWrites {
     creates: Coalescer<NewTaskRow, Inserted>,
     accepts: Coalescer<AcceptRow, bool>,
+    marks: Coalescer<MarkRow, bool>,
+}
+
+/// A submit about to start: task `id`, held by claim `token` (see `mark_submit_started`).
+pub(super) struct MarkRow {
+    id: String,
+    token: String,
 }
 
 impl HotWrites {
@@ -168,7 +176,7 @@ impl HotWrites {
             Backend::Sqlite => 1,
             Backend::Postgres => (max_connections as usize / 4).clamp(1, 8),
         };
-        let (p1, p2) = (pool.clone(), pool.clone());
+        let (p1, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
         HotWrites {
             creates: Coalescer::start(lanes, MAX_BATCH, move |rows: Vec<NewTaskRow>| {
                 let pool = p1.clone();
@@ -177,6 +185,10 @@ impl HotWrites {
             accepts: Coalescer::start(lanes, MAX_BATCH, move |rows: Vec<AcceptRow>| {
                 let pool = p2.clone();
                 async move { row_by_row_if_failed(&pool, backend, rows, acceptances).await }
+            }),
+            marks: Coalescer::start(lanes, MAX_BATCH, move |rows: Vec<MarkRow>| {
+                let pool = p3.clone();
+                async move { row_by_row_if_failed(&pool, backend, rows, submit_marks).await }
             }),
         }
     }
@@ -187,6 +199,14 @@ impl HotWrites {
 
     pub async fn accept(&self, row: AcceptRow) -> anyhow::Result<bool> {
         self.accepts.write(row).await
+    }
+
+    pub async fn mark(&self, id: &str, token: &str) -> anyhow::Result<bool> {
+        let row = MarkRow {
+            id: id.to_string(),
+            token: token.to_string(),
+        };
+        self.marks.write(row).await
     }
 }
 
@@ -220,6 +240,38 @@ fn new_tasks<'a>(
     rows: &'a [NewTaskRow],
 ) -> BoxFuture<'a, anyhow::Result<Vec<Inserted>>> {
     Box::pin(write_new_tasks(pool, backend, rows))
+}
+
+fn submit_marks<'a>(
+    pool: &'a AnyPool,
+    _: Backend,
+    rows: &'a [MarkRow],
+) -> BoxFuture<'a, anyhow::Result<Vec<bool>>> {
+    Box::pin(write_submit_marks(pool, rows))
+}
+
+/// Submit marks, each true if its claim still held the task: one statement on both
+/// databases (each row's branch is a primary-key lookup).
+async fn write_submit_marks(pool: &AnyPool, rows: &[MarkRow]) -> anyhow::Result<Vec<bool>> {
+    let held = (0..rows.len())
+        .map(|i| format!("(id = ${} AND lease_owner = ${})", 2 + 2 * i, 3 + 2 * i))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let sql = format!(
+        "UPDATE tasks SET submit_started_at = $1 \
+         WHERE state IN ('submitting', 'submit_unknown') AND ({held}) RETURNING id"
+    );
+    let mut q = sqlx::query(&sql).bind(now_ms());
+    for row in rows {
+        q = q.bind(&row.id).bind(&row.token);
+    }
+    let marked: std::collections::HashSet<String> = q
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    Ok(rows.iter().map(|r| marked.contains(&r.id)).collect())
 }
 
 fn acceptances<'a>(
@@ -440,18 +492,9 @@ impl super::Store {
     /// Marks a submitting task, held by claim `token`, as about to be sent to a provider:
     /// written just before the call, so that a task found later without it is known never
     /// to have reached one. False if the claim no longer holds the task.
+    /// Concurrent marks share one statement and commit (group commit, as creates do).
     pub async fn mark_submit_started(&self, id: &str, token: &str) -> anyhow::Result<bool> {
-        Ok(affected(
-            sqlx::query(
-                "UPDATE tasks SET submit_started_at = $3 \
-                 WHERE id = $1 AND lease_owner = $2 AND state IN ('submitting', 'submit_unknown')",
-            )
-            .bind(id)
-            .bind(token)
-            .bind(now_ms())
-            .execute(&self.writes)
-            .await?,
-        ))
+        self.hot_writes.mark(id, token).await
     }
 
     /// Whether a submit of task `id` was ever started (see `mark_submit_started`).
