@@ -114,7 +114,10 @@ pub async fn build_gateway(
         sb = Some(started);
     }
     let limits = crate::limits::Limits::build(&config.limits).await?;
+    let caps = crate::queue::configured_caps(upstreams.iter().map(|u| (&u.name, &u.config)));
+    store.register_capacity(&caps).await?;
     let gw = Arc::new(Gateway {
+        queue: crate::queue::Queue::new(&caps),
         health: crate::health::Health::new(store.clone(), config.health.clone()),
         store,
         router: Router::new(upstreams),

@@ -51,6 +51,10 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    /// Waiting for provider capacity: the admission queue (`queue/`).
+    pub queue: crate::queue::QueueConfig,
+    /// `when_full`: spill to a dearer provider with room, or wait for the cheapest.
+    pub routing: crate::queue::RoutingConfig,
     /// Log format and filter.
     pub log: crate::telemetry::LogConfig,
     /// Prometheus metrics at `/metrics`.
@@ -717,6 +721,13 @@ pub struct ProviderConfig {
     /// `resubmit` it (never a lost task, at the risk of a duplicate).
     #[serde(default)]
     pub unknown_submit: UnknownSubmit,
+    /// Tasks submitted here and not yet finished, at most, across every gateway process
+    /// sharing the database (held in the store). Unset: no cap, and no bookkeeping.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Submits here per minute (a fixed one-minute window), at most, across every process.
+    #[serde(default)]
+    pub max_submits_per_minute: Option<u32>,
     #[serde(skip)]
     pub credential: Credential,
     /// Set for the built-in sandbox upstream; shown on every task it serves.
@@ -1031,6 +1042,7 @@ impl Config {
         }
         validate_limits(&self.limits)?;
         self.webhooks.validate()?;
+        self.queue.validate()?;
         if self.providers.is_empty() && self.sandbox.enabled == SandboxMode::Never {
             bail!("providers: none configured and sandbox.enabled = \"never\"; nothing could serve a task");
         }
@@ -1199,6 +1211,14 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> anyhow::Result<()> {
         bail!("providers.{name}.models: list at least one model");
     }
     for (field, v) in [
+        ("max_in_flight", p.max_in_flight),
+        ("max_submits_per_minute", p.max_submits_per_minute),
+    ] {
+        if v == Some(0) {
+            bail!("providers.{name}.{field}: must be at least 1 (leave it unset for no cap)");
+        }
+    }
+    for (field, v) in [
         ("request_timeout_secs", p.request_timeout_secs),
         ("connect_timeout_secs", p.connect_timeout_secs),
         ("poll_interval_secs", p.poll_interval_secs),
@@ -1279,6 +1299,30 @@ mod tests {
             .unwrap();
         assert_eq!(p.per_second(Mode::Pro, OnOff::Off, true), Some(0.1059));
         assert_eq!(p.per_second(Mode::Std, OnOff::On, false), Some(0.0956));
+    }
+
+    #[test]
+    fn provider_caps_and_the_queue_are_read_and_checked_naming_the_key() {
+        let capped = EXAMPLE.replace("# max_in_flight = 20", "max_in_flight = 20");
+        let cfg = Config::from_toml_str(&capped, env_with_all_keys).unwrap();
+        assert_eq!(cfg.providers["anyfast"].max_in_flight, Some(20));
+        assert_eq!(cfg.queue.default_max_wait_secs, 3600);
+        for (bad, key) in [
+            (
+                EXAMPLE.replace("# max_in_flight = 20", "max_in_flight = 0"),
+                "providers.anyfast.max_in_flight",
+            ),
+            (
+                EXAMPLE.replace(
+                    "default_max_wait_secs = 3600",
+                    "default_max_wait_secs = 90000",
+                ),
+                "queue.default_max_wait_secs",
+            ),
+        ] {
+            let err = Config::from_toml_str(&bad, env_with_all_keys).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{err:#}");
+        }
     }
 
     #[test]

@@ -317,6 +317,24 @@ pub struct VideoRequest {
     pub metadata: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<Routing>,
+    /// Seconds the task may wait in omnigate's queue when no provider has room (0 to
+    /// 86400; default `queue.default_max_wait_secs`). 0: do not wait, answer 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400)]
+    pub max_wait_secs: Option<u64>,
+    /// Orders this key's own waiting tasks (default `normal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+}
+
+/// Which of a key's waiting tasks starts first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
 }
 
 impl VideoRequest {
@@ -445,7 +463,8 @@ impl Feature {
     }
 }
 
-/// The four states a client sees. Every provider's states map onto these.
+/// The states a client sees. Every provider's states map onto the first four;
+/// `cancelled` is omnigate's own (a task cancelled while it waited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
@@ -453,6 +472,8 @@ pub enum TaskStatus {
     InProgress,
     Completed,
     Failed,
+    /// Cancelled by its client while it waited for a provider (nothing charged).
+    Cancelled,
 }
 
 impl TaskStatus {
@@ -462,6 +483,7 @@ impl TaskStatus {
             TaskStatus::InProgress => "in_progress",
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 
@@ -471,12 +493,16 @@ impl TaskStatus {
             "in_progress" => Some(TaskStatus::InProgress),
             "completed" => Some(TaskStatus::Completed),
             "failed" => Some(TaskStatus::Failed),
+            "cancelled" => Some(TaskStatus::Cancelled),
             _ => None,
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 }
 

@@ -28,4 +28,6 @@ pub struct Gateway {
     pub limits: crate::limits::Limits,
     /// Omnigate's own copies of finished videos (`[results]`), when enabled.
     pub results: Option<crate::results::Results>,
+    /// Provider caps and the admission queue (`queue/`).
+    pub queue: crate::queue::Queue,
 }

@@ -306,10 +306,11 @@ fn counts_against(kind: ErrorKind) -> bool {
         | ErrorKind::Timeout
         | ErrorKind::Malformed
         | ErrorKind::Unreadable
-        | ErrorKind::RateLimited
-        | ErrorKind::ConcurrencyLimited
         | ErrorKind::Billing
         | ErrorKind::Auth => true,
+        // A capacity refusal says the provider is busy, not broken: it marks the provider
+        // full (`queue/`) instead of opening its circuit.
+        ErrorKind::RateLimited | ErrorKind::ConcurrencyLimited => false,
         ErrorKind::BadRequest | ErrorKind::ContentPolicy | ErrorKind::NotFound => false,
     }
 }
@@ -856,7 +857,7 @@ impl Health {
     async fn in_flight(&self) -> anyhow::Result<HashMap<String, i64>> {
         let rows = sqlx::query(
             "SELECT provider, COUNT(*) AS n FROM tasks \
-             WHERE provider IS NOT NULL AND state NOT IN ('completed', 'failed') \
+             WHERE provider IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled') \
              GROUP BY provider",
         )
         .fetch_all(self.store().pool())
@@ -1017,7 +1018,8 @@ mod tests {
 
     #[test]
     fn only_failures_that_say_something_about_the_provider_count_against_it() {
-        assert!(counts_against(ErrorKind::RateLimited));
+        assert!(!counts_against(ErrorKind::RateLimited));
+        assert!(!counts_against(ErrorKind::ConcurrencyLimited));
         assert!(counts_against(ErrorKind::Auth));
         assert!(!counts_against(ErrorKind::ContentPolicy));
         assert!(!counts_against(ErrorKind::NotFound));

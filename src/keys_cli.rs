@@ -84,6 +84,12 @@ pub struct LimitArgs {
     /// month or day (UTC calendar).
     #[arg(long, value_parser = ["month", "day"])]
     budget_period: Option<String>,
+    /// Share of the admission queue against other keys (1-1000; none: 1).
+    #[arg(long)]
+    weight: Option<Setting<u32>>,
+    /// Tasks that may wait in the queue (none: queue.default_max_queued).
+    #[arg(long)]
+    max_queued: Option<Setting<u32>>,
 }
 
 /// A team name (any text); a newtype so that `none` can mean "no team".
@@ -110,6 +116,8 @@ impl LimitArgs {
             max_in_flight: change(self.max_in_flight),
             budget_usd: change(self.budget_usd),
             budget_period: self.budget_period.as_deref().and_then(BudgetPeriod::parse),
+            weight: change(self.weight),
+            max_queued: change(self.max_queued),
         };
         change.validate().map_err(|(field, message)| {
             anyhow::anyhow!("--{}: {message}", field.replace('_', "-"))
@@ -170,7 +178,7 @@ fn print_issued(issued: &IssuedKey) {
 fn print_info(k: &KeyInfo) {
     let show = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
     println!(
-        "{}\t{}\tteam={}\trpm={}\tburst={}\tread_rpm={}\tmax_in_flight={} (now {})\tbudget={} per {} (spent {:.4}, reserved {:.4}){}",
+        "{}\t{}\tteam={}\trpm={}\tburst={}\tread_rpm={}\tmax_in_flight={} (now {})\tbudget={} per {} (spent {:.4}, reserved {:.4})\tweight={}\tmax_queued={} (now {}){}",
         k.id,
         k.name,
         k.team.as_deref().unwrap_or("-"),
@@ -183,6 +191,9 @@ fn print_info(k: &KeyInfo) {
         k.budget_period,
         k.spent_usd,
         k.reserved_usd,
+        k.weight,
+        k.max_queued.map_or("-".to_string(), |v| v.to_string()),
+        k.queued,
         if k.revoked_at.is_some() { "\tREVOKED" } else { "" },
     );
 }

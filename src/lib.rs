@@ -11,6 +11,7 @@ pub mod health;
 pub mod keys_cli;
 pub mod limits;
 pub mod providers;
+pub mod queue;
 pub mod results;
 pub mod routing;
 pub mod sandbox;

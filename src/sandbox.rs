@@ -114,6 +114,8 @@ pub fn provider_configs(addr: SocketAddr) -> Vec<(String, ProviderConfig)> {
             element_id_as_string: None,
             always_send_duration: None,
             unknown_submit: Default::default(),
+            max_in_flight: None,
+            max_submits_per_minute: None,
             credential: Credential::Bearer(Secret::new(SANDBOX_KEY)),
             sandbox: true,
         };

@@ -15,6 +15,7 @@ use crate::domain::{TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
 use crate::health::Phase;
 use crate::providers::{ErrorKind, ProviderError, Submitted};
+use crate::queue::{admission, Admit, WhenFull};
 use crate::routing::{Candidate, PassReason, Plan};
 use crate::store::{
     lease_token, now_ms, Acceptance, ApiKey, Attempt, Budget, Holds, IdempotencyClaim, Inserted,
@@ -65,6 +66,9 @@ pub enum SubmitError {
     /// A limit of the caller's key refused the task before anything was written.
     #[error("{}", describe_limit(.0))]
     Limited(LimitRefusal),
+    /// No provider had room and the key already has `max_queued` tasks waiting.
+    #[error("no provider has room and this key already has {max_queued} tasks waiting, its limit")]
+    QueueFull { max_queued: i64 },
     /// The store failed after the task was written: the id lets the client find it.
     #[error("task {task_id}: the store failed while recording it")]
     StoreAfterWrite {
@@ -192,17 +196,20 @@ pub struct Created {
 }
 
 /// One written task on its way to a provider.
-struct Job {
-    task: NewTask,
+pub(crate) struct Job {
+    pub(crate) task: NewTask,
     /// When the task was written (Unix ms).
-    created_at: i64,
+    pub(crate) created_at: i64,
     /// This submit's lease token: every write of the task checks it.
-    token: String,
-    plan: Plan,
+    pub(crate) token: String,
+    pub(crate) plan: Plan,
+    /// The dispatcher took the task from the queue: its lease was not taken for the first
+    /// candidate's call, and no room puts it back in the queue rather than in anew.
+    pub(crate) from_queue: bool,
 }
 
 /// How a submit ended when it did not fail the task.
-enum SubmitOutcome {
+pub(crate) enum SubmitOutcome {
     /// A provider accepted it: the task as recorded (or, while the record is still being
     /// retried in the background, as it will be), so the answer needs no read.
     Accepted(Box<TaskRecord>),
@@ -210,6 +217,8 @@ enum SubmitOutcome {
     HandedToReconciler,
     /// Another claim took the task over mid-submit: it answers for the task.
     TakenOver,
+    /// No provider had room: the task waits in the queue (`queue/`).
+    Waiting,
 }
 
 pub async fn create_task(
@@ -261,6 +270,7 @@ pub async fn create_task(
         created_at,
         token,
         plan,
+        from_queue: false,
     };
     let id = job.task.id.clone();
     // The submit runs on its own task: a client that hangs up (or a proxy timeout) must
@@ -271,7 +281,14 @@ pub async fn create_task(
         // `carry`: the request's id and span go with it, onto its upstream calls and logs.
         gw.submits.clone().spawn(crate::telemetry::request_id::carry(async move {
             let outcome = submit_in_order(&gw, &job).await;
-            if let (Err(SubmitError::Refused { .. } | SubmitError::Unavailable { .. }), Some(c)) =
+            if let (
+                Err(
+                    SubmitError::Refused { .. }
+                    | SubmitError::Unavailable { .. }
+                    | SubmitError::QueueFull { .. },
+                ),
+                Some(c),
+            ) =
                 (&outcome, &claim)
             {
                 // No provider took the task: the key must not pin the client to this failure.
@@ -292,7 +309,7 @@ pub async fn create_task(
     })??;
     let task = match outcome {
         SubmitOutcome::Accepted(task) => *task,
-        SubmitOutcome::HandedToReconciler | SubmitOutcome::TakenOver => {
+        SubmitOutcome::HandedToReconciler | SubmitOutcome::TakenOver | SubmitOutcome::Waiting => {
             match gw.store.task(&id).await {
                 Ok(Some(task)) => task,
                 Ok(None) => {
@@ -383,13 +400,19 @@ async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, SubmitError
 /// Tries the candidates in order until one accepts, the request itself is refused, or
 /// the outcome becomes unknown (then nobody else is tried). When every candidate refused
 /// with a transient code, goes round again after a short jittered pause.
-async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, SubmitError> {
+pub(crate) async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, SubmitError> {
     let id = &job.task.id;
     let after_write = |source: anyhow::Error| SubmitError::StoreAfterWrite {
         task_id: id.clone(),
         source,
     };
     let mut refusals: Vec<(String, ProviderError)> = Vec::new();
+    // Providers without room: at their cap, or refusing for capacity.
+    let mut full: Vec<String> = Vec::new();
+    let may_wait = crate::queue::max_wait_ms(&gw.config.queue, &job.task.request).is_some();
+    // `routing.when_full = "wait"`: a full cheapest provider makes the task wait for it.
+    let wait_for_cheapest = may_wait && gw.config.routing.when_full == WhenFull::Wait;
+    let cheapest = &job.plan.candidates[0].upstream.name;
     let mut target = job.task.provider.clone();
     let mut round: Vec<&Candidate> = job.plan.candidates.iter().collect();
     for n in 0..gw.config.submit.rounds.max(1) {
@@ -411,6 +434,21 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
             {
                 continue;
             }
+            let slot = match gw
+                .queue
+                .admit(gw, id, &job.token, &up.name)
+                .await
+                .map_err(after_write)?
+            {
+                Admit::Go { slot } => slot,
+                Admit::Full if wait_for_cheapest && &up.name == cheapest => {
+                    return admission::wait(gw, job).await;
+                }
+                Admit::Full => {
+                    full.push(up.name.clone());
+                    continue;
+                }
+            };
             if up.name != target {
                 let i = plan_index(&job.plan, &up.name);
                 let still_ours = gw
@@ -421,7 +459,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                         &up.name,
                         up.config.sandbox,
                         Some(candidate.estimate_usd),
-                        &job.plan.reason_for(i),
+                        &admission::routing_reason(&job.plan, i, &full),
                     )
                     .await
                     .map_err(after_write)?;
@@ -431,7 +469,7 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                 target = up.name.clone();
             }
             // The insert took the lease for the first candidate's call: no need to push it.
-            let fresh = n == 0 && up.name == job.task.provider;
+            let fresh = !job.from_queue && n == 0 && up.name == job.task.provider;
             let attempted = attempt_submit(gw, id, &job.token, candidate, &job.task.request, fresh)
                 .await
                 .map_err(after_write)?;
@@ -443,8 +481,11 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                     task.provider_task_id = Some(upstream_id);
                     task.sandbox = up.config.sandbox;
                     task.cost_estimated_usd = Some(candidate.estimate_usd);
-                    task.routing_reason =
-                        Some(job.plan.reason_for(plan_index(&job.plan, &up.name)));
+                    task.routing_reason = Some(admission::routing_reason(
+                        &job.plan,
+                        plan_index(&job.plan, &up.name),
+                        &full,
+                    ));
                     task.updated_at = now_ms();
                     return Ok(SubmitOutcome::Accepted(Box::new(task)));
                 }
@@ -480,7 +521,23 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
                     });
                 }
                 Attempted::Refused(e) => {
-                    if is_transient(e.kind) {
+                    // The provider does not have the task: its slot is free again.
+                    let capacity = crate::queue::is_capacity_refusal(e.kind);
+                    if capacity {
+                        gw.queue.refused(gw, &up.name, slot).await;
+                        full.push(up.name.clone());
+                    }
+                    if slot {
+                        gw.store
+                            .give_back_slot(id, &job.token)
+                            .await
+                            .map_err(after_write)?;
+                    }
+                    if capacity && wait_for_cheapest && &up.name == cheapest {
+                        return admission::wait(gw, job).await;
+                    }
+                    // A task that may wait waits rather than hammering a full provider.
+                    if is_transient(e.kind) && !(capacity && may_wait) {
                         again.push(candidate);
                     }
                     refusals.retain(|(p, _)| p != &up.name);
@@ -493,7 +550,13 @@ async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
         }
         round = again;
     }
-    give_up(gw, job, refusals).await
+    let only_capacity = refusals
+        .iter()
+        .all(|(_, e)| crate::queue::is_capacity_refusal(e.kind));
+    if may_wait && !full.is_empty() && only_capacity {
+        return admission::wait(gw, job).await;
+    }
+    give_up(gw, job, refusals, &full).await
 }
 
 /// Where a provider stands in the plan (for its routing reason).
@@ -517,6 +580,7 @@ async fn give_up(
     gw: &Gateway,
     job: &Job,
     refusals: Vec<(String, ProviderError)>,
+    full: &[String],
 ) -> Result<SubmitOutcome, SubmitError> {
     let id = &job.task.id;
     let all_bad_request = !refusals.is_empty()
@@ -548,7 +612,12 @@ async fn give_up(
         };
         (error, result)
     } else {
-        let message = if refusals.is_empty() {
+        let message = if refusals.is_empty() && !full.is_empty() {
+            format!(
+                "every capable provider is at its capacity ({}); try again shortly",
+                full.join(", ")
+            )
+        } else if refusals.is_empty() {
             "every capable provider is recovering from errors; try again shortly".to_string()
         } else {
             format!("no provider could take the task {id} ({answers})")

@@ -107,7 +107,22 @@ pub fn validate(req: &VideoRequest) -> Checked {
     check_callback_url_shape(req)?;
     check_callback_events(req)?;
     check_routing(req)?;
+    check_max_wait(req)?;
     check_metadata(req)
+}
+
+/// The wait a create may ask for in omnigate's queue.
+fn check_max_wait(req: &VideoRequest) -> Checked {
+    match req.max_wait_secs {
+        Some(s) if s > crate::queue::MAX_WAIT_SECS => Err(ValidationError::new(
+            "max_wait_secs",
+            format!(
+                "max_wait_secs must be from 0 (do not wait) to {}, got {s}.",
+                crate::queue::MAX_WAIT_SECS
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Rule 1.

@@ -27,8 +27,36 @@ use crate::gateway::Gateway;
 )]
 pub async fn providers(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let names: Vec<String> = gw.router.names().map(str::to_string).collect();
-    let data = gw.health.report(&names).await?;
+    let report = gw.health.report(&names).await?;
+    let capacity = gw.store.capacity().await?;
+    let data: Vec<Value> = report
+        .iter()
+        .map(|r| {
+            let mut row = json!(r);
+            if let Some(c) = capacity.iter().find(|c| c.provider == r.provider) {
+                row["capacity"] = capacity_object(c);
+            }
+            row
+        })
+        .collect();
     Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// A provider's caps (`null`: none), the cap in force, its slots in use and its capacity
+/// refusals.
+fn capacity_object(c: &crate::store::ProviderCapacity) -> Value {
+    let effective = match (c.configured_cap, c.effective_cap) {
+        (Some(cap), Some(e)) => Some(cap.min(e)),
+        (cap, _) => cap,
+    };
+    json!({
+        "max_in_flight": c.configured_cap,
+        "max_submits_per_minute": c.per_minute,
+        "effective_cap": effective,
+        "in_flight": c.in_flight,
+        "capacity_refusals": c.refusals,
+        "full_until": (c.cooldown_until > crate::store::now_ms()).then_some(c.cooldown_until / 1000),
+    })
 }
 
 /// Guards every `/admin` route as a layer, so the token is checked before any extractor

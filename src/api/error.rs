@@ -72,6 +72,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A cancel of a task past the point where it can be cancelled (409 `not_cancellable`).
+    #[error("{0}")]
+    NotCancellable(String),
     #[error("this endpoint does not take that method")]
     MethodNotAllowed,
     #[error("the body is larger than this gateway accepts ({0} bytes at most)")]
@@ -189,7 +192,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::NotCancellable(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -221,6 +224,7 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => (T::RateLimitError, "too_many_failed_attempts"),
             ApiError::NotFound(_) => (T::InvalidRequestError, "not_found"),
             ApiError::Conflict(_) => (T::InvalidRequestError, "idempotency_conflict"),
+            ApiError::NotCancellable(_) => (T::InvalidRequestError, "not_cancellable"),
             ApiError::MethodNotAllowed => (T::InvalidRequestError, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (T::InvalidRequestError, "body_too_large"),
             ApiError::BodyTimeout => (T::InvalidRequestError, "body_timeout"),
@@ -343,6 +347,11 @@ impl From<crate::submit::SubmitError> for ApiError {
                     crate::store::LimitRefusal::Budget { .. } => "budget_exceeded",
                 },
                 message: S::Limited(refusal).to_string(),
+            },
+            e @ S::QueueFull { .. } => ApiError::Limited {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "queue_full",
+                message: e.to_string(),
             },
             S::StoreAfterWrite { task_id, source } => {
                 tracing::error!(%task_id, error = ?source, "store failed after the task was written");

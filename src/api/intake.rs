@@ -157,7 +157,7 @@ fn rank_public(status: TaskStatus) -> u8 {
     match status {
         TaskStatus::Queued => 0,
         TaskStatus::InProgress => 1,
-        TaskStatus::Completed | TaskStatus::Failed => 2,
+        TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => 2,
     }
 }
 

@@ -54,6 +54,14 @@ pub struct KeyBody {
     /// `month` (the default) or `day`.
     #[schema(pattern = "^(month|day)$")]
     budget_period: Option<String>,
+    /// The key's share of the admission queue against other keys' (1-1000; null: 1).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    weight: Option<Option<u32>>,
+    /// Tasks the key may have waiting (null: `queue.default_max_queued`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
+    max_queued: Option<Option<u32>>,
 }
 
 /// Tells a field given as `null` (Some(None)) from one left out (None).
@@ -81,6 +89,8 @@ impl KeyBody {
             max_in_flight: self.max_in_flight,
             budget_usd: self.budget_usd,
             budget_period,
+            weight: self.weight,
+            max_queued: self.max_queued,
         };
         change
             .validate_removing_with("null")

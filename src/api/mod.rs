@@ -2,6 +2,7 @@
 
 pub mod admin;
 mod auth;
+mod cancel;
 mod content;
 mod docs;
 mod error;
@@ -95,6 +96,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
                 .post(tasks::create.layer(from_fn_with_state(creates.clone(), load::shed_beyond))),
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
+        .route("/v1/video/generations/{id}/cancel", post(cancel::cancel))
         .route(
             "/v1/video/generations/{id}/content",
             get(content::generation_content),

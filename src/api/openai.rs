@@ -25,7 +25,7 @@ use super::tasks::{idempotency_key, refuse_while_draining, replay_marked};
 use super::ApiError;
 use crate::domain::{AspectRatio, Mode, Model, TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
-use crate::store::{Deleted, TaskRecord, VideoOrder};
+use crate::store::{Deleted, TaskRecord, TaskState, VideoOrder};
 use crate::submit;
 
 /// The sizes `size` accepts: (size, aspect ratio, mode). The first of each ratio and mode
@@ -240,6 +240,8 @@ pub fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
         callback_events: None,
         metadata: None,
         routing: None,
+        max_wait_secs: None,
+        priority: None,
     })
 }
 
@@ -380,8 +382,9 @@ pub async fn list(
 
 /// `DELETE /v1/videos/{id}`: a finished video disappears for its key (reads, lists,
 /// content on both APIs) and omnigate's stored copy is removed; the task stays in the
-/// database for usage and billing. An unfinished one cannot be deleted (400): the provider
-/// is still working on it and will bill it either way.
+/// database for usage and billing. A video still waiting in omnigate's queue is cancelled
+/// (nothing charged) and deleted. Any other unfinished one cannot be deleted (400): the
+/// provider is still working on it and will bill it either way.
 #[utoipa::path(
     delete,
     path = "/v1/videos/{id}",
@@ -389,7 +392,7 @@ pub async fn list(
     params(("id" = String, Path, description = "The video id.")),
     responses(
         (status = 200, description = "Deleted: gone from reads, lists and content for its key; the stored copy is removed.", body = super::openapi::VideoDeleted),
-        (status = 400, description = "`invalid_request` naming `video_id`: only a completed or failed video can be deleted.", body = super::error::ErrorBody),
+        (status = 400, description = "`invalid_request` naming `video_id`: only a completed, failed or still waiting video can be deleted.", body = super::error::ErrorBody),
     ),
 )]
 pub async fn delete(
@@ -397,6 +400,9 @@ pub async fn delete(
     Caller(key): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    gw.store
+        .end_waiting(&id, Some(&key.id), TaskState::Cancelled, None)
+        .await?;
     match gw.store.delete_video(&key.id, &id).await? {
         Deleted::Yes => Ok(Json(
             json!({"id": id, "object": "video.deleted", "deleted": true}),
@@ -459,7 +465,12 @@ pub async fn content(
 /// OpenAI's Video object for a task, with what only its stored request knows (prompt,
 /// seconds, size); a request retention removed leaves those to the result or the defaults.
 fn video_object(t: &TaskRecord, req: Option<&VideoRequest>) -> Value {
-    let status = t.state.public();
+    // OpenAI's videos have no `cancelled`: a task cancelled while it waited is a failed
+    // video whose error says so.
+    let status = match t.state.public() {
+        TaskStatus::Cancelled => TaskStatus::Failed,
+        s => s,
+    };
     let seconds = req
         .and_then(VideoRequest::output_seconds)
         .map(|s| s.to_string())
@@ -480,6 +491,9 @@ fn video_object(t: &TaskRecord, req: Option<&VideoRequest>) -> Value {
         .map_or("1920x1080", |(name, _, _)| name);
     let error = match (&t.error, status) {
         (Some(e), TaskStatus::Failed) => json!({"code": e.code, "message": e.message}),
+        (None, TaskStatus::Failed) if t.state == TaskState::Cancelled => {
+            json!({"code": "cancelled", "message": "cancelled while it waited for a provider"})
+        }
         _ => Value::Null,
     };
     json!({

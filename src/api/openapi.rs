@@ -36,6 +36,7 @@ use super::error::ErrorBody;
         super::tasks::create,
         super::tasks::list_or_query,
         super::tasks::get_one,
+        super::cancel::cancel,
         super::tasks::quote,
         super::events::list,
         super::events::redeliver,
@@ -415,9 +416,23 @@ mod answers {
         /// The request's `metadata`, echoed.
         metadata: HashMap<String, String>,
         routing: TaskRouting,
+        /// Only while the task waits in omnigate's queue for a provider with room.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        queue: Option<TaskQueue>,
         created_at: i64,
         updated_at: i64,
         completed_at: Option<i64>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct TaskQueue {
+        /// 1 starts next (among all keys' waiting tasks, in fair-share order).
+        #[schema(minimum = 1)]
+        position: i64,
+        /// Unix seconds.
+        waiting_since: i64,
+        /// Unix seconds; still waiting then, the task fails with `queue_timeout`.
+        max_wait_until: i64,
     }
 
     #[derive(Serialize, ToSchema)]

@@ -35,11 +35,12 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
                         `idempotency.ttl_secs`."),
     ),
     responses(
-        (status = 202, description = "Accepted: the task object (status `queued`).",
+        (status = 202, description = "Accepted: the task object (status `queued`; with a `queue` object when no provider had room and it waits in omnigate's queue).",
          body = super::openapi::TaskObject,
          headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
         (status = 402, description = "`budget_exceeded`: the key's budget for the period cannot cover this task's estimate.", body = super::error::ErrorBody),
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used with another body.", body = super::error::ErrorBody),
+        (status = 429, description = "`queue_full`: no provider has room and the key already has its `max_queued` tasks waiting.", body = super::error::ErrorBody),
         (status = 422, description = "`no_capable_provider` (the message lists each provider and why), `content_policy` or `upstream_bad_request` (`provider_message` has each provider's words).", body = super::error::ErrorBody),
         (status = 504, description = "`no_provider_available`: the last provider timed out before accepting.", body = super::error::ErrorBody),
     ),
@@ -53,7 +54,8 @@ pub async fn create(
     refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
-    let resp = (StatusCode::ACCEPTED, Json(task_object(&created.task))).into_response();
+    let obj = with_queue_position(&gw, task_object(&created.task), &created.task).await?;
+    let resp = (StatusCode::ACCEPTED, Json(obj)).into_response();
     Ok(replay_marked(resp, created.replayed))
 }
 
@@ -235,7 +237,7 @@ async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError
         .task_detail_for_owner(owner, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
-    let mut obj = task_object(&detail.task);
+    let mut obj = with_queue_position(gw, task_object(&detail.task), &detail.task).await?;
     let (history, attempts) = (detail.history, detail.attempts);
     obj["status_history"] = json!(history
         .iter()
@@ -257,6 +259,19 @@ async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError
 /// their order in the list, and an attempt's duration is in its `latency_ms`.
 fn unix_secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
+}
+
+/// A waiting task's `queue.position`: 1 starts next. Read only for a waiting task (an
+/// index range count), so other reads cost nothing more.
+async fn with_queue_position(
+    gw: &Gateway,
+    mut obj: Value,
+    t: &TaskRecord,
+) -> Result<Value, ApiError> {
+    if let Some(spot) = &t.queue {
+        obj["queue"]["position"] = json!(gw.store.queue_position(spot.tag).await?);
+    }
+    Ok(obj)
 }
 
 /// The public task object (see API.md).
@@ -290,6 +305,12 @@ pub fn task_object(t: &TaskRecord) -> Value {
     });
     if t.sandbox {
         obj["sandbox"] = json!(true);
+    }
+    if let Some(spot) = &t.queue {
+        obj["queue"] = json!({
+            "waiting_since": unix_secs(spot.waiting_since),
+            "max_wait_until": unix_secs(spot.max_wait_until),
+        });
     }
     if status == TaskStatus::Completed {
         obj["result"] = json!({ "videos": t.videos });

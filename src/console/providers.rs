@@ -17,6 +17,15 @@ use crate::gateway::Gateway;
 use crate::store::{now_ms, OutcomeSlot};
 
 const SLOT_MS: i64 = 5 * 60_000;
+
+/// "20 (12)": the configured cap, and the one in force after a capacity refusal.
+fn cap_text(c: &crate::store::ProviderCapacity) -> String {
+    match (c.configured_cap, c.effective_cap) {
+        (None, _) => "none".into(),
+        (Some(cap), Some(e)) if e < cap => format!("{cap} ({e})"),
+        (Some(cap), _) => cap.to_string(),
+    }
+}
 const HOUR_MS: i64 = 3_600_000;
 
 /// `GET /console/providers`
@@ -27,6 +36,7 @@ pub async fn page(
     session.require_operator()?;
     let names: Vec<String> = gw.router.names().map(str::to_string).collect();
     let reports = gw.health.report(&names).await?;
+    let capacity = gw.store.capacity().await?;
     let now = now_ms();
     let since = (now - HOUR_MS) / SLOT_MS * SLOT_MS;
     let slots = gw.store.outcome_slots(since, SLOT_MS).await?;
@@ -37,6 +47,7 @@ pub async fn page(
             thead { tr {
                 th scope="col" { "Provider" } th scope="col" { "Circuit" } th scope="col" { "Success rate" }
                 th scope="col" { "Submit p50" } th scope="col" { "Submit p95" } th scope="col" { "In flight" }
+                th scope="col" { "Cap (in force)" } th scope="col" { "Capacity refusals" }
                 th scope="col" { "Last error" }
             } }
             tbody { @for r in &reports { tr {
@@ -46,6 +57,13 @@ pub async fn page(
                 td.num { (ms(r.submit_latency_ms.p50)) }
                 td.num { (ms(r.submit_latency_ms.p95)) }
                 td.num { (r.in_flight_tasks) }
+                @match capacity.iter().find(|c| c.provider == r.provider) {
+                    Some(c) => {
+                        td.num { (cap_text(c)) }
+                        td.num { (c.refusals) }
+                    },
+                    None => { td.num { "none" } td.num { "0" } },
+                }
                 td { @match &r.last_error {
                     Some(e) => { code { (e.code) } " " (e.message.as_deref().unwrap_or("")) " at " (time_ms(e.at)) },
                     None => "none",

@@ -241,7 +241,7 @@ pub async fn show(
     let request = stored_request(&gw.store.task_request_body(&id).await?);
     let events = gw.store.task_webhook_events(&id).await?;
     let t = &detail.task;
-    let finished = matches!(t.state.public(), TaskStatus::Completed | TaskStatus::Failed);
+    let finished = t.state.public().is_terminal();
     let body = html! {
         div data-refresh-while-unfinished=[(!finished).then_some("2000")] {
             (facts(t))

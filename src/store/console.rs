@@ -287,7 +287,7 @@ impl Store {
              COALESCE(k.team, '') AS team, t.state AS state, COUNT(*) AS tasks, \
              CAST(COALESCE(SUM(t.billed_seconds), 0) AS BIGINT) AS seconds, \
              CAST(COALESCE(SUM(CASE WHEN t.state = 'completed' THEN t.cost_final_micros END), 0) AS BIGINT) AS settled, \
-             CAST(COALESCE(SUM(CASE WHEN t.state NOT IN ('completed', 'failed') THEN t.cost_estimated_micros END), 0) AS BIGINT) AS pending \
+             CAST(COALESCE(SUM(CASE WHEN t.state NOT IN ('completed', 'failed', 'cancelled') THEN t.cost_estimated_micros END), 0) AS BIGINT) AS pending \
              FROM tasks t JOIN api_keys k ON k.id = t.api_key_id \
              WHERE t.created_at >= $1 AND t.created_at < $2 {owner_filter} \
              GROUP BY day, COALESCE(t.provider, ''), COALESCE(k.team, ''), t.state"

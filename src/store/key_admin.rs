@@ -39,6 +39,12 @@ pub struct KeyInfo {
     /// unfinished tasks.
     pub spent_usd: f64,
     pub reserved_usd: f64,
+    /// Its share of the admission queue against other keys' (default 1).
+    pub weight: i64,
+    /// Its own bound on waiting tasks (None: `queue.default_max_queued`).
+    pub max_queued: Option<i64>,
+    /// Its tasks waiting in the queue now.
+    pub queued: i64,
 }
 
 /// A key just issued or rotated: the secrets exist only here and are shown once.
@@ -63,7 +69,14 @@ pub struct KeyChange {
     pub max_in_flight: Option<Option<u32>>,
     pub budget_usd: Option<Option<f64>>,
     pub budget_period: Option<BudgetPeriod>,
+    /// The key's queue weight; `Some(None)` puts it back to 1.
+    pub weight: Option<Option<u32>>,
+    pub max_queued: Option<Option<u32>>,
 }
+
+/// The largest queue weight: a key of this weight still advances the fair-share clock
+/// (`store/queue.rs` spaces its tasks `1_000_000 / weight` apart).
+pub const MAX_WEIGHT: u32 = 1000;
 
 fn new_api_secret() -> String {
     let random: String = rand::thread_rng()
@@ -84,7 +97,8 @@ pub fn new_webhook_secret() -> String {
     )
 }
 
-const INFO_COLUMNS: &str = "key_prefix, created_at, revoked_at, in_flight";
+const INFO_COLUMNS: &str =
+    "key_prefix, created_at, revoked_at, in_flight, queue_weight, max_queued, queued";
 
 impl Store {
     /// Issues a key with `change` applied as its limits.
@@ -158,6 +172,9 @@ impl Store {
             budget_period: l.budget_period.as_str(),
             spent_usd: spent,
             reserved_usd: reserved,
+            weight: row.try_get("queue_weight")?,
+            max_queued: row.try_get("max_queued")?,
+            queued: row.try_get("queued")?,
             id: key.id,
             name: key.name,
             team: key.team,
@@ -208,10 +225,14 @@ impl Store {
             ("burst", change.burst),
             ("read_rpm", change.read_rpm),
             ("max_in_flight", change.max_in_flight),
+            ("max_queued", change.max_queued),
         ] {
             if let Some(v) = value {
                 sets.push((column, limit(v)));
             }
+        }
+        if let Some(w) = change.weight {
+            sets.push(("queue_weight", Some(i64::from(w.unwrap_or(1)))));
         }
         if let Some(v) = change.budget_usd {
             sets.push(("budget_micros", v.map(to_micros)));
@@ -245,14 +266,14 @@ impl Store {
             // the limit covers everything in flight and each is released exactly once.
             sqlx::query(
                 "UPDATE tasks SET holds_slot = 1 WHERE api_key_id = $1 AND holds_slot = 0 \
-                 AND state NOT IN ('completed', 'failed')",
+                 AND state NOT IN ('completed', 'failed', 'cancelled')",
             )
             .bind(id)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE api_keys SET in_flight = (SELECT COUNT(*) FROM tasks WHERE api_key_id = $1 \
-                 AND holds_slot = 1 AND state NOT IN ('completed', 'failed')) WHERE id = $1",
+                 AND holds_slot = 1 AND state NOT IN ('completed', 'failed', 'cancelled')) WHERE id = $1",
             )
             .bind(id)
             .execute(&mut *tx)
@@ -342,6 +363,7 @@ impl KeyChange {
             ("burst", self.burst),
             ("read_rpm", self.read_rpm),
             ("max_in_flight", self.max_in_flight),
+            ("max_queued", self.max_queued),
         ] {
             if let Some(Some(0)) = value {
                 return Err((
@@ -355,6 +377,14 @@ impl KeyChange {
                 return Err((
                     "budget_usd",
                     format!("budget_usd must be a positive number of US dollars up to {MAX_BUDGET_USD}, or {remove} to remove it"),
+                ));
+            }
+        }
+        if let Some(Some(w)) = self.weight {
+            if !(1..=MAX_WEIGHT).contains(&w) {
+                return Err((
+                    "weight",
+                    format!("weight must be from 1 to {MAX_WEIGHT}, or none for 1"),
                 ));
             }
         }

@@ -73,7 +73,8 @@ pub fn period_start(period: BudgetPeriod, now_ms: i64) -> i64 {
 
 /// The columns of `tasks` that say what a task holds, for `release`.
 pub(super) const HOLD_COLUMNS: &str =
-    "api_key_id, holds_slot, budget_period_start, reserved_micros, cost_final_micros, cost_estimated_micros";
+    "api_key_id, holds_slot, budget_period_start, reserved_micros, cost_final_micros, cost_estimated_micros, \
+     slot_provider";
 
 /// Takes a slot and reserves budget for a task about to be written in `tx`. On a refusal
 /// nothing is taken and the caller rolls back. Returns (holds_slot, reserved micros).
@@ -197,6 +198,16 @@ pub(super) async fn release(
     let holds_slot: i64 = row.try_get("holds_slot")?;
     // NULL once released, and for tasks written before every task named its period.
     let period: Option<i64> = row.try_get("budget_period_start")?;
+    // The provider's slot (`capacity.rs`), in the same transaction: a crash between the
+    // task's end and the slot's return cannot happen.
+    let provider_slot: Option<String> = row.try_get("slot_provider")?;
+    if let Some(provider) = &provider_slot {
+        super::capacity::release_slot(tx, provider, super::now_ms()).await?;
+        sqlx::query("UPDATE tasks SET slot_provider = NULL WHERE id = $1")
+            .bind(task_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     if holds_slot == 0 && period.is_none() {
         return Ok(());
     }
@@ -259,7 +270,7 @@ pub(super) async fn resync(
     let start = period_start(period, now);
     sqlx::query(
         "UPDATE tasks SET budget_period_start = $2 WHERE api_key_id = $1 AND created_at >= $2 \
-         AND budget_period_start IS NOT NULL AND state NOT IN ('completed', 'failed')",
+         AND budget_period_start IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(api_key_id)
     .bind(start)
@@ -271,7 +282,7 @@ pub(super) async fn resync(
          spent_micros = (SELECT CAST(COALESCE(SUM(cost_final_micros), 0) AS BIGINT) FROM tasks \
            WHERE api_key_id = $1 AND created_at >= $2 AND state = 'completed'), \
          reserved_micros = (SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM tasks \
-           WHERE api_key_id = $1 AND budget_period_start = $2 AND state NOT IN ('completed', 'failed')) \
+           WHERE api_key_id = $1 AND budget_period_start = $2 AND state NOT IN ('completed', 'failed', 'cancelled')) \
          WHERE api_key_id = $1 AND period_start = $2",
     )
     .bind(api_key_id)

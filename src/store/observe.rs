@@ -9,7 +9,13 @@ use crate::telemetry::metrics::StoreGauges;
 
 /// The unfinished states, as stored (`submitting` and `submit_unknown` are shown to
 /// clients as `queued`, but operators want them apart).
-pub const UNFINISHED_STATES: &[&str] = &["submitting", "submit_unknown", "queued", "in_progress"];
+pub const UNFINISHED_STATES: &[&str] = &[
+    "waiting",
+    "submitting",
+    "submit_unknown",
+    "queued",
+    "in_progress",
+];
 
 impl Store {
     /// Unfinished tasks by provider and state, the oldest per provider, and how overdue
@@ -18,7 +24,7 @@ impl Store {
     pub async fn store_gauges(&self, now: i64) -> anyhow::Result<StoreGauges> {
         let rows = sqlx::query(
             "SELECT COALESCE(provider, '') AS provider, state, COUNT(*) AS n, MIN(created_at) AS oldest \
-             FROM tasks WHERE state IN ('submitting', 'submit_unknown', 'queued', 'in_progress') \
+             FROM tasks WHERE state IN ('waiting', 'submitting', 'submit_unknown', 'queued', 'in_progress') \
              GROUP BY provider, state",
         )
         .fetch_all(&self.pool)

@@ -260,7 +260,7 @@ impl Store {
             "UPDATE result_copies SET state = 'delete_pending', next_attempt_at = $3 \
              WHERE task_id = $1 AND state IN ('pending', 'stored', 'failed') \
              AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = $1 AND t.api_key_id = $2 \
-               AND t.deleted_at IS NULL AND t.state IN ('completed', 'failed'))",
+               AND t.deleted_at IS NULL AND t.state IN ('completed', 'failed', 'cancelled'))",
         )
         .bind(id)
         .bind(owner)
@@ -271,7 +271,7 @@ impl Store {
             sqlx::query(
                 "UPDATE tasks SET deleted_at = $3, stored_bytes = NULL, stored_videos_json = NULL \
                  WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL \
-                 AND state IN ('completed', 'failed')",
+                 AND state IN ('completed', 'failed', 'cancelled')",
             )
             .bind(id)
             .bind(owner)

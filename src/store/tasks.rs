@@ -13,58 +13,70 @@ use crate::domain::{Model, TaskStatus, VideoRequest, VideoResult};
 
 /// Where a task is in omnigate's own life cycle. `Submitting` is written before the
 /// upstream call; `SubmitUnknown` means the call may have reached the provider but no
-/// answer came. Clients see both as `queued`.
+/// answer came. Clients see both as `queued`, and `Waiting` too: no provider had room,
+/// so the task waits in omnigate's admission queue (`queue/`). `Cancelled` ends a task
+/// its client cancelled while it waited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
+    Waiting,
     Submitting,
     SubmitUnknown,
     Queued,
     InProgress,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Waiting,
         TaskState::Submitting,
         TaskState::SubmitUnknown,
         TaskState::Queued,
         TaskState::InProgress,
         TaskState::Completed,
         TaskState::Failed,
+        TaskState::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Waiting => "waiting",
             TaskState::Submitting => "submitting",
             TaskState::SubmitUnknown => "submit_unknown",
             TaskState::Queued => "queued",
             TaskState::InProgress => "in_progress",
             TaskState::Completed => "completed",
             TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(s: &str) -> anyhow::Result<TaskState> {
         Ok(match s {
+            "waiting" => TaskState::Waiting,
             "submitting" => TaskState::Submitting,
             "submit_unknown" => TaskState::SubmitUnknown,
             "queued" => TaskState::Queued,
             "in_progress" => TaskState::InProgress,
             "completed" => TaskState::Completed,
             "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
             other => anyhow::bail!("unknown task state in store: {other}"),
         })
     }
 
     pub fn public(self) -> TaskStatus {
         match self {
-            TaskState::Submitting | TaskState::SubmitUnknown | TaskState::Queued => {
-                TaskStatus::Queued
-            }
+            TaskState::Waiting
+            | TaskState::Submitting
+            | TaskState::SubmitUnknown
+            | TaskState::Queued => TaskStatus::Queued,
             TaskState::InProgress => TaskStatus::InProgress,
             TaskState::Completed => TaskStatus::Completed,
             TaskState::Failed => TaskStatus::Failed,
+            TaskState::Cancelled => TaskStatus::Cancelled,
         }
     }
 
@@ -74,6 +86,7 @@ impl TaskState {
             TaskStatus::InProgress => TaskState::InProgress,
             TaskStatus::Completed => TaskState::Completed,
             TaskStatus::Failed => TaskState::Failed,
+            TaskStatus::Cancelled => TaskState::Cancelled,
         }
     }
 }
@@ -118,6 +131,8 @@ pub struct TaskRecord {
     pub upstream_callback: bool,
     /// Bytes of omnigate's verified copy of the video (`results`), once there is one.
     pub stored_bytes: Option<i64>,
+    /// Its place in the admission queue, while it is `Waiting`.
+    pub queue: Option<super::queue::QueueSpot>,
     /// The verified copies of the task's other videos (1, 2, ...), once made.
     pub stored_more: Vec<super::results::StoredVideo>,
 }
@@ -164,6 +179,7 @@ impl TaskRecord {
             unreadable_answers: 0,
             upstream_callback: false,
             stored_bytes: None,
+            queue: None,
             stored_more: Vec::new(),
         }
     }
@@ -293,7 +309,8 @@ pub(super) const TASK_COLUMNS: &str =
     "id, api_key_id, model, metadata, state, progress, provider, provider_task_id, sandbox, \
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
     provider_reported_micros, routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
-    unreadable_answers, upstream_callback_token, stored_bytes, stored_videos_json";
+    unreadable_answers, upstream_callback_token, stored_bytes, stored_videos_json, \
+    queue_tag, waiting_since, max_wait_until";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
 /// claims, even in one process, can never both write the same task.
@@ -354,6 +371,7 @@ pub(super) fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
             .try_get::<Option<String>, _>("upstream_callback_token")?
             .is_some(),
         stored_bytes: row.try_get("stored_bytes")?,
+        queue: super::queue::spot_from_row(row)?,
         stored_more: super::results::stored_videos(row.try_get("stored_videos_json")?),
     })
 }
@@ -518,7 +536,7 @@ pub(super) fn event_type(state: TaskState) -> String {
 /// asked for (given a callback_url), or None when no such change ever is.
 pub(super) fn event_wanted(state: TaskState, t: &str) -> Option<String> {
     match state {
-        TaskState::Completed | TaskState::Failed => Some("1 = 1".into()),
+        TaskState::Completed | TaskState::Failed | TaskState::Cancelled => Some("1 = 1".into()),
         TaskState::InProgress => Some(format!("{t}.callback_in_progress = 1")),
         _ => None,
     }
@@ -827,6 +845,7 @@ impl Store {
             limits::release(&mut tx, id, row, false).await?;
         }
         tx.commit().await?;
+        self.wake_if_slot_freed(ended.as_ref());
         Ok(ended.is_some())
     }
 
@@ -934,6 +953,9 @@ impl Store {
             }
         }
         tx.commit().await?;
+        if state == TaskState::Completed {
+            self.wake_if_slot_freed(applied.as_ref());
+        }
         Ok(applied.is_some())
     }
 
@@ -1099,12 +1121,13 @@ impl Store {
     ) -> anyhow::Result<TaskPage> {
         let states = match status {
             None => {
-                "'submitting', 'submit_unknown', 'queued', 'in_progress', 'completed', 'failed'"
+                "'waiting', 'submitting', 'submit_unknown', 'queued', 'in_progress', 'completed', 'failed', 'cancelled'"
             }
-            Some(TaskStatus::Queued) => "'submitting', 'submit_unknown', 'queued'",
+            Some(TaskStatus::Queued) => "'waiting', 'submitting', 'submit_unknown', 'queued'",
             Some(TaskStatus::InProgress) => "'in_progress'",
             Some(TaskStatus::Completed) => "'completed'",
             Some(TaskStatus::Failed) => "'failed'",
+            Some(TaskStatus::Cancelled) => "'cancelled'",
         };
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE api_key_id = $1 AND state IN ({states}) AND deleted_at IS NULL \

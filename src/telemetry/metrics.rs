@@ -28,6 +28,10 @@ pub const LIMIT_REFUSALS: &str = "omnigate_limit_refusals_total";
 pub const RATE_LIMIT_BYPASS: &str = "omnigate_rate_limit_redis_bypass_total";
 pub const RATE_LIMIT_SKIPPING: &str = "omnigate_rate_limit_redis_skipping";
 pub const SPEND: &str = "omnigate_spend_microdollars_total";
+pub const CAPACITY_REFUSALS: &str = "omnigate_capacity_refusals_total";
+pub const PROVIDER_IN_FLIGHT: &str = "omnigate_provider_in_flight";
+pub const PROVIDER_EFFECTIVE_CAP: &str = "omnigate_provider_effective_cap";
+pub const QUEUE_WAIT: &str = "omnigate_queue_wait_seconds";
 
 /// Request latencies: from a cached read (ms) to a create that fell over through slow
 /// providers (tens of seconds).
@@ -37,6 +41,11 @@ const HTTP_BUCKETS: &[f64] = &[
 /// Provider and webhook calls: tens of ms to the longest request timeouts.
 const UPSTREAM_BUCKETS: &[f64] = &[
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Time in the admission queue: from a slot freeing at once to the longest allowed wait.
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
 ];
 
 /// The recorder is process-global (the `metrics` facade has one); gateways started in the
@@ -64,6 +73,7 @@ fn build() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), HTTP_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), UPSTREAM_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(WEBHOOK_DURATION.into()), UPSTREAM_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), QUEUE_WAIT_BUCKETS)?
         .install_recorder()?;
     Ok(handle)
 }
@@ -113,6 +123,23 @@ fn describe() {
         "Client webhook delivery attempt latency"
     );
     describe_counter!(LIMIT_REFUSALS, "Requests refused by a limit, by kind (rate, concurrency, budget, rate_limiter_unavailable, overloaded)");
+    describe_counter!(
+        CAPACITY_REFUSALS,
+        "Submits a provider refused for capacity (429, Kling 1302/1303), by provider"
+    );
+    describe_gauge!(
+        PROVIDER_IN_FLIGHT,
+        "Tasks holding a slot of a capped provider (from the shared store), by provider"
+    );
+    describe_gauge!(
+        PROVIDER_EFFECTIVE_CAP,
+        "A capped provider's cap in force (lowered after a capacity refusal), by provider"
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "Time waiting tasks spent in the admission queue before a provider took them"
+    );
     describe_counter!(
         RATE_LIMIT_BYPASS,
         "Rate limit checks answered by limits.on_redis_error without asking Redis, which had just failed"
@@ -202,6 +229,24 @@ pub fn spend(provider: &str, usd: f64) {
         let micros = (usd * 1_000_000.0).round() as u64;
         counter!(SPEND, "provider" => provider.to_string()).increment(micros);
     }
+}
+
+/// A provider refused a submit for capacity.
+pub fn capacity_refusal(provider: &str) {
+    counter!(CAPACITY_REFUSALS, "provider" => provider.to_string()).increment(1);
+}
+
+/// A provider's slots in use and, when it is capped, its cap in force.
+pub fn provider_capacity(provider: &str, in_flight: i64, effective_cap: Option<i64>) {
+    gauge!(PROVIDER_IN_FLIGHT, "provider" => provider.to_string()).set(in_flight as f64);
+    if let Some(cap) = effective_cap {
+        gauge!(PROVIDER_EFFECTIVE_CAP, "provider" => provider.to_string()).set(cap as f64);
+    }
+}
+
+/// A waiting task left the queue for a provider after `waited`.
+pub fn queue_wait(waited: Duration) {
+    metrics::histogram!(QUEUE_WAIT).record(waited.as_secs_f64());
 }
 
 /// What one refresh read from the store.

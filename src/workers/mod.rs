@@ -51,6 +51,14 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             gw.clone(),
             |gw| async move { janitor_once(&gw).await },
         ),
+        spawn_woken_loop(
+            "dispatcher",
+            gw.config.queue.tick(),
+            Some(gw.store.slot_freed.clone()),
+            cancel.clone(),
+            gw.clone(),
+            |gw| async move { crate::queue::dispatcher::dispatch_once(&gw).await },
+        ),
         webhooks::spawn(gw, cancel),
     ]);
     all
@@ -138,6 +146,22 @@ where
     F: Fn(Arc<Gateway>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<usize>> + Send,
 {
+    spawn_woken_loop(name, tick, None, cancel, gw, step)
+}
+
+/// `spawn_loop` that `wake` also ends the pause of (the dispatcher, when a slot frees).
+fn spawn_woken_loop<F, Fut>(
+    name: &'static str,
+    tick: Duration,
+    wake: Option<Arc<tokio::sync::Notify>>,
+    cancel: CancellationToken,
+    gw: Arc<Gateway>,
+    step: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<Gateway>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<usize>> + Send,
+{
     gw.heartbeats.started(name, tick);
     tokio::spawn(async move {
         tracing::info!(worker = name, "started");
@@ -177,9 +201,16 @@ where
             } else {
                 tick
             };
+            let woken = async {
+                match &wake {
+                    Some(w) => w.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
+                _ = woken => {}
             }
         }
         gw.heartbeats.stopped(name);

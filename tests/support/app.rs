@@ -69,7 +69,21 @@ pub fn config(db: &TestDb, providers: Vec<(String, ProviderConfig)>) -> Config {
     // claims run out within a test.
     cfg.poller.lease_secs = 3;
     cfg.sandbox.enabled = SandboxMode::Never;
+    // The submit path as it is without the admission queue (a full provider answers 503
+    // at once, a capacity refusal is retried in the next round): tests/capacity.rs turns
+    // the queue on with `with_queue`.
+    cfg.queue.default_max_wait_secs = 0;
+    cfg.queue.refusal_cooldown_secs = 0;
     cfg.providers = providers.into_iter().collect();
+    cfg
+}
+
+/// `config` with the admission queue on as configured by default, except a shorter tick.
+pub fn with_queue(mut cfg: Config) -> Config {
+    let defaults = omnigate::queue::QueueConfig::default();
+    cfg.queue.default_max_wait_secs = defaults.default_max_wait_secs;
+    cfg.queue.refusal_cooldown_secs = defaults.refusal_cooldown_secs;
+    cfg.queue.tick_ms = 50;
     cfg
 }
 
@@ -176,7 +190,10 @@ impl TestApp {
                 .get_as(key, &format!("/v1/video/generations/{id}"))
                 .await;
             assert_eq!(status, StatusCode::OK, "read answered {task}");
-            if matches!(task["status"].as_str(), Some("completed" | "failed")) {
+            if matches!(
+                task["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
                 return task;
             }
             assert!(

@@ -212,7 +212,7 @@ fn adapters() -> &'static [(Dialect, Arc<dyn Provider>); 3] {
 }
 
 /// Every state a task can be in when a callback about it arrives.
-pub const TASK_STATES: [TaskState; 6] = TaskState::ALL;
+pub const TASK_STATES: [TaskState; TaskState::ALL.len()] = TaskState::ALL;
 
 /// A callback POSTed to `/upstream/callbacks/{token}` about a task in `state` whose
 /// provider id is `ours`, judged as the intake judges it with each dialect's adapter.

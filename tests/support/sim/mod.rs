@@ -372,6 +372,11 @@ struct Ledger {
     video_base: Option<String>,
     /// Requests the video route answered, with their `Range` header if any.
     video_fetches: usize,
+    /// The account's limit on tasks running at once (`Sim::limit_running`): a create past
+    /// it gets the dialect's "too many parallel tasks" refusal, as a real account would.
+    max_running: Option<usize>,
+    /// The most tasks that were running at once.
+    peak_running: usize,
     /// Videos per task created from now on (0 and 1 both mean one).
     videos_per_task: usize,
     /// The `Content-Type` the video route answers; None: `video/mp4`.
@@ -433,6 +438,14 @@ impl Ledger {
             .iter_mut()
             .find(|t| t.id == id)
             .ok_or_else(|| Refusal::unknown_task(id))
+    }
+
+    /// Tasks created and not yet finished, as the provider sees them.
+    fn running(&self) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| !t.phase().is_terminal())
+            .count()
     }
 
     fn external_id_taken(&self, external_id: &str) -> bool {
@@ -781,6 +794,43 @@ impl Sim {
         self.ledger().video_url = Some(url.to_string());
     }
 
+    /// From now on, refuses a create while `max` tasks are running (the dialect's
+    /// documented "too many parallel tasks" answer: Kling 1303, a reseller's 429).
+    pub fn limit_running(&self, max: usize) {
+        self.ledger().max_running = Some(max);
+    }
+
+    /// The most tasks that were ever running at once.
+    pub fn peak_running(&self) -> usize {
+        self.ledger().peak_running
+    }
+
+    /// Tasks created and not yet finished.
+    pub fn running(&self) -> usize {
+        self.ledger().running()
+    }
+
+    /// The provider's ids of the tasks it created, in creation order.
+    pub fn created_ids(&self) -> Vec<String> {
+        self.ledger().tasks.iter().map(|t| t.id.clone()).collect()
+    }
+
+    /// Ends the oldest running task now (see `finish_now`); false when none runs.
+    pub async fn finish_oldest_running(&self) -> bool {
+        let oldest = {
+            let ledger = self.ledger();
+            let task = ledger.tasks.iter().find(|t| !t.phase().is_terminal());
+            task.map(|t| t.id.clone())
+        };
+        match oldest {
+            Some(id) => {
+                self.finish_now(&id).await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// How many times the video route was fetched.
     pub fn video_fetches(&self) -> usize {
         self.ledger().video_fetches
@@ -818,6 +868,15 @@ impl Sim {
                 return self
                     .dialect
                     .error_response(Problem::Sim(SimError::Auth), &reason);
+            }
+            let full = ledger
+                .max_running
+                .is_some_and(|max| ledger.running() >= max);
+            if call == Call::Submit && full {
+                let e = SimError::TooManyParallel;
+                return self
+                    .dialect
+                    .error_response(Problem::Sim(e), e.canned_message());
             }
             match call {
                 Call::Submit => ledger.submit_faults.pop_front(),
@@ -880,6 +939,7 @@ impl Sim {
     ) -> Response {
         let mut ledger = self.ledger();
         let answer = handle(&mut ledger);
+        ledger.peak_running = ledger.peak_running.max(ledger.running());
         // A twist applies to one answer only, whether or not the handler used it.
         ledger.twist = None;
         // A query that moved a task on makes the provider call back, a moment later.
