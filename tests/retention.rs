@@ -117,12 +117,14 @@ async fn old_final_webhook_events_and_expired_sessions_are_deleted_and_the_rest_
     assert_eq!(count(&pool, sessions, &live).await, 1, "live session");
 }
 
-/// More final events than one batch holds: the step deletes them all, batch by batch.
+/// More final events than one batch holds: one batch deletes at most `BATCH`, and the
+/// next one the rest.
 async fn a_backlog_larger_than_a_batch_is_deleted_in_batches(db: Db) {
     let db = TestDb::new(db).await;
     let mut cfg = config(&db, vec![]);
     cfg.sandbox.enabled = SandboxMode::Always;
-    cfg.retention.webhook_events_days = 1;
+    // The gateway's own janitor keeps events, so only the batches below delete them.
+    cfg.retention.webhook_events_days = 0;
     let app = TestApp::start(cfg).await;
     let task = app
         .create(
@@ -136,10 +138,13 @@ async fn a_backlog_larger_than_a_batch_is_deleted_in_batches(db: Db) {
     for seq in 0..n {
         event(&pool, task_id, seq, "delivered", 2).await;
     }
-    let pruned = omnigate::workers::retention::prune_once(app.gateway())
-        .await
-        .unwrap();
-    assert_eq!(pruned.webhook_events, n as u64);
+    let store = &app.gateway().store;
+    let batch = omnigate::workers::retention::BATCH;
+    let before = omnigate::store::now_ms();
+    let first = store.prune_webhook_events(before, batch).await.unwrap();
+    assert_eq!(first, u64::from(batch), "a batch is bounded");
+    let second = store.prune_webhook_events(before, batch).await.unwrap();
+    assert_eq!(first + second, n as u64);
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_attempts")
         .fetch_one(&pool)
         .await
