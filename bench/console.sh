@@ -28,7 +28,7 @@ DB=omnigate_bench_console_$$
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BASE=http://127.0.0.1:$PORT
-ADMIN=bench-admin-token-$$
+ADMIN=bench-admin-token-$$-0123456789abcdef0123
 GW=""
 cleanup() {
   [ -n "$GW" ] && kill "$GW" 2>/dev/null && wait "$GW" 2>/dev/null || true
