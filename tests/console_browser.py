@@ -187,7 +187,9 @@ def main():
         driver.get(f"{base}/docs")
         seen["docs_title"] = wait_for(
             driver, "the rendered API reference",
-            lambda: driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text,
+            # find_elements: the reference renders after the page loads, and an empty
+            # list means "not yet", not an error.
+            lambda: "".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title")),
             timeout=20,
         )
         seen["docs_operations"] = len(driver.find_elements(By.CSS_SELECTOR, ".opblock"))
