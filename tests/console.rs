@@ -328,10 +328,9 @@ async fn revoking_a_key_or_signing_out_ends_the_console_session() {
         .contains("neither the admin token nor a live API key"));
 }
 
-#[tokio::test]
-async fn the_session_cookie_is_http_only_strict_and_secure_behind_https() {
-    let db = TestDb::new(Db::Sqlite).await;
-    let app = TestApp::start(sandbox_config(&db)).await;
+/// Signs in with the app's key as a browser behind a TLS proxy would (`X-Forwarded-Proto:
+/// https`); the client follows no redirects, and the answer is the sign-in's.
+async fn sign_in_behind_https(app: &TestApp) -> (reqwest::Client, reqwest::Response) {
     let http = reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
@@ -355,6 +354,14 @@ async fn the_session_cookie_is_http_only_strict_and_secure_behind_https() {
         .send()
         .await
         .unwrap();
+    (http, resp)
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_strict_and_secure_behind_https() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let app = TestApp::start(sandbox_config(&db)).await;
+    let (_, resp) = sign_in_behind_https(&app).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let session = resp
         .headers()
@@ -566,29 +573,7 @@ async fn cookie_with(mode: SecureCookies) -> (String, bool) {
     let mut cfg = sandbox_config(&db);
     cfg.console.secure_cookies = mode;
     let app = TestApp::start(cfg).await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
-    let login = http
-        .get(format!("{}/console/login", app.base))
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap();
-    let nonce_cookie = login.headers()[SET_COOKIE].to_str().unwrap().to_string();
-    let page = login.text().await.unwrap();
-    let resp = http
-        .post(format!("{}/console/login", app.base))
-        .header("x-forwarded-proto", "https")
-        .header(COOKIE, nonce_cookie.split(';').next().unwrap())
-        .form(&[
-            ("csrf", csrf_in(&page).as_str()),
-            ("token", app.key.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let (http, resp) = sign_in_behind_https(&app).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let session = resp
         .headers()
