@@ -25,7 +25,7 @@ RUN groupadd --system --gid 10001 omnigate \
 COPY --from=build /src/target/release/omnigate /usr/local/bin/omnigate
 WORKDIR /var/lib/omnigate
 USER 10001:10001
-# The port and every other setting: config/docker.env (the README's Docker section).
+# The port and every other setting: config/docker.env (docs/operations.md, Docker).
 ENV OMNIGATE_SERVER__LISTEN=0.0.0.0:8080
 EXPOSE 8080
 # No curl in the image: the binary asks itself.

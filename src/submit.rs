@@ -84,7 +84,7 @@ pub enum SubmitError {
 /// Time-ordered (UUIDv7): new ids land at the right edge of the primary-key index and of
 /// the history and attempt tables' task indexes, instead of on a random page each (on
 /// SQLite, with the larger page cache, the sustained create rate rose by half and decays
-/// less as the store grows: see the README's Performance section).
+/// less as the store grows: see docs/performance.md).
 pub fn new_task_id() -> String {
     format!("vgt_{}", uuid::Uuid::now_v7().simple())
 }

@@ -18,7 +18,7 @@ pub struct ErrorObject {
     #[serde(rename = "type")]
     pub kind: ErrorType,
     /// What went wrong, for programs: `invalid_request`, `invalid_api_key`, `not_found`,
-    /// `rate_limited`, `no_capable_provider`, `store_unavailable`, ... (the README's table).
+    /// `rate_limited`, `no_capable_provider`, `store_unavailable`, ... (the table in docs/api.md).
     #[schema(value_type = String, example = "invalid_request")]
     pub code: &'static str,
     /// What went wrong, for people.

@@ -1,7 +1,7 @@
 //! The OpenAI-compatible facade, `/v1/videos`: OpenAI's Video API (create, retrieve, list,
 //! delete, download content) mapped onto the same tasks as `/v1/video/generations`, with
 //! the same keys, limits and isolation, so that the official OpenAI SDKs work with
-//! `base_url` pointed at omnigate. Mapping (README, "OpenAI-compatible API"):
+//! `base_url` pointed at omnigate. Mapping (docs/openai-facade.md):
 //! - `model`: one of our model ids (default `kling-v3-omni`); OpenAI's `sora-*` are
 //!   refused (400, `param: model`) rather than silently swapped for another model;
 //! - `seconds` is `duration`; `size` is the aspect ratio and the mode, by our convention:

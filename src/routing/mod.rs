@@ -324,7 +324,7 @@ mod tests {
         Router::new(upstreams)
     }
 
-    /// The worked quote example in the README.
+    /// The worked quote example in docs/routing-and-prices.md.
     #[test]
     fn the_readme_quote_example_ranks_as_documented() {
         let req: VideoRequest = serde_json::from_value(serde_json::json!({
