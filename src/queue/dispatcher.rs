@@ -10,7 +10,10 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::gateway::Gateway;
-use crate::store::{lease_token, now_ms, TaskError, TaskRecord, TaskState};
+use crate::store::{lease_token, now_ms, Claimed, TaskError, TaskRecord, TaskState};
+
+/// Heads parked in one step at most (see `dispatch_once`).
+const MAX_PARKS_PER_STEP: usize = 256;
 use crate::submit::{self, SubmitError};
 
 /// One dispatcher step: expire, then start as many waiting tasks as there is room for
@@ -23,10 +26,15 @@ pub async fn dispatch_once(gw: &Arc<Gateway>) -> anyhow::Result<usize> {
         room = 0;
     }
     let mut claimed = Vec::new();
-    for _ in 0..room {
+    // A parked head (its key at its `max_in_flight`) takes no room: the next claim goes on
+    // past it. Each task is parked at most once per slot its key frees, so this is bounded
+    // per step only to keep a step short.
+    let mut parked = 0;
+    while claimed.len() < room && parked < MAX_PARKS_PER_STEP {
         let token = lease_token(&gw.instance_id);
         match gw.store.claim_waiting(&token).await? {
-            Some(task) => claimed.push((task, token)),
+            Some(Claimed::Task(task)) => claimed.push((*task, token)),
+            Some(Claimed::Parked) => parked += 1,
             None => break,
         }
     }

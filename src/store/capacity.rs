@@ -101,13 +101,13 @@ pub(super) async fn release_slot(
 
 impl Store {
     /// Wakes this process's dispatcher when `ended` (a task's `HOLD_COLUMNS` as it ended,
-    /// committed) held a provider's slot.
-    pub(super) fn wake_if_slot_freed(&self, ended: Option<&sqlx::any::AnyRow>) {
+    /// committed) held a provider's slot, or its end `unparked` a task of its key.
+    pub(super) fn wake_if_slot_freed(&self, ended: Option<&sqlx::any::AnyRow>, unparked: bool) {
         let held = ended
             .and_then(|r| r.try_get::<Option<String>, _>("slot_provider").ok())
             .flatten()
             .is_some();
-        if held {
+        if held || unparked {
             self.slot_freed.notify_one();
         }
     }

@@ -24,7 +24,7 @@ pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use observe::UNFINISHED_STATES;
 pub use polls::StillRunning;
-pub use queue::{Enqueue, Enqueued, QueueSpot};
+pub use queue::{Claimed, Enqueue, Enqueued, QueueSpot};
 pub use results::{object_key, CopyJob, Deleted, StoredVideo, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
