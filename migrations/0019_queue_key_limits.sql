@@ -6,3 +6,8 @@ ALTER TABLE tasks ADD COLUMN queue_parked INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tasks_waiting_ready ON tasks (queue_tag) WHERE state = 'waiting' AND queue_parked = 0;
 CREATE INDEX tasks_waiting_parked ON tasks (api_key_id, queue_priority, waiting_since)
     WHERE state = 'waiting' AND queue_parked = 1;
+
+-- Waiting tasks by key and model, with the oldest wait of each (the gauges worker's
+-- metrics and the console's queue view): read from this index alone, never the table.
+CREATE INDEX tasks_waiting_by_key_model ON tasks (api_key_id, model, waiting_since)
+    WHERE state = 'waiting';

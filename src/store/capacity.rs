@@ -108,8 +108,17 @@ impl Store {
             .flatten()
             .is_some();
         if held || unparked {
-            self.slot_freed.notify_one();
+            self.wake_dispatcher();
         }
+    }
+
+    /// Wakes this process's dispatcher, noting when (if no earlier wake still waits).
+    pub(super) fn wake_dispatcher(&self) {
+        use std::sync::atomic::Ordering;
+        let _ =
+            self.slot_freed_at
+                .compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire);
+        self.slot_freed.notify_one();
     }
 
     /// Writes each provider's configured caps (a gateway's start). Counts in flight and

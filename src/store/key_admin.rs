@@ -291,7 +291,7 @@ impl Store {
         }
         tx.commit().await?;
         if change.max_in_flight.is_some() {
-            self.slot_freed.notify_one();
+            self.wake_dispatcher();
         }
         // New limits apply to this process's next request, not after the cache's TTL.
         self.keys.forget(id);
