@@ -18,22 +18,22 @@ pub struct WaitingGroup {
 }
 
 impl Store {
+    pub(super) fn waiting_groups_sql(&self, one_key: bool) -> String {
+        let of_key = if one_key { "AND api_key_id = $1" } else { "" };
+        format!(
+            "SELECT api_key_id, model, COUNT(*) AS n, MIN(waiting_since) AS oldest FROM tasks {} \
+             WHERE state = 'waiting' {of_key} GROUP BY api_key_id, model ORDER BY api_key_id, model",
+            self.sqlite_index("tasks_waiting_by_key_model")
+        )
+    }
+
     /// Waiting tasks by key and model (only key `api_key_id`'s when given), ordered by key
     /// then model.
     pub async fn waiting_groups(
         &self,
         api_key_id: Option<&str>,
     ) -> anyhow::Result<Vec<WaitingGroup>> {
-        let of_key = if api_key_id.is_some() {
-            "AND api_key_id = $1"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT api_key_id, model, COUNT(*) AS n, MIN(waiting_since) AS oldest FROM tasks {} \
-             WHERE state = 'waiting' {of_key} GROUP BY api_key_id, model ORDER BY api_key_id, model",
-            self.sqlite_index("tasks_waiting_by_key_model")
-        );
+        let sql = self.waiting_groups_sql(api_key_id.is_some());
         let mut q = sqlx::query(&sql);
         if let Some(key) = api_key_id {
             q = q.bind(key);
