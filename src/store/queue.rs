@@ -216,6 +216,7 @@ impl Store {
     /// share is unchanged. A task without a slot of its key's `max_in_flight` takes one
     /// here; if the key has none free, the head is parked instead (`Claimed::Parked`).
     /// Advances the queue's clock to the started tag. None when no task waits unclaimed.
+    /// The claimed task's `queue` is the place it left.
     pub async fn claim_waiting(&self, token: &str) -> anyhow::Result<Option<Claimed>> {
         let now = now_ms();
         let lease_until = now + DISPATCH_LEASE_MS;
@@ -326,9 +327,19 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(Claimed::Task(Box::new(super::tasks::task_from_row(
-            &row,
-        )?))))
+        let mut task = super::tasks::task_from_row(&row)?;
+        // Now `submitting`, it no longer shows a place; the dispatcher still needs the one
+        // it left (its wait is measured from it).
+        task.queue = Some(QueueSpot {
+            tag: head_tag,
+            waiting_since: row
+                .try_get::<Option<i64>, _>("waiting_since")?
+                .unwrap_or(now),
+            max_wait_until: row
+                .try_get::<Option<i64>, _>("max_wait_until")?
+                .unwrap_or(now),
+        });
+        Ok(Some(Claimed::Task(Box::new(task))))
     }
 
     /// Gives back what an ending task held (`limits::release`, in its transaction `tx`)
