@@ -11,6 +11,9 @@ import tempfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 base, admin_token, out, task_id = sys.argv[1:5]
 
@@ -24,8 +27,10 @@ for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 try:
     driver.get(f"{base}/console/login")
-    driver.find_element(By.ID, "token").send_keys(admin_token)
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    field = driver.find_element(By.ID, "token")
+    field.send_keys(admin_token)
+    field.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 10).until(EC.url_contains("/console/tasks"))
     driver.get(f"{base}/console/queue")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Queue", driver.page_source
     height = driver.execute_script("return document.documentElement.scrollHeight")

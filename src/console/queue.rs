@@ -38,6 +38,7 @@ pub async fn page(
             p.note {
                 (waiting) " tasks waiting. They start in fair-share order across keys (each key's "
                 "weight), first in first out within a key, as providers and keys get room."
+                @if waiting > 0 { " This page refreshes every 5 seconds while tasks wait." }
             }
             @if session.is_operator() {
                 (providers_table(&gw, &gw.store.capacity().await?, &groups, now))
