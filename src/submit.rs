@@ -206,6 +206,9 @@ pub(crate) struct Job {
     /// The dispatcher took the task from the queue: its lease was not taken for the first
     /// candidate's call, and no room puts it back in the queue rather than in anew.
     pub(crate) from_queue: bool,
+    /// Written without a slot of its key's `max_in_flight` (the key was at it): the task
+    /// goes straight to the queue, and takes a slot when the dispatcher starts it.
+    pub(crate) waits_for_key_slot: bool,
 }
 
 /// How a submit ended when it did not fail the task.
@@ -250,7 +253,7 @@ pub async fn create_task(
         routing_reason: plan.reason_for(0),
         lease_owner: token.clone(),
         lease_until: now_ms() + submit_lease_ms(first),
-        holds: holds_for(owner, &plan, &req),
+        holds: holds_for(gw, owner, &plan, &req),
         billed_seconds: Some(crate::routing::billed_seconds(&req)),
         request: req,
         // Made whatever the first candidate's dialect: a failover may land elsewhere.
@@ -261,8 +264,10 @@ pub async fn create_task(
             .is_some()
             .then(new_callback_token),
     };
-    let created_at = match gw.store.insert_task(&task, claim.as_ref()).await? {
-        Inserted::New { created_at } => created_at,
+    let (created_at, waits_for_key_slot) = match gw.store.insert_task(&task, claim.as_ref()).await?
+    {
+        Inserted::New { created_at } => (created_at, false),
+        Inserted::WaitsForSlot { created_at } => (created_at, true),
         other => return replay(gw, other).await,
     };
     let job = Job {
@@ -271,6 +276,7 @@ pub async fn create_task(
         token,
         plan,
         from_queue: false,
+        waits_for_key_slot,
     };
     let id = job.task.id.clone();
     // The submit runs on its own task: a client that hangs up (or a proxy timeout) must
@@ -280,7 +286,11 @@ pub async fn create_task(
         let gw = gw.clone();
         // `carry`: the request's id and span go with it, onto its upstream calls and logs.
         gw.submits.clone().spawn(crate::telemetry::request_id::carry(async move {
-            let outcome = submit_in_order(&gw, &job).await;
+            let outcome = if job.waits_for_key_slot {
+                admission::wait(&gw, &job).await
+            } else {
+                submit_in_order(&gw, &job).await
+            };
             if let (
                 Err(
                     SubmitError::Refused { .. }
@@ -336,11 +346,13 @@ pub async fn create_task(
 /// What a new task of `owner` must hold: a slot if the key limits tasks in flight, and if
 /// the key has a budget, the most any candidate could bill for it (a base-video edit at
 /// the longest input, see `routing::reserved_seconds`), so neither a failover nor a longer
-/// video than declared can overspend.
-fn holds_for(owner: &ApiKey, plan: &Plan, req: &VideoRequest) -> Holds {
+/// video than declared can overspend. A create that may wait waits for a slot of its key
+/// rather than being refused one.
+fn holds_for(gw: &Gateway, owner: &ApiKey, plan: &Plan, req: &VideoRequest) -> Holds {
     let limits = &owner.limits;
     Holds {
         max_in_flight: limits.max_in_flight,
+        wait_for_slot: crate::queue::max_wait_ms(&gw.config.queue, req).is_some(),
         spend_period: limits.budget_period,
         budget: limits.budget_usd.map(|limit_usd| Budget {
             limit_usd,
@@ -391,9 +403,9 @@ async fn replay(gw: &Gateway, existing: Inserted) -> Result<Created, SubmitError
                 "idempotency key points at a missing task {task_id}"
             ))),
         },
-        Inserted::New { .. } => Err(SubmitError::Store(anyhow::anyhow!(
-            "replay of a key that was not taken"
-        ))),
+        Inserted::New { .. } | Inserted::WaitsForSlot { .. } => Err(SubmitError::Store(
+            anyhow::anyhow!("replay of a key that was not taken"),
+        )),
     }
 }
 

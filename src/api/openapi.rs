@@ -225,7 +225,9 @@ fn add_shared_responses(
                 with_retry_after(error(
                     "`rate_limited`: this key's rate for creates or reads is spent \
                      (`Retry-After` says when the next call passes); on a create also \
-                     `concurrency_limited`: the key has its limit of unfinished tasks.",
+                     `concurrency_limited`: the key has its limit of tasks in flight and \
+                     the create may not wait (`max_wait_secs: 0`, or queueing off); \
+                     `queue_full`: the task would wait but the key has `max_queued` waiting.",
                 )),
             );
         }

@@ -13,6 +13,7 @@ mod keys;
 mod page;
 mod playground;
 mod providers;
+mod queue;
 mod session;
 mod tasks;
 mod usage;
@@ -45,6 +46,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
             post(tasks::redeliver),
         )
         .route("/console/providers", get(providers::page))
+        .route("/console/queue", get(queue::page))
         .route("/console/keys", get(keys::page).post(keys::create))
         .route("/console/keys/{id}/revoke", post(keys::revoke))
         .route("/console/keys/{id}/rotate", post(keys::rotate))

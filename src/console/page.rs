@@ -12,6 +12,7 @@ use crate::api::ApiError;
 const NAV: &[(&str, &str, bool)] = &[
     ("/console/tasks", "Tasks", false),
     ("/console/usage", "Usage", false),
+    ("/console/queue", "Queue", false),
     ("/console/playground", "Playground", false),
     ("/console/providers", "Providers", true),
     ("/console/keys", "Keys", true),

@@ -242,9 +242,16 @@ pub async fn show(
     let events = gw.store.task_webhook_events(&id).await?;
     let t = &detail.task;
     let finished = t.state.public().is_terminal();
+    let position = match &t.queue {
+        Some(spot) => Some(gw.store.queue_position(spot.tag).await?),
+        None => None,
+    };
     let body = html! {
         div data-refresh-while-unfinished=[(!finished).then_some("2000")] {
             (facts(t))
+            @if let (Some(spot), Some(position)) = (&t.queue, position) {
+                (queue_place(spot, position))
+            }
             (result(t, finished))
             section aria-labelledby="timeline-title" {
                 h2 #timeline-title { "Status history" }
@@ -271,6 +278,20 @@ pub async fn show(
         "/console/tasks",
         body,
     ))
+}
+
+/// A waiting task's place: 1 starts next.
+fn queue_place(spot: &crate::store::QueueSpot, position: i64) -> Markup {
+    html! {
+        section.queue-place aria-labelledby="queue-title" {
+            h2 #queue-title { "Waiting for room" }
+            dl.facts {
+                dt { "Queue position" } dd { strong { (position) } " (1 starts next; across every key, in fair-share order)" }
+                dt { "Waiting since (UTC)" } dd { (time_ms(spot.waiting_since)) }
+                dt { "Gives up at (UTC)" } dd { (time_ms(spot.max_wait_until)) " (then failed with queue_timeout, nothing charged)" }
+            }
+        }
+    }
 }
 
 /// The stored request with inline images elided; None once retention pruned it to `{}`.

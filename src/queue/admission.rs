@@ -51,6 +51,7 @@ pub(crate) async fn wait(gw: &Gateway, job: &Job) -> Result<SubmitOutcome, Submi
         priority: crate::queue::priority_rank(req),
         max_wait_until: now_ms() + max_wait_ms,
         default_max_queued: gw.config.queue.default_max_queued,
+        needs_key_slot: job.waits_for_key_slot,
     };
     match gw.store.enqueue(&enqueue).await.map_err(after_write)? {
         Enqueued::Waiting(_) => Ok(SubmitOutcome::Waiting),
@@ -105,6 +106,7 @@ pub(crate) async fn submit_from_queue(
         token,
         plan,
         from_queue: true,
+        waits_for_key_slot: false,
     };
     Ok(!matches!(
         submit_in_order(gw, &job).await?,

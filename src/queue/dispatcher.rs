@@ -10,12 +10,27 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::gateway::Gateway;
-use crate::store::{lease_token, now_ms, TaskError, TaskRecord, TaskState};
+use crate::store::{lease_token, now_ms, Claimed, TaskError, TaskRecord, TaskState};
+
+/// Heads parked in one step at most (see `dispatch_once`).
+const MAX_PARKS_PER_STEP: usize = 256;
 use crate::submit::{self, SubmitError};
 
 /// One dispatcher step: expire, then start as many waiting tasks as there is room for
 /// (at most `queue.dispatch_batch`). Returns how many tasks left the queue.
 pub async fn dispatch_once(gw: &Arc<Gateway>) -> anyhow::Result<usize> {
+    // Room appeared at the wake this step serves (a slot freed in this process), or, when
+    // nothing woke it, at this step (another process's slot, a cap rising, a tick).
+    let woken_at = gw
+        .store
+        .slot_freed_at
+        .swap(0, std::sync::atomic::Ordering::AcqRel);
+    let step_at = now_ms();
+    let room_since = if woken_at > 0 {
+        woken_at.min(step_at)
+    } else {
+        step_at
+    };
     let expired = expire_once(gw).await?;
     // Reads first: an idle step takes no write lock (on SQLite, the one creates need).
     let mut room = room_now(gw).await?;
@@ -23,15 +38,20 @@ pub async fn dispatch_once(gw: &Arc<Gateway>) -> anyhow::Result<usize> {
         room = 0;
     }
     let mut claimed = Vec::new();
-    for _ in 0..room {
+    // A parked head (its key at its `max_in_flight`) takes no room: the next claim goes on
+    // past it. Each task is parked at most once per slot its key frees, so this is bounded
+    // per step only to keep a step short.
+    let mut parked = 0;
+    while claimed.len() < room && parked < MAX_PARKS_PER_STEP {
         let token = lease_token(&gw.instance_id);
         match gw.store.claim_waiting(&token).await? {
-            Some(task) => claimed.push((task, token)),
+            Some(Claimed::Task(task)) => claimed.push((*task, token)),
+            Some(Claimed::Parked) => parked += 1,
             None => break,
         }
     }
     let started = futures::stream::iter(claimed)
-        .map(|(task, token)| start(gw, task, token))
+        .map(|(task, token)| start(gw, task, token, room_since))
         .buffer_unordered(gw.config.queue.dispatch_batch as usize)
         .filter(|left| futures::future::ready(*left))
         .count()
@@ -87,12 +107,18 @@ async fn expire_once(gw: &Gateway) -> anyhow::Result<usize> {
 }
 
 /// Submits one claimed task. True when it left the queue (accepted, failed or handed to
-/// the reconciler), false when it went back to wait.
-async fn start(gw: &Arc<Gateway>, task: TaskRecord, token: String) -> bool {
+/// the reconciler), false when it went back to wait. `room_since`: when the room this step
+/// fills appeared (Unix ms), for the dispatch latency.
+async fn start(gw: &Arc<Gateway>, task: TaskRecord, token: String, room_since: i64) -> bool {
     let id = task.id.clone();
     let since = task.queue.map(|q| q.waiting_since);
     let outcome = match plan(gw, &task, &token).await {
-        Ok(Planned::Go(plan)) => super::admission::submit_from_queue(gw, &task, token, plan).await,
+        Ok(Planned::Go(plan)) => {
+            let could_start = since.map_or(room_since, |s| s.max(room_since));
+            let latency = Duration::from_millis((now_ms() - could_start).max(0) as u64);
+            crate::telemetry::metrics::dispatch_latency(latency);
+            super::admission::submit_from_queue(gw, &task, token, plan).await
+        }
         Ok(Planned::Back) => Ok(false),
         Ok(Planned::Failed) => Ok(true),
         Err(e) => Err(e),

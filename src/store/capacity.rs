@@ -101,15 +101,24 @@ pub(super) async fn release_slot(
 
 impl Store {
     /// Wakes this process's dispatcher when `ended` (a task's `HOLD_COLUMNS` as it ended,
-    /// committed) held a provider's slot.
-    pub(super) fn wake_if_slot_freed(&self, ended: Option<&sqlx::any::AnyRow>) {
+    /// committed) held a provider's slot, or its end `unparked` a task of its key.
+    pub(super) fn wake_if_slot_freed(&self, ended: Option<&sqlx::any::AnyRow>, unparked: bool) {
         let held = ended
             .and_then(|r| r.try_get::<Option<String>, _>("slot_provider").ok())
             .flatten()
             .is_some();
-        if held {
-            self.slot_freed.notify_one();
+        if held || unparked {
+            self.wake_dispatcher();
         }
+    }
+
+    /// Wakes this process's dispatcher, noting when (if no earlier wake still waits).
+    pub(super) fn wake_dispatcher(&self) {
+        use std::sync::atomic::Ordering;
+        let _ =
+            self.slot_freed_at
+                .compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire);
+        self.slot_freed.notify_one();
     }
 
     /// Writes each provider's configured caps (a gateway's start). Counts in flight and

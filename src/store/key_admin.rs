@@ -266,7 +266,7 @@ impl Store {
             // the limit covers everything in flight and each is released exactly once.
             sqlx::query(
                 "UPDATE tasks SET holds_slot = 1 WHERE api_key_id = $1 AND holds_slot = 0 \
-                 AND state NOT IN ('completed', 'failed', 'cancelled')",
+                 AND state NOT IN ('completed', 'failed', 'cancelled', 'waiting')",
             )
             .bind(id)
             .execute(&mut *tx)
@@ -279,7 +279,20 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        if change.max_in_flight.is_some() {
+            // Parked tasks waited for the old limit: the dispatcher checks each anew.
+            sqlx::query(
+                "UPDATE tasks SET queue_parked = 0 WHERE api_key_id = $1 AND state = 'waiting' \
+                 AND queue_parked = 1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
+        if change.max_in_flight.is_some() {
+            self.wake_dispatcher();
+        }
         // New limits apply to this process's next request, not after the cache's TTL.
         self.keys.forget(id);
         self.key_info_by_id(id).await

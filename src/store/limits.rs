@@ -27,6 +27,19 @@ pub struct Holds {
     /// The key's budget, and the amount this task reserves of it (the most any candidate
     /// could bill, so that neither a failover nor the provider's figure can overspend).
     pub budget: Option<Budget>,
+    /// At its `max_in_flight`, the key's task is written anyway, holding no slot, to wait
+    /// in the queue for one (a create that may wait), instead of being refused.
+    pub wait_for_slot: bool,
+}
+
+/// What a new task took in the transaction that writes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Taken {
+    pub holds_slot: bool,
+    /// Micros reserved of the key's budget.
+    pub reserved: Option<i64>,
+    /// The key was at its `max_in_flight` and the task waits for a slot (`wait_for_slot`).
+    pub waits_for_slot: bool,
 }
 
 impl Holds {
@@ -77,13 +90,13 @@ pub(super) const HOLD_COLUMNS: &str =
      slot_provider";
 
 /// Takes a slot and reserves budget for a task about to be written in `tx`. On a refusal
-/// nothing is taken and the caller rolls back. Returns (holds_slot, reserved micros).
+/// nothing is taken and the caller rolls back.
 pub(super) async fn take(
     tx: &mut Transaction<'_, Any>,
     api_key_id: &str,
     holds: &Holds,
     now: i64,
-) -> anyhow::Result<Result<(bool, Option<i64>), LimitRefusal>> {
+) -> anyhow::Result<Result<Taken, LimitRefusal>> {
     let mut reserved = None;
     if let Some(b) = holds.budget {
         let needed = to_micros(b.reserve_usd);
@@ -102,11 +115,19 @@ pub(super) async fn take(
         .await?
         .rows_affected()
             > 0;
-        if !took {
+        if !took && !holds.wait_for_slot {
             return Ok(Err(LimitRefusal::Concurrency { max_in_flight: max }));
         }
+        return Ok(Ok(Taken {
+            holds_slot: took,
+            reserved,
+            waits_for_slot: !took,
+        }));
     }
-    Ok(Ok((holds.max_in_flight.is_some(), reserved)))
+    Ok(Ok(Taken {
+        reserved,
+        ..Taken::default()
+    }))
 }
 
 /// Makes the key's row for the period starting at `start`, if it has none yet.
@@ -187,13 +208,14 @@ fn charge(row: &AnyRow, completed: bool) -> anyhow::Result<(i64, Option<i64>)> {
 /// Gives back what an ending task held, in the transaction that ends it: its slot, and its
 /// reservation, and settles its charge (see `charge`) into its key's spend for the task's
 /// period, budget or not (`completed`: it completed; otherwise it failed and costs
-/// nothing). `row` is the ended task's `HOLD_COLUMNS`.
+/// nothing). `row` is the ended task's `HOLD_COLUMNS`. True when it gave back a slot of
+/// the key's `max_in_flight` (the caller unparks the key's next waiting task: `unpark_one`).
 pub(super) async fn release(
     tx: &mut Transaction<'_, Any>,
     task_id: &str,
     row: &AnyRow,
     completed: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let api_key_id: String = row.try_get("api_key_id")?;
     let holds_slot: i64 = row.try_get("holds_slot")?;
     // NULL once released, and for tasks written before every task named its period.
@@ -209,7 +231,7 @@ pub(super) async fn release(
             .await?;
     }
     if holds_slot == 0 && period.is_none() {
-        return Ok(());
+        return Ok(false);
     }
     let (charged, reported) = charge(row, completed)?;
     if let Some(start) = period {
@@ -254,7 +276,7 @@ pub(super) async fn release(
     .bind(reported)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(holds_slot != 0)
 }
 
 /// Rebuilds key `api_key_id`'s spend row for the current `period` from the tasks table,

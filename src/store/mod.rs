@@ -11,6 +11,7 @@ mod limits;
 mod observe;
 mod polls;
 mod queue;
+mod queue_view;
 mod results;
 mod task_writes;
 mod tasks;
@@ -24,7 +25,8 @@ pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use observe::UNFINISHED_STATES;
 pub use polls::StillRunning;
-pub use queue::{Enqueue, Enqueued, QueueSpot};
+pub use queue::{Claimed, Enqueue, Enqueued, QueueSpot};
+pub use queue_view::WaitingGroup;
 pub use results::{object_key, CopyJob, Deleted, StoredVideo, VideoOrder};
 pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
@@ -63,6 +65,9 @@ pub struct Store {
     /// Woken when a task ending in this process gave back a provider's slot: the
     /// dispatcher (`queue/`) starts a waiting task at once instead of at its next tick.
     pub slot_freed: std::sync::Arc<tokio::sync::Notify>,
+    /// When (Unix ms) the earliest wake of `slot_freed` not yet served happened; 0 when
+    /// none waits. The dispatcher's latency is measured from it (`queue/dispatcher.rs`).
+    pub slot_freed_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -126,6 +131,7 @@ impl Store {
             keys: Default::default(),
             copy_results: false,
             slot_freed: Default::default(),
+            slot_freed_at: Default::default(),
         })
     }
 
@@ -311,7 +317,18 @@ mod tests {
                 "webhook_events_final",
             ),
             (store.poll_lag_sql(), "tasks", "tasks_due_poll"),
-            (store.claim_head_sql(), "tasks", "tasks_waiting_tag"),
+            (store.claim_head_sql(), "tasks", "tasks_waiting_ready"),
+            (store.parked_best_sql(), "tasks", "tasks_waiting_parked"),
+            (
+                store.waiting_groups_sql(false),
+                "tasks",
+                "tasks_waiting_by_key_model",
+            ),
+            (
+                store.waiting_groups_sql(true),
+                "tasks",
+                "tasks_waiting_by_key_model",
+            ),
             (store.queue_position_sql(), "tasks", "tasks_waiting_tag"),
             (store.key_best_sql(), "tasks", "tasks_waiting_key"),
             (store.past_deadline_sql(), "tasks", "tasks_waiting_deadline"),

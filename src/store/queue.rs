@@ -5,7 +5,7 @@
 //! of them, so its cost does not grow with the queue.
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::limits::{self, HOLD_COLUMNS};
 use super::tasks::{record_status, TaskError, TaskRecord, TaskState, TASK_COLUMNS};
@@ -51,6 +51,19 @@ pub struct Enqueue<'a> {
     pub max_wait_until: i64,
     /// `queue.default_max_queued`, for a key without its own `max_queued`.
     pub default_max_queued: u64,
+    /// The task holds no slot of its key's `max_in_flight` (its key was at the limit when
+    /// it was written): if the key still is, it waits parked until one of its tasks ends.
+    pub needs_key_slot: bool,
+}
+
+/// What the dispatcher's claim found at the head of the queue.
+#[derive(Debug)]
+pub enum Claimed {
+    /// A task, moved to `submitting` under the claim (holding its key's slot if it needs one).
+    Task(Box<TaskRecord>),
+    /// The head's key is at its `max_in_flight`: the task was parked (it no longer stands
+    /// in the dispatcher's way) until one of its key's tasks ends.
+    Parked,
 }
 
 /// What became of an enqueue.
@@ -82,17 +95,30 @@ impl Store {
     pub(super) fn claim_head_sql(&self) -> String {
         format!(
             "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (\
-               SELECT id FROM tasks {} WHERE state = 'waiting' AND lease_until <= $3 \
+               SELECT id FROM tasks {} WHERE state = 'waiting' AND queue_parked = 0 AND lease_until <= $3 \
                ORDER BY queue_tag LIMIT 1 {}) \
-             RETURNING id, api_key_id, queue_tag, queue_priority, waiting_since",
-            self.sqlite_index("tasks_waiting_tag"),
+             RETURNING id, api_key_id, queue_tag, queue_priority, waiting_since, holds_slot",
+            self.sqlite_index("tasks_waiting_ready"),
+            self.skip_locked()
+        )
+    }
+
+    /// The parked task of key $1 that starts first (priority, then age). Skips a row another
+    /// transaction holds (a cancel or deadline ending it), which could otherwise deadlock
+    /// with this one over the key's rows.
+    pub(super) fn parked_best_sql(&self) -> String {
+        format!(
+            "UPDATE tasks SET queue_parked = 0 WHERE id IN (\
+               SELECT id FROM tasks {} WHERE state = 'waiting' AND queue_parked = 1 AND api_key_id = $1 \
+               ORDER BY queue_priority, waiting_since LIMIT 1 {}) RETURNING id",
+            self.sqlite_index("tasks_waiting_parked"),
             self.skip_locked()
         )
     }
 
     pub(super) fn key_best_sql(&self) -> String {
         format!(
-            "SELECT id, queue_tag, queue_priority, waiting_since FROM tasks {} \
+            "SELECT id, queue_tag, queue_priority, waiting_since, holds_slot FROM tasks {} \
              WHERE state = 'waiting' AND api_key_id = $1 AND lease_until <= $2 \
              ORDER BY queue_priority, waiting_since LIMIT 1 {}",
             self.sqlite_index("tasks_waiting_key"),
@@ -116,19 +142,22 @@ impl Store {
     pub async fn enqueue(&self, e: &Enqueue<'_>) -> anyhow::Result<Enqueued> {
         let now = now_ms();
         let mut tx = self.writes.begin().await?;
-        let tag: Option<i64> = sqlx::query_scalar(
+        // The key's row stays locked to the commit: a task of the key ending meanwhile
+        // either freed its slot before (the task is not parked) or unparks it after.
+        let key = sqlx::query(
             "UPDATE api_keys SET queued = queued + 1, queue_tag = \
                CASE WHEN queue_tag > (SELECT vtime FROM queue_clock WHERE id = 1) THEN queue_tag \
                  ELSE (SELECT vtime FROM queue_clock WHERE id = 1) END \
                + $2 / CASE WHEN queue_weight < 1 THEN 1 ELSE queue_weight END \
-             WHERE id = $1 AND queued < COALESCE(max_queued, $3) RETURNING queue_tag",
+             WHERE id = $1 AND queued < COALESCE(max_queued, $3) \
+             RETURNING queue_tag, in_flight, max_in_flight",
         )
         .bind(e.api_key_id)
         .bind(SCALE)
         .bind(i64::try_from(e.default_max_queued).unwrap_or(i64::MAX))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(tag) = tag else {
+        let Some(key) = key else {
             tx.rollback().await?;
             let max_queued: Option<i64> =
                 sqlx::query_scalar("SELECT max_queued FROM api_keys WHERE id = $1")
@@ -141,9 +170,12 @@ impl Store {
                     .unwrap_or(i64::try_from(e.default_max_queued).unwrap_or(i64::MAX)),
             });
         };
+        let tag: i64 = key.try_get("queue_tag")?;
+        let parked = e.needs_key_slot && key_full(&key)?;
         let moved = sqlx::query(
             "UPDATE tasks SET state = 'waiting', queue_tag = $3, queue_priority = $4, \
-             waiting_since = $5, max_wait_until = $6, updated_at = $5, lease_owner = NULL, lease_until = 0 \
+             waiting_since = $5, max_wait_until = $6, updated_at = $5, lease_owner = NULL, lease_until = 0, \
+             queue_parked = $7 \
              WHERE id = $1 AND lease_owner = $2 AND state = 'submitting'",
         )
         .bind(e.id)
@@ -152,6 +184,7 @@ impl Store {
         .bind(e.priority)
         .bind(now)
         .bind(e.max_wait_until)
+        .bind(i64::from(parked))
         .execute(&mut *tx)
         .await?;
         if !affected(moved) {
@@ -180,9 +213,11 @@ impl Store {
     /// Claims the next waiting task for claim `token` and moves it to `submitting`: the
     /// task with the lowest tag, or, when its key has a task of higher priority (or the
     /// same priority and waiting longer), that one, the two swapping tags so the key's
-    /// share is unchanged. Advances the queue's clock to the started tag. None when no
-    /// task waits unclaimed.
-    pub async fn claim_waiting(&self, token: &str) -> anyhow::Result<Option<TaskRecord>> {
+    /// share is unchanged. A task without a slot of its key's `max_in_flight` takes one
+    /// here; if the key has none free, the head is parked instead (`Claimed::Parked`).
+    /// Advances the queue's clock to the started tag. None when no task waits unclaimed.
+    /// The claimed task's `queue` is the place it left.
+    pub async fn claim_waiting(&self, token: &str) -> anyhow::Result<Option<Claimed>> {
         let now = now_ms();
         let lease_until = now + DISPATCH_LEASE_MS;
         let mut tx = self.writes.begin().await?;
@@ -205,22 +240,49 @@ impl Store {
             head.try_get::<i64, _>("queue_priority")?,
             head.try_get::<i64, _>("waiting_since")?,
         );
+        // The key's row, locked to the commit (before any other task of the key, as a
+        // task's end locks it before unparking one): its slots cannot change meanwhile.
+        let key_row = sqlx::query(
+            "UPDATE api_keys SET queued = queued WHERE id = $1 RETURNING in_flight, max_in_flight",
+        )
+        .bind(&key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let limited = key_row
+            .try_get::<Option<i64>, _>("max_in_flight")?
+            .is_some();
+        let full = key_full(&key_row)?;
+        let needs_slot = |holds: i64| limited && holds == 0;
+        let head_holds: i64 = head.try_get("holds_slot")?;
+        if full && needs_slot(head_holds) {
+            sqlx::query(
+                "UPDATE tasks SET queue_parked = 1, lease_owner = NULL, lease_until = 0 WHERE id = $1",
+            )
+            .bind(&head_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(Claimed::Parked));
+        }
         let best = sqlx::query(&self.key_best_sql())
             .bind(&key)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-        let mut chosen = head_id.clone();
+        let (mut chosen, mut chosen_holds) = (head_id.clone(), head_holds);
         if let Some(best) = best {
             let rank = (
                 best.try_get::<i64, _>("queue_priority")?,
                 best.try_get::<i64, _>("waiting_since")?,
             );
-            if rank < head_rank {
+            let best_holds: i64 = best.try_get("holds_slot")?;
+            if rank < head_rank && !(full && needs_slot(best_holds)) {
                 let best_id: String = best.try_get("id")?;
                 let best_tag: i64 = best.try_get("queue_tag")?;
+                // The head takes the best's place, unparked (the dispatcher checks it anew).
                 sqlx::query(
-                    "UPDATE tasks SET queue_tag = $2, lease_owner = NULL, lease_until = 0 WHERE id = $1",
+                    "UPDATE tasks SET queue_tag = $2, queue_parked = 0, lease_owner = NULL, lease_until = 0 \
+                     WHERE id = $1",
                 )
                 .bind(&head_id)
                 .bind(best_tag)
@@ -231,23 +293,29 @@ impl Store {
                     .bind(head_tag)
                     .execute(&mut *tx)
                     .await?;
-                chosen = best_id;
+                (chosen, chosen_holds) = (best_id, best_holds);
             }
         }
+        let takes_slot = needs_slot(chosen_holds);
         sqlx::query(
-            "UPDATE tasks SET state = 'submitting', lease_owner = $2, lease_until = $3, updated_at = $4 \
-             WHERE id = $1",
+            "UPDATE tasks SET state = 'submitting', lease_owner = $2, lease_until = $3, updated_at = $4, \
+             queue_parked = 0, holds_slot = CASE WHEN $5 = 1 THEN 1 ELSE holds_slot END WHERE id = $1",
         )
         .bind(&chosen)
         .bind(token)
         .bind(lease_until)
         .bind(now)
+        .bind(i64::from(takes_slot))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE api_keys SET queued = queued - 1 WHERE id = $1 AND queued > 0")
-            .bind(&key)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE api_keys SET queued = CASE WHEN queued > 0 THEN queued - 1 ELSE 0 END, \
+             in_flight = in_flight + $2 WHERE id = $1",
+        )
+        .bind(&key)
+        .bind(i64::from(takes_slot))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE queue_clock SET vtime = CASE WHEN vtime < $1 THEN $1 ELSE vtime END WHERE id = 1",
         )
@@ -259,7 +327,40 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(super::tasks::task_from_row(&row)?))
+        let mut task = super::tasks::task_from_row(&row)?;
+        // Now `submitting`, it no longer shows a place; the dispatcher still needs the one
+        // it left (its wait is measured from it).
+        task.queue = Some(QueueSpot {
+            tag: head_tag,
+            waiting_since: row
+                .try_get::<Option<i64>, _>("waiting_since")?
+                .unwrap_or(now),
+            max_wait_until: row
+                .try_get::<Option<i64>, _>("max_wait_until")?
+                .unwrap_or(now),
+        });
+        Ok(Some(Claimed::Task(Box::new(task))))
+    }
+
+    /// Gives back what an ending task held (`limits::release`, in its transaction `tx`)
+    /// and, when that was a slot of its key's `max_in_flight`, unparks the key's next
+    /// parked task. True when it unparked one (the dispatcher is to be woken).
+    pub(super) async fn release_and_unpark(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        id: &str,
+        row: &AnyRow,
+        completed: bool,
+    ) -> anyhow::Result<bool> {
+        if !limits::release(tx, id, row, completed).await? {
+            return Ok(false);
+        }
+        let key: String = row.try_get("api_key_id")?;
+        Ok(sqlx::query(&self.parked_best_sql())
+            .bind(&key)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some())
     }
 
     /// Puts a claimed task back in the queue with its tag (no provider had room after all).
@@ -286,11 +387,11 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Whether any task waits unclaimed (a read).
+    /// Whether any task waits unclaimed and not parked (a read).
     pub async fn any_waiting(&self) -> anyhow::Result<bool> {
         let sql = format!(
-            "SELECT id FROM tasks {} WHERE state = 'waiting' AND lease_until <= $1 LIMIT 1",
-            self.sqlite_index("tasks_waiting_tag")
+            "SELECT id FROM tasks {} WHERE state = 'waiting' AND queue_parked = 0 AND lease_until <= $1 LIMIT 1",
+            self.sqlite_index("tasks_waiting_ready")
         );
         Ok(sqlx::query(&sql)
             .bind(now_ms())
@@ -342,11 +443,12 @@ impl Store {
             q = q.bind(owner);
         }
         let ended = q.fetch_optional(&mut *tx).await?;
+        let mut unparked = false;
         if let Some(row) = &ended {
             record_status(&mut tx, id, state, now).await?;
             // Before the key's row, as every transaction orders key_spend and api_keys
             // (see `limits::release`), so this cannot deadlock with a create.
-            limits::release(&mut tx, id, row, false).await?;
+            unparked = self.release_and_unpark(&mut tx, id, row, false).await?;
             let key: String = row.try_get("api_key_id")?;
             sqlx::query("UPDATE api_keys SET queued = queued - 1 WHERE id = $1 AND queued > 0")
                 .bind(&key)
@@ -354,6 +456,14 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.wake_if_slot_freed(ended.as_ref(), unparked);
         Ok(ended.is_some())
     }
+}
+
+/// Whether a key's row (`in_flight`, `max_in_flight`) has no slot free.
+fn key_full(row: &AnyRow) -> anyhow::Result<bool> {
+    let in_flight: i64 = row.try_get("in_flight")?;
+    let max: Option<i64> = row.try_get("max_in_flight")?;
+    Ok(max.is_some_and(|m| in_flight >= m))
 }

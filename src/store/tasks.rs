@@ -273,6 +273,9 @@ pub struct IdempotencyClaim {
 pub enum Inserted {
     /// Written, at this time (Unix ms).
     New { created_at: i64 },
+    /// Written, holding no slot: its key is at its `max_in_flight` (`Holds::wait_for_slot`),
+    /// so it is to wait in the queue rather than go to a provider.
+    WaitsForSlot { created_at: i64 },
     /// A limit of the key refused the task; nothing was written.
     Refused(LimitRefusal),
     /// The idempotency key was already taken, by this task.
@@ -566,21 +569,24 @@ impl Store {
                     .ok_or_else(|| anyhow::anyhow!("idempotency key taken, then gone"));
             }
         }
-        let (holds_slot, reserved) =
-            match limits::take(&mut tx, &t.api_key_id, &t.holds, now).await? {
-                Ok(taken) => taken,
-                Err(refusal) => {
-                    tx.rollback().await?;
-                    return Ok(Inserted::Refused(refusal));
-                }
-            };
+        let taken = match limits::take(&mut tx, &t.api_key_id, &t.holds, now).await? {
+            Ok(taken) => taken,
+            Err(refusal) => {
+                tx.rollback().await?;
+                return Ok(Inserted::Refused(refusal));
+            }
+        };
         let sql = format!("{INSERT_TASK_INTO}{NEW_TASK_ROW}");
-        row.bind(sqlx::query(&sql), now, "", holds_slot, reserved)
+        row.bind(sqlx::query(&sql), now, "", taken.holds_slot, taken.reserved)
             .execute(&mut *tx)
             .await?;
         record_status(&mut tx, &t.id, TaskState::Submitting, now).await?;
         tx.commit().await?;
-        Ok(Inserted::New { created_at: now })
+        Ok(if taken.waits_for_slot {
+            Inserted::WaitsForSlot { created_at: now }
+        } else {
+            Inserted::New { created_at: now }
+        })
     }
 
     /// The live holder of an idempotency key, if any.
@@ -840,12 +846,13 @@ impl Store {
             .bind(owner)
             .fetch_optional(&mut *tx)
             .await?;
+        let mut unparked = false;
         if let Some(row) = &ended {
             record_status(&mut tx, id, TaskState::Failed, now).await?;
-            limits::release(&mut tx, id, row, false).await?;
+            unparked = self.release_and_unpark(&mut tx, id, row, false).await?;
         }
         tx.commit().await?;
-        self.wake_if_slot_freed(ended.as_ref());
+        self.wake_if_slot_freed(ended.as_ref(), unparked);
         Ok(ended.is_some())
     }
 
@@ -940,12 +947,15 @@ impl Store {
             .bind(task.next_poll_at)
             .fetch_optional(&mut *tx)
             .await?;
+        let mut unparked = false;
         if let Some(row) = &applied {
             if state != task.state {
                 record_status(&mut tx, &task.id, state, now).await?;
             }
             if state == TaskState::Completed {
-                limits::release(&mut tx, &task.id, row, true).await?;
+                unparked = self
+                    .release_and_unpark(&mut tx, &task.id, row, true)
+                    .await?;
                 // Sandbox videos are not real: there is nothing to copy.
                 if self.copy_results && !task.sandbox {
                     super::results::queue_copy(&mut tx, &task.id, videos, now).await?;
@@ -954,7 +964,7 @@ impl Store {
         }
         tx.commit().await?;
         if state == TaskState::Completed {
-            self.wake_if_slot_freed(applied.as_ref());
+            self.wake_if_slot_freed(applied.as_ref(), unparked);
         }
         Ok(applied.is_some())
     }

@@ -32,6 +32,8 @@ pub const CAPACITY_REFUSALS: &str = "omnigate_capacity_refusals_total";
 pub const PROVIDER_IN_FLIGHT: &str = "omnigate_provider_in_flight";
 pub const PROVIDER_EFFECTIVE_CAP: &str = "omnigate_provider_effective_cap";
 pub const QUEUE_WAIT: &str = "omnigate_queue_wait_seconds";
+pub const QUEUE_WAITING: &str = "omnigate_queue_waiting_tasks";
+pub const QUEUE_DISPATCH_LATENCY: &str = "omnigate_queue_dispatch_latency_seconds";
 
 /// Request latencies: from a cached read (ms) to a create that fell over through slow
 /// providers (tens of seconds).
@@ -47,6 +49,17 @@ const UPSTREAM_BUCKETS: &[f64] = &[
 const QUEUE_WAIT_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
 ];
+
+/// From room appearing to a waiting task's submit: ms when the dispatcher is woken, up to
+/// its tick when room appears in another process, more when the store is slow.
+const DISPATCH_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The (key, model) series of `QUEUE_WAITING` this process has set, so that one whose
+/// tasks all left the queue is set to 0 rather than frozen at its last count.
+static WAITING_SERIES: LazyLock<RwLock<HashSet<(String, String)>>> =
+    LazyLock::new(Default::default);
 
 /// The recorder is process-global (the `metrics` facade has one); gateways started in the
 /// same process (tests) share it. None when another recorder was installed first.
@@ -74,6 +87,10 @@ fn build() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), UPSTREAM_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(WEBHOOK_DURATION.into()), UPSTREAM_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), QUEUE_WAIT_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(QUEUE_DISPATCH_LATENCY.into()),
+            DISPATCH_BUCKETS,
+        )?
         .install_recorder()?;
     Ok(handle)
 }
@@ -139,6 +156,15 @@ fn describe() {
         QUEUE_WAIT,
         Unit::Seconds,
         "Time waiting tasks spent in the admission queue before a provider took them"
+    );
+    describe_gauge!(
+        QUEUE_WAITING,
+        "Tasks waiting in the admission queue, by key (its id) and model (from the shared store: the same on every replica)"
+    );
+    describe_histogram!(
+        QUEUE_DISPATCH_LATENCY,
+        Unit::Seconds,
+        "From the moment a waiting task could start (a slot freed in this process woke the dispatcher, or the dispatcher step that found room; or the task's own enqueue, if later) to the start of its submit"
     );
     describe_counter!(
         RATE_LIMIT_BYPASS,
@@ -247,6 +273,28 @@ pub fn provider_capacity(provider: &str, in_flight: i64, effective_cap: Option<i
 /// A waiting task left the queue for a provider after `waited`.
 pub fn queue_wait(waited: Duration) {
     metrics::histogram!(QUEUE_WAIT).record(waited.as_secs_f64());
+}
+
+/// The dispatcher began a waiting task's submit `latency` after it could start.
+pub fn dispatch_latency(latency: Duration) {
+    metrics::histogram!(QUEUE_DISPATCH_LATENCY).record(latency.as_secs_f64());
+}
+
+/// Sets the waiting-task gauges from (key id, model, waiting) groups; a series set before
+/// and absent now drops to 0.
+pub fn set_waiting_gauges(groups: &[(String, String, i64)]) {
+    let mut seen = WAITING_SERIES.write().unwrap_or_else(|e| e.into_inner());
+    let now: HashSet<(String, String)> = groups
+        .iter()
+        .map(|(k, m, _)| (k.clone(), m.clone()))
+        .collect();
+    for (key, model) in seen.difference(&now) {
+        gauge!(QUEUE_WAITING, "key" => key.clone(), "model" => model.clone()).set(0.0);
+    }
+    for (key, model, n) in groups {
+        gauge!(QUEUE_WAITING, "key" => key.clone(), "model" => model.clone()).set(*n as f64);
+    }
+    seen.extend(now);
 }
 
 /// What one refresh read from the store.

@@ -1,5 +1,5 @@
 //! The `gauges` worker: refreshes the gauges read from the store (unfinished tasks by
-//! provider and state, the oldest of them, poll lag) every `metrics.store_gauges_interval_secs`.
+//! provider and state, the oldest of them, poll lag, waiting tasks by key and model) every `metrics.store_gauges_interval_secs`.
 //! Read from the shared database, they are right whatever the number of gateway
 //! processes; nothing on a request's path queries the store for metrics.
 
@@ -34,5 +34,13 @@ pub async fn refresh_once(gw: &Gateway) -> anyhow::Result<usize> {
     let gauges = gw.store.store_gauges(now_ms()).await?;
     let providers: Vec<String> = gw.router.names().map(str::to_string).collect();
     metrics::set_store_gauges(&gauges, &providers, UNFINISHED_STATES);
+    let waiting: Vec<(String, String, i64)> = gw
+        .store
+        .waiting_groups(None)
+        .await?
+        .into_iter()
+        .map(|g| (g.api_key_id, g.model, g.waiting))
+        .collect();
+    metrics::set_waiting_gauges(&waiting);
     Ok(0)
 }
