@@ -1,4 +1,4 @@
-//! `[queue]`: how tasks wait when no provider has room (see the README's Capacity section).
+//! `[queue]`: how tasks wait when no provider has room (see docs/capacity.md).
 
 use std::time::Duration;
 
