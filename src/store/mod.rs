@@ -5,6 +5,7 @@
 mod batch;
 mod capacity;
 mod console;
+mod facade;
 mod key_admin;
 mod keys;
 mod limits;
@@ -18,6 +19,7 @@ mod usage;
 mod webhooks;
 
 pub use capacity::{ConfiguredCap, ProviderCapacity};
+pub use facade::{CallbackShape, Reserved};
 pub use console::{ConsoleSession, OutcomeSlot, SignedInWith, TaskFilter, UsageCell};
 pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
