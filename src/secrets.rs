@@ -139,7 +139,11 @@ mod tests {
         let one = sealer(&STANDARD.encode([7u8; 32]));
         let sealed = one.seal("ak_1", "sk_secret").unwrap();
         assert!(!sealed.contains("sk_secret"));
-        assert_ne!(sealed, one.seal("ak_1", "sk_secret").unwrap(), "fresh nonce");
+        assert_ne!(
+            sealed,
+            one.seal("ak_1", "sk_secret").unwrap(),
+            "fresh nonce"
+        );
         assert_eq!(one.open("ak_1", &sealed).unwrap(), "sk_secret");
         assert!(one.open("ak_2", &sealed).is_err(), "bound to its label");
         let other = sealer(&"ab".repeat(32));
@@ -155,6 +159,9 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("server.secrets_key") && !err.contains("c2hvcnQ"), "{err}");
+        assert!(
+            err.contains("server.secrets_key") && !err.contains("c2hvcnQ"),
+            "{err}"
+        );
     }
 }

@@ -64,7 +64,9 @@ pub fn routes(gw: Arc<Gateway>, creates: load::Slots) -> Router<Arc<Gateway>> {
 
 /// Whether `path` is the facade's create path (the rate limit counts it as a create).
 pub fn is_create_path(path: &str) -> bool {
-    PREFIXES.iter().any(|p| path.strip_prefix(p) == Some(OMNI_VIDEO))
+    PREFIXES
+        .iter()
+        .any(|p| path.strip_prefix(p) == Some(OMNI_VIDEO))
 }
 
 /// Kling's `watermark_info`.
@@ -143,9 +145,7 @@ pub fn to_request(body: KlingCreate) -> Result<(VideoRequest, Option<String>), A
         }
     }
     let video_list = body.video_list.unwrap_or_default();
-    let base_edit = video_list
-        .iter()
-        .any(|v| v.refer_type() == ReferType::Base);
+    let base_edit = video_list.iter().any(|v| v.refer_type() == ReferType::Base);
     let duration = match body.duration.filter(|d| !is_blank(d)) {
         // Kling: with a base video "this parameter is invalid"; the input's length decides.
         _ if base_edit => None,
@@ -326,8 +326,17 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params?;
     let page = bounded("pageNum", params.page_num, 1, PAGE_NUM_MAX)?;
-    let size = bounded("pageSize", params.page_size, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)?;
-    let tasks = gw.store.task_page_numbered(&key.id, page, size).await?.tasks;
+    let size = bounded(
+        "pageSize",
+        params.page_size,
+        PAGE_SIZE_DEFAULT,
+        PAGE_SIZE_MAX,
+    )?;
+    let tasks = gw
+        .store
+        .task_page_numbered(&key.id, page, size)
+        .await?
+        .tasks;
     let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
     let external = gw.store.external_task_ids(&ids).await?;
     let data: Vec<Value> = tasks
@@ -347,7 +356,10 @@ fn bounded(name: &str, value: Option<String>, default: u32, max: u32) -> Result<
         .ok()
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| {
-            ApiError::invalid(name, format!("{name} must be a whole number from 1 to {max}"))
+            ApiError::invalid(
+                name,
+                format!("{name} must be a whole number from 1 to {max}"),
+            )
         })
 }
 
@@ -385,7 +397,10 @@ pub fn task_data(t: &TaskRecord, external_task_id: Option<&str>) -> Value {
         TaskStatus::Completed => ("succeed", String::new()),
         TaskStatus::Failed => (
             "failed",
-            t.error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+            t.error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
         ),
         TaskStatus::Cancelled => ("failed", "cancelled while it waited for a provider".into()),
     };
@@ -464,9 +479,7 @@ pub fn kling_code(code: &str, status: StatusCode, named: bool) -> (u32, StatusCo
         "invalid_api_key" => (1002, s(401)),
         "invalid_request" if named => (1201, s(400)),
         "invalid_request" | "body_too_large" | "body_timeout" => (1200, s(400)),
-        "idempotency_conflict" | "no_capable_provider" | "upstream_bad_request" => {
-            (1201, s(400))
-        }
+        "idempotency_conflict" | "no_capable_provider" | "upstream_bad_request" => (1201, s(400)),
         "content_policy" => (1301, s(400)),
         "not_found" => (1203, s(404)),
         // Kling answers 1202 with 404; 405 tells a client (and HTTP) the method is wrong.
@@ -489,12 +502,7 @@ pub fn kling_code(code: &str, status: StatusCode, named: bool) -> (u32, StatusCo
 pub(super) struct KlingShaped;
 
 /// A refusal in Kling's envelope.
-pub(super) fn refusal(
-    code: u32,
-    status: StatusCode,
-    message: &str,
-    request_id: &str,
-) -> Response {
+pub(super) fn refusal(code: u32, status: StatusCode, message: &str, request_id: &str) -> Response {
     let body = json!({
         "code": code,
         "message": message,
@@ -518,7 +526,12 @@ async fn in_kling_envelope(req: Request, next: Next) -> Response {
     }
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, ERROR_BODY_MAX).await else {
-        return refusal(5000, StatusCode::INTERNAL_SERVER_ERROR, "internal error", &request_id);
+        return refusal(
+            5000,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            &request_id,
+        );
     };
     let error: Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let error = &error["error"];
@@ -592,19 +605,30 @@ mod tests {
         assert_eq!(req.duration, None);
         assert_eq!(req.shot_type, None);
         assert_eq!(req.watermark, Some(true));
-        assert!(req.wants_in_progress_events(), "Kling calls back on every change");
+        assert!(
+            req.wants_in_progress_events(),
+            "Kling calls back on every change"
+        );
     }
 
     #[test]
     fn refusals_name_kling_s_fields() {
         let err = to_request(body(json!({"model_name": "sora-2", "prompt": "x"}))).unwrap_err();
-        assert!(matches!(err, ApiError::InvalidRequest { param: Some(ref p), .. } if p == "model_name"));
-        let err = to_request(body(json!({"model_name": "kling-v3-omni", "duration": "five"})))
-            .unwrap_err();
-        assert!(matches!(err, ApiError::InvalidRequest { param: Some(ref p), .. } if p == "duration"));
+        assert!(
+            matches!(err, ApiError::InvalidRequest { param: Some(ref p), .. } if p == "model_name")
+        );
+        let err = to_request(body(
+            json!({"model_name": "kling-v3-omni", "duration": "five"}),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, ApiError::InvalidRequest { param: Some(ref p), .. } if p == "duration")
+        );
         let renamed = in_kling_terms(ApiError::invalid("watermark", "watermark is not carried"));
-        assert!(matches!(renamed, ApiError::InvalidRequest { param: Some(ref p), ref message }
-            if p == "watermark_info.enabled" && message.starts_with("watermark_info.enabled")));
+        assert!(
+            matches!(renamed, ApiError::InvalidRequest { param: Some(ref p), ref message }
+            if p == "watermark_info.enabled" && message.starts_with("watermark_info.enabled"))
+        );
     }
 
     #[test]
@@ -624,7 +648,11 @@ mod tests {
             ("internal_error", 500, false, 5000, 500),
         ];
         for (code, status, named, kling, http) in cases {
-            assert_eq!(kling_code(code, s(status), named), (kling, s(http)), "{code}");
+            assert_eq!(
+                kling_code(code, s(status), named),
+                (kling, s(http)),
+                "{code}"
+            );
         }
     }
 

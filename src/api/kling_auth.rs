@@ -55,7 +55,11 @@ impl From<anyhow::Error> for Refused {
 
 /// The facade's authentication: leaves the caller's `ApiKey` in the request's extensions
 /// (for the rate limit and the handlers), or answers in Kling's envelope.
-pub async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(gw): State<Arc<Gateway>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     match caller(&gw, req.headers()).await {
         Ok(key) => {
             req.extensions_mut().insert(key);
@@ -69,7 +73,9 @@ pub async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next
                 .unwrap_or_default();
             let unauthorized = StatusCode::UNAUTHORIZED;
             match refused {
-                Refused::Missing => refusal(1001, unauthorized, "Authorization is empty", request_id),
+                Refused::Missing => {
+                    refusal(1001, unauthorized, "Authorization is empty", request_id)
+                }
                 Refused::Invalid(why) => refusal(
                     1002,
                     unauthorized,
@@ -82,9 +88,12 @@ pub async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next
                     "Authorization is not yet valid (nbf)",
                     request_id,
                 ),
-                Refused::Expired => {
-                    refusal(1004, unauthorized, "Authorization has expired (exp)", request_id)
-                }
+                Refused::Expired => refusal(
+                    1004,
+                    unauthorized,
+                    "Authorization has expired (exp)",
+                    request_id,
+                ),
                 // Rewritten into Kling's envelope by the facade's outer layer.
                 Refused::Api(e) => e.into_response(),
             }
@@ -122,7 +131,9 @@ async fn verify_jwt(gw: &Gateway, token: &str) -> Result<ApiKey, Refused> {
         return Err(Refused::Invalid("unknown access key".into()));
     };
     let Some(sealer) = SecretBox::from_config(&gw.config)? else {
-        tracing::warn!("a Kling JWT arrived, but server.secrets_key is not set: it cannot be verified");
+        tracing::warn!(
+            "a Kling JWT arrived, but server.secrets_key is not set: it cannot be verified"
+        );
         return Err(Refused::Invalid(
             "this gateway cannot verify JWTs (no secrets key configured); use the API key".into(),
         ));
@@ -133,8 +144,11 @@ async fn verify_jwt(gw: &Gateway, token: &str) -> Result<ApiKey, Refused> {
     validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "iss"]);
     validation.set_issuer(&[&access_key]);
-    match jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
-    {
+    match jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    ) {
         Ok(_) => Ok(key),
         Err(e) => Err(match e.kind() {
             JwtError::ExpiredSignature => Refused::Expired,

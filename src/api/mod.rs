@@ -24,8 +24,8 @@ mod usage;
 pub use admin::same_secret;
 pub use content::{content_of, content_path, WhichVideo};
 pub use error::ApiError;
-pub use kling::{is_create_path as is_kling_create_path, task_data as kling_task_data};
 pub use json::parse as parse_json;
+pub use kling::{is_create_path as is_kling_create_path, task_data as kling_task_data};
 pub use tasks::{quote_object, refuse_while_draining, task_object};
 pub use throttle::Throttle;
 

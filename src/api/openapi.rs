@@ -120,7 +120,10 @@ impl Modify for KlingPrefix {
             .collect();
         for (path, mut item) in copies {
             for op in operations(&mut item) {
-                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_kling_prefix"));
+                op.operation_id = op
+                    .operation_id
+                    .as_ref()
+                    .map(|id| format!("{id}_kling_prefix"));
             }
             doc.paths.paths.insert(path, item);
         }

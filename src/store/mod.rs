@@ -19,8 +19,8 @@ mod usage;
 mod webhooks;
 
 pub use capacity::{ConfiguredCap, ProviderCapacity};
-pub use facade::{CallbackShape, Reserved};
 pub use console::{ConsoleSession, OutcomeSlot, SignedInWith, TaskFilter, UsageCell};
+pub use facade::{CallbackShape, Reserved};
 pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};

@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 use super::client::{SendError, WebhookClient};
 use super::signing;
 use crate::config::WebhooksConfig;
-use crate::store::{now_ms, CallbackShape, EventNext, TaskRecord, TaskState, WebhookAttempt, WebhookEvent};
+use crate::store::{
+    now_ms, CallbackShape, EventNext, TaskRecord, TaskState, WebhookAttempt, WebhookEvent,
+};
 
 /// What an attempt (or the decision not to make one) leaves behind.
 #[derive(Debug, Clone)]
