@@ -1295,8 +1295,39 @@ mod tests {
         assert!(cfg.sandbox_wanted());
     }
 
+    /// Every provider credential variable set; the secrets key (a 32-byte key, checked
+    /// as one) is not.
     fn env_with_all_keys(var: &str) -> Option<String> {
-        var.ends_with("_KEY").then(|| format!("value-of-{var}"))
+        (var.ends_with("_KEY") && var != "OMNIGATE_SECRETS_KEY").then(|| format!("value-of-{var}"))
+    }
+
+    #[test]
+    fn the_secrets_key_is_read_from_its_variable_and_a_bad_one_is_named() {
+        let key = "ab".repeat(32);
+        let with = |value: &'static str| {
+            move |var: &str| (var == "OMNIGATE_SECRETS_KEY").then(|| value.to_string())
+        };
+        let cfg = Config::from_toml_str("", |var: &str| {
+            (var == "OMNIGATE_SECRETS_KEY").then(|| key.clone())
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.server.secrets_key.as_ref().map(Secret::expose),
+            Some(key.as_str())
+        );
+        assert!(!format!("{cfg:?}").contains(&key), "the key never prints");
+        let err = Config::from_toml_str("", with("too-short"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.secrets_key_env") && !err.contains("too-short"),
+            "{err}"
+        );
+        assert!(Config::from_toml_str("", |_| None)
+            .unwrap()
+            .server
+            .secrets_key
+            .is_none());
     }
 
     #[test]
