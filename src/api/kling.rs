@@ -217,8 +217,7 @@ fn seconds(v: &Value) -> Option<u32> {
     responses(
         (status = 200, description = "`code: 0` and the task (`task_status: submitted`, or further along).", body = super::openapi::KlingTaskAnswer),
         (status = 400, description = "1200/1201: the body (1201 names the field, e.g. `external_task_id` already used); 1301: content policy.", body = super::openapi::KlingError),
-        (status = 429, description = "1102 budget, 1302 rate limit, 1303 concurrency or queue.", body = super::openapi::KlingError),
-        (status = 503, description = "5001: no provider can take it now.", body = super::openapi::KlingError),
+        (status = 504, description = "5002: the last provider tried did not answer in time.", body = super::openapi::KlingError),
     ),
 )]
 pub async fn create(
