@@ -724,7 +724,103 @@ async fn without_a_secrets_key_credentials_are_refused_and_the_api_key_still_wor
     );
 }
 
+/// `omnigate keys create --kling-credentials` and `POST /admin/keys/{id}/kling-credentials`
+/// show the pair once; the database holds the secret key only sealed, and a JWT signed
+/// with it is let in. Without a secrets key the CLI refuses before making the key.
+async fn kling_credentials_are_shown_once_and_stored_sealed(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Kkiai).await;
+    let mut cfg = front_config(&db, &sim);
+    let admin = "a".repeat(40);
+    cfg.admin.token = Some(Secret::new(&admin));
+    let secrets_key = cfg.server.secrets_key.clone().unwrap();
+    let app = TestApp::start(cfg).await;
+    let cli = |secrets: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnigate"));
+        cmd.args(args)
+            .env("OMNIGATE_DATABASE__URL", &db.url)
+            // A config without providers is valid on PostgreSQL only with the sandbox on.
+            .env("OMNIGATE_SANDBOX__ENABLED", "always")
+            .env_remove("OMNIGATE_CONFIG")
+            .env_remove("OMNIGATE_SECRETS_KEY");
+        if let Some(key) = secrets {
+            cmd.env("OMNIGATE_SECRETS_KEY", key);
+        }
+        cmd.output().expect("run omnigate keys")
+    };
+    let args = [
+        "keys",
+        "create",
+        "--name",
+        "kling-user",
+        "--kling-credentials",
+        "--json",
+    ];
+    let refused = cli(None, &args);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("OMNIGATE_SECRETS_KEY"), "{why}");
+    let keys_before = app.gateway().store.count_api_keys().await.unwrap();
+    let out = cli(Some(secrets_key.expose()), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        app.gateway().store.count_api_keys().await.unwrap(),
+        keys_before + 1
+    );
+    let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pair = KlingCredentials {
+        access_key: issued["kling_credentials"]["access_key"]
+            .as_str()
+            .unwrap()
+            .into(),
+        secret_key: issued["kling_credentials"]["secret_key"]
+            .as_str()
+            .unwrap()
+            .into(),
+    };
+    let (status, answer) = post(&app, &kling_jwt(&pair), CREATE, &text_to_video("cli")).await;
+    assert_eq!(
+        (status, answer["code"].as_i64()),
+        (StatusCode::OK, Some(0)),
+        "{answer}"
+    );
+    // Through the admin API, for an existing key: a new pair replaces the old one.
+    let id = issued["id"].as_str().unwrap();
+    let resp = app
+        .client
+        .post(format!("{}/admin/keys/{id}/kling-credentials", app.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let renewed: KlingCredentialsAnswer = resp.json().await.unwrap();
+    assert_eq!(get(&app, &kling_jwt(&pair), CREATE).await.1["code"], 1002);
+    let fresh = KlingCredentials {
+        access_key: renewed.access_key,
+        secret_key: renewed.secret_key,
+    };
+    assert_eq!(get(&app, &kling_jwt(&fresh), CREATE).await.1["code"], 0);
+    let sealed: Vec<String> = sqlx::query_scalar("SELECT secret_sealed FROM kling_credentials")
+        .fetch_all(app.gateway().store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sealed.len(), 1, "one pair per key");
+    assert!(sealed[0].starts_with("v1:") && !sealed[0].contains(&fresh.secret_key));
+}
+
+#[derive(serde::Deserialize)]
+struct KlingCredentialsAnswer {
+    access_key: String,
+    secret_key: String,
+}
+
 on_both_stores!(
+    kling_credentials_are_shown_once_and_stored_sealed,
     a_second_omnigate_round_trips_through_its_kling_adapter,
     a_client_written_from_kling_s_example_runs_unchanged,
     every_refusal_answers_kling_s_code_naming_the_field,
