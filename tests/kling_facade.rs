@@ -593,6 +593,35 @@ async fn external_task_ids_are_found_unique_per_key_and_lists_page(db: Db) {
         defaults["data"][0]["task_info"]["external_task_id"],
         "mine-2"
     );
+    // A create that died between reserving its external_task_id and writing its task left
+    // a reservation without a task: fresh, it still holds the id; a minute old, a new
+    // create takes it over.
+    let owner = key_id(&app, &app.key).await;
+    let pool = app.gateway().store.pool();
+    for (external, age_ms) in [("died-just-now", 0), ("died-long-ago", 120_000)] {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - age_ms;
+        sqlx::query(
+            "INSERT INTO facade_tasks (task_id, api_key_id, callback_shape, external_task_id, created_at) \
+             VALUES ($1, $2, 'kling', $3, $4)",
+        )
+        .bind(format!("vgt_never_written_{age_ms}"))
+        .bind(&owner)
+        .bind(external)
+        .bind(at)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let (_, held) = post(&app, &app.key, CREATE, &text_to_video("died-just-now")).await;
+    assert_eq!(held["code"], 1201, "{held}");
+    let (_, taken) = post(&app, &app.key, CREATE, &text_to_video("died-long-ago")).await;
+    assert_eq!(taken["code"], 0, "{taken}");
+    let (_, found) = get(&app, &app.key, &format!("{CREATE}/died-long-ago")).await;
+    assert_eq!(found["data"]["task_id"], taken["data"]["task_id"]);
 }
 
 /// The stock `standardwebhooks` library verifies a captured delivery (prints its status).
