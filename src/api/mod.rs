@@ -34,6 +34,7 @@ pub use throttle::Throttle;
 pub mod parsers {
     pub use super::intake::{is_token_shaped, judge_callback, CallbackVerdict};
     pub use super::json::parse as parse_json_body;
+    pub use super::kling::{to_request as kling_request, KlingCreate};
     pub use super::openai::{
         parse_create_body as parse_openai_create_body, to_request as openai_request, CreateVideo,
     };
