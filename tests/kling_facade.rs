@@ -737,6 +737,8 @@ async fn without_a_secrets_key_credentials_are_refused_and_the_api_key_still_wor
     let sim = Sim::start(SimDialect::Kkiai).await;
     let mut cfg = front_config(&db, &sim);
     cfg.server.secrets_key = None;
+    let admin = "b".repeat(40);
+    cfg.admin.token = Some(Secret::new(&admin));
     let app = TestApp::start(cfg).await;
     let id = key_id(&app, &app.key).await;
     let gw = app.gateway();
@@ -745,6 +747,16 @@ async fn without_a_secrets_key_credentials_are_refused_and_the_api_key_still_wor
         .unwrap_err()
         .to_string();
     assert!(err.contains("secrets_key"), "{err}");
+    let resp = app
+        .client
+        .post(format!("{}/admin/keys/{id}/kling-credentials", app.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "secrets_key_missing", "{body}");
     let (status, answer) = post(&app, &app.key, CREATE, &text_to_video("plain")).await;
     assert_eq!(
         (status, answer["code"].as_i64()),
@@ -834,12 +846,37 @@ async fn kling_credentials_are_shown_once_and_stored_sealed(db: Db) {
         secret_key: renewed.secret_key,
     };
     assert_eq!(get(&app, &kling_jwt(&fresh), CREATE).await.1["code"], 0);
+    // `keys update --kling-credentials` replaces the pair once more.
+    let update = cli(
+        Some(secrets_key.expose()),
+        &["keys", "update", id, "--kling-credentials"],
+    );
+    assert!(
+        update.status.success(),
+        "{}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+    let said = String::from_utf8_lossy(&update.stderr);
+    let fresh_ak = said
+        .split_whitespace()
+        .find(|w| w.starts_with("ak_"))
+        .unwrap();
+    assert_ne!(fresh_ak, fresh.access_key);
+    assert_eq!(get(&app, &kling_jwt(&fresh), CREATE).await.1["code"], 1002);
     let sealed: Vec<String> = sqlx::query_scalar("SELECT secret_sealed FROM kling_credentials")
         .fetch_all(app.gateway().store.pool())
         .await
         .unwrap();
     assert_eq!(sealed.len(), 1, "one pair per key");
-    assert!(sealed[0].starts_with("v1:") && !sealed[0].contains(&fresh.secret_key));
+    assert!(sealed[0].starts_with("v1:") && !said.contains(&sealed[0]));
+    let fresh_sk = said
+        .split_whitespace()
+        .find(|w| w.starts_with("sk_"))
+        .unwrap();
+    assert!(
+        !sealed[0].contains(fresh_sk),
+        "the secret key is not stored in the clear"
+    );
 }
 
 #[derive(serde::Deserialize)]
