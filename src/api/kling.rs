@@ -249,20 +249,30 @@ pub async fn create(
         Err(e) => {
             // The client was told no task exists: its external_task_id is free again.
             if !matches!(e, SubmitError::StoreAfterWrite { .. }) {
-                gw.store.release_kling_task(&id).await?;
+                release(&gw, &id).await;
             }
             return Err(in_kling_terms(e.into()));
         }
     };
-    if created.task.id != id {
+    let data = if created.task.id == id {
+        task_data(&created.task, external_task_id.as_deref())
+    } else {
         // An Idempotency-Key replayed another task: this reservation made nothing.
-        gw.store.release_kling_task(&id).await?;
-    }
-    let data = data_of(&gw, &created.task).await?;
+        release(&gw, &id).await;
+        data_of(&gw, &created.task).await?
+    };
     Ok(replay_marked(
         Json(envelope(&headers, data)).into_response(),
         created.replayed,
     ))
+}
+
+/// Frees a reservation (see `Store::release_kling_task`). A failure leaves the id held
+/// until the orphan takeover; the client's answer is about its create, not this.
+async fn release(gw: &Gateway, task_id: &str) {
+    if let Err(e) = gw.store.release_kling_task(task_id).await {
+        tracing::warn!(task_id, error = ?e, "could not free the external_task_id of a failed create");
+    }
 }
 
 /// `GET /v1/videos/omni-video/{id}`: by omnigate's task id or the caller's
