@@ -593,6 +593,33 @@ async fn external_task_ids_are_found_unique_per_key_and_lists_page(db: Db) {
         defaults["data"][0]["task_info"]["external_task_id"],
         "mine-2"
     );
+    // An Idempotency-Key (without an external_task_id) replays as on the native API, and
+    // the replay's own reservation is given back.
+    let mut replays = Vec::new();
+    for _ in 0..2 {
+        let resp = app
+            .client
+            .post(format!("{}{CREATE}", app.base))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", "retry-me")
+            .json(&text_to_video(""))
+            .send()
+            .await
+            .unwrap();
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let answer: Value = resp.json().await.unwrap();
+        replays.push((answer["data"]["task_id"].clone(), replayed));
+    }
+    assert_eq!(replays[0].0, replays[1].0);
+    assert_eq!((replays[0].1, replays[1].1), (false, true));
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM facade_tasks")
+        .fetch_one(app.gateway().store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows, 4,
+        "the three tasks and the replayed one: no stray reservation"
+    );
     // A create that died between reserving its external_task_id and writing its task left
     // a reservation without a task: fresh, it still holds the id; a minute old, a new
     // create takes it over.

@@ -173,8 +173,13 @@ async fn the_document_lists_every_route_the_router_serves_with_its_methods() {
             assert_eq!(errors["headers"]["Retry-After"]["required"], true);
         }
     }
-    // Both creates say how a replay is marked.
-    for (path, status) in [("/v1/video/generations", "202"), ("/v1/videos", "200")] {
+    // Every create says how a replay is marked.
+    for (path, status) in [
+        ("/v1/video/generations", "202"),
+        ("/v1/videos", "200"),
+        ("/v1/videos/omni-video", "200"),
+        ("/kling/v1/videos/omni-video", "200"),
+    ] {
         let answer = &paths[path]["post"]["responses"][status];
         assert!(
             answer["headers"].get("Idempotent-Replayed").is_some(),

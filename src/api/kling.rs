@@ -215,7 +215,8 @@ fn seconds(v: &Value) -> Option<u32> {
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
             description = "As on `POST /v1/video/generations`; an `external_task_id` already used answers 1201 first.")),
     responses(
-        (status = 200, description = "`code: 0` and the task (`task_status: submitted`, or further along).", body = super::openapi::KlingTaskAnswer),
+        (status = 200, description = "`code: 0` and the task (`task_status: submitted`, or further along).", body = super::openapi::KlingTaskAnswer,
+         headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
         (status = 400, description = "1200/1201: the body (1201 names the field, e.g. `external_task_id` already used); 1301: content policy.", body = super::openapi::KlingError),
         (status = 504, description = "5002: the last provider tried did not answer in time.", body = super::openapi::KlingError),
     ),
