@@ -346,7 +346,7 @@ async fn every_refusal_answers_kling_s_code_naming_the_field(db: Db) {
     let (app, sim) = front(&db).await;
     let pair = credentials(&app, &app.key).await;
     let token = kling_jwt(&pair);
-    let (s, b, _) = call(
+    let (s, b, h) = call(
         &app,
         reqwest::Method::POST,
         CREATE,
@@ -355,6 +355,7 @@ async fn every_refusal_answers_kling_s_code_naming_the_field(db: Db) {
     )
     .await;
     refused(&(s, b), 401, 1001, "Authorization");
+    assert_eq!(h["www-authenticate"], "Bearer");
     refused(
         &post(&app, "og_nobody", CREATE, &text_to_video("x")).await,
         401,

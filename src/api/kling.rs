@@ -520,6 +520,10 @@ pub(super) fn refusal(code: u32, status: StatusCode, message: &str, request_id: 
         "data": Value::Null,
     });
     let mut resp = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     resp.extensions_mut().insert(KlingShaped);
     resp
 }
