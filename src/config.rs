@@ -105,6 +105,14 @@ pub struct ServerConfig {
     pub failed_auth_burst: u32,
     /// ...and then per minute: past both, `429` with `Retry-After`.
     pub failed_auth_per_minute: u32,
+    /// Env var holding the key that seals the secrets omnigate must read back (the secret
+    /// keys of Kling credentials, `secrets.rs`): 32 bytes as base64 or 64 hex digits.
+    /// Unset: no Kling credentials can be issued, and JWTs are refused (the omnigate key
+    /// still works on the Kling facade).
+    pub secrets_key_env: String,
+    /// Read from `secrets_key_env` at load (or set in code by tests).
+    #[serde(skip)]
+    pub secrets_key: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +129,8 @@ impl Default for ServerConfig {
             trust_forwarded_for: false,
             failed_auth_burst: 10,
             failed_auth_per_minute: 10,
+            secrets_key_env: "OMNIGATE_SECRETS_KEY".into(),
+            secrets_key: None,
         }
     }
 }
@@ -925,6 +935,9 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| Secret::new(v.trim()));
         }
+        self.server.secrets_key = env(&self.server.secrets_key_env)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Secret::new(v.trim()));
         for (name, p) in &mut self.providers {
             let read = |field: &str, var: &Option<String>| -> anyhow::Result<Option<Secret>> {
                 let Some(var) = var else { return Ok(None) };
@@ -979,6 +992,9 @@ impl Config {
             if n < MIN_ADMIN_TOKEN_CHARS {
                 bail!("admin.token_env: the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters (this one has {n}); make one with `openssl rand -hex 32`");
             }
+        }
+        if let Err(e) = crate::secrets::SecretBox::from_config(self) {
+            bail!("server.secrets_key_env: {e:#}");
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
@@ -1279,8 +1295,39 @@ mod tests {
         assert!(cfg.sandbox_wanted());
     }
 
+    /// Every provider credential variable set; the secrets key (a 32-byte key, checked
+    /// as one) is not.
     fn env_with_all_keys(var: &str) -> Option<String> {
-        var.ends_with("_KEY").then(|| format!("value-of-{var}"))
+        (var.ends_with("_KEY") && var != "OMNIGATE_SECRETS_KEY").then(|| format!("value-of-{var}"))
+    }
+
+    #[test]
+    fn the_secrets_key_is_read_from_its_variable_and_a_bad_one_is_named() {
+        let key = "ab".repeat(32);
+        let with = |value: &'static str| {
+            move |var: &str| (var == "OMNIGATE_SECRETS_KEY").then(|| value.to_string())
+        };
+        let cfg = Config::from_toml_str("", |var: &str| {
+            (var == "OMNIGATE_SECRETS_KEY").then(|| key.clone())
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.server.secrets_key.as_ref().map(Secret::expose),
+            Some(key.as_str())
+        );
+        assert!(!format!("{cfg:?}").contains(&key), "the key never prints");
+        let err = Config::from_toml_str("", with("too-short"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.secrets_key_env") && !err.contains("too-short"),
+            "{err}"
+        );
+        assert!(Config::from_toml_str("", |_| None)
+            .unwrap()
+            .server
+            .secrets_key
+            .is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
+use crate::secrets::{issue_kling_credentials, KlingCredentials, SecretBox};
 use crate::store::{BudgetPeriod, IssuedKey, KeyChange, KeyInfo, Store};
 
 #[derive(Subcommand)]
@@ -19,6 +20,10 @@ pub enum KeysCommand {
         /// Print one JSON object (id, name, key, webhook_secret, limits) instead of text.
         #[arg(long)]
         json: bool,
+        /// Also issue a Kling-style access key and secret key (for the Kling facade's JWTs),
+        /// printed once; needs server.secrets_key (OMNIGATE_SECRETS_KEY).
+        #[arg(long)]
+        kling_credentials: bool,
     },
     /// List every key with its limits and current use.
     List,
@@ -29,6 +34,10 @@ pub enum KeysCommand {
         id: String,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Issue the key a new Kling access key and secret key (printed once), replacing
+        /// the pair it had.
+        #[arg(long)]
+        kling_credentials: bool,
     },
     /// Refuse the key from now on, on every replica.
     Revoke { id: String },
@@ -129,12 +138,33 @@ impl LimitArgs {
 pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
     let store = Store::connect(&config.database.url, 1).await?;
     match command {
-        KeysCommand::Create { name, limits, json } => {
-            let issued = store.issue_key(&name, &limits.change()?).await?;
+        KeysCommand::Create {
+            name,
+            limits,
+            json,
+            kling_credentials,
+        } => {
+            let change = limits.change()?;
+            if kling_credentials {
+                // Refused before the key exists, rather than a key without its pair.
+                require_secrets_key(config)?;
+            }
+            let issued = store.issue_key(&name, &change).await?;
+            let kling = match kling_credentials {
+                true => Some(issue_kling_credentials(&store, config, &issued.info.id).await?),
+                false => None,
+            };
             if json {
-                println!("{}", serde_json::to_string(&issued)?);
+                let mut out = serde_json::to_value(&issued)?;
+                if let Some(k) = &kling {
+                    out["kling_credentials"] = serde_json::to_value(k)?;
+                }
+                println!("{out}");
             } else {
                 print_issued(&issued);
+                if let Some(k) = &kling {
+                    print_kling(k);
+                }
             }
         }
         KeysCommand::List => {
@@ -143,9 +173,19 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Show { id } => print_info(&found(store.key_info_by_id(&id).await?, &id)?),
-        KeysCommand::Update { id, limits } => {
+        KeysCommand::Update {
+            id,
+            limits,
+            kling_credentials,
+        } => {
+            if kling_credentials {
+                require_secrets_key(config)?;
+            }
             let info = store.change_key(&id, &limits.change()?).await?;
             print_info(&found(info, &id)?);
+            if kling_credentials {
+                print_kling(&issue_kling_credentials(&store, config, &id).await?);
+            }
         }
         KeysCommand::Revoke { id } => {
             anyhow::ensure!(store.revoke_key(&id).await?, "no active key {id}");
@@ -157,6 +197,24 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn require_secrets_key(config: &Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        SecretBox::from_config(config)?.is_some(),
+        "--kling-credentials: the secret key is stored sealed under server.secrets_key; set \
+         {} to 32 bytes of base64 (openssl rand -base64 32) first",
+        config.server.secrets_key_env
+    );
+    Ok(())
+}
+
+/// The pair on stderr, apart from the key's secret (stdout).
+fn print_kling(k: &KlingCredentials) {
+    eprintln!(
+        "Kling credentials (shown only this once): access key {}  secret key {}",
+        k.access_key, k.secret_key
+    );
 }
 
 fn found<T>(value: Option<T>, id: &str) -> anyhow::Result<T> {

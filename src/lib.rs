@@ -15,6 +15,7 @@ pub mod queue;
 pub mod results;
 pub mod routing;
 pub mod sandbox;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod submit;

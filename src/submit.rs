@@ -230,6 +230,18 @@ pub async fn create_task(
     req: VideoRequest,
     idempotency_key: Option<String>,
 ) -> Result<Created, SubmitError> {
+    create_task_as(gw, owner, req, idempotency_key, new_task_id()).await
+}
+
+/// `create_task` for a task whose id (from `new_task_id`) the caller chose beforehand: a
+/// facade records what it keeps beside the task under that id before the task exists.
+pub async fn create_task_as(
+    gw: &Arc<Gateway>,
+    owner: &ApiKey,
+    req: VideoRequest,
+    idempotency_key: Option<String>,
+    id: String,
+) -> Result<Created, SubmitError> {
     let claim = idempotency_key.map(|key| IdempotencyClaim {
         key,
         request_hash: request_hash(&req),
@@ -245,7 +257,7 @@ pub async fn create_task(
     let first = &plan.candidates[0];
     let token = lease_token(&gw.instance_id);
     let task = NewTask {
-        id: new_task_id(),
+        id,
         api_key_id: owner.id.clone(),
         provider: first.upstream.name.clone(),
         sandbox: first.upstream.config.sandbox,

@@ -537,6 +537,61 @@ fn any_openai_create_body_is_parsed_without_panic_and_refused_only_with_a_4xx() 
         .unwrap();
 }
 
+/// A native request in Kling's words: `model_name`, `watermark_info`, `duration` as a
+/// string, and an `external_task_id` now and then.
+fn kling_body(mut native: Value) -> Value {
+    let Some(body) = native.as_object_mut() else {
+        return native;
+    };
+    if let Some(model) = body.remove("model") {
+        body.insert("model_name".into(), model);
+    }
+    if let Some(enabled) = body.remove("watermark") {
+        body.insert("watermark_info".into(), json!({ "enabled": enabled }));
+    }
+    if let Some(d) = body.get("duration").and_then(Value::as_u64) {
+        body.insert("duration".into(), json!(d.to_string()));
+    }
+    for ours in [
+        "callback_events",
+        "metadata",
+        "routing",
+        "max_wait_secs",
+        "priority",
+    ] {
+        body.remove(ours);
+    }
+    if body.len() % 3 == 0 {
+        body.insert(
+            "external_task_id".into(),
+            json!(format!("ext-{}", body.len())),
+        );
+    }
+    native
+}
+
+#[test]
+fn any_kling_create_body_is_parsed_without_panic_and_refused_only_with_a_4xx() {
+    let input = prop_oneof![
+        bytes(),
+        any_json().prop_map(|v| v.to_string().into_bytes()),
+        native_request().prop_map(|v| kling_body(v).to_string().into_bytes()),
+    ];
+    let accepted = AtomicUsize::new(0);
+    runner()
+        .run(&input, |bytes| {
+            if entry_points::kling_create(&bytes).is_some() {
+                accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        accepted.load(Ordering::Relaxed) > 0,
+        "the generator reaches accepted Kling bodies too"
+    );
+}
+
 #[test]
 fn any_provider_answer_is_read_without_panic_and_keeps_the_poller_s_rules() {
     for dialect in Dialect::ALL {

@@ -204,3 +204,37 @@ pub async fn rotate(
 fn found<T>(value: Option<T>, id: &str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::NotFound(format!("no key {id}")))
 }
+
+/// Gives a key a Kling-style access key and secret key (for the Kling facade's JWTs),
+/// replacing the pair it had; the secret key is in this answer only, and stored sealed.
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{id}/kling-credentials",
+    tag = "admin",
+    params(("id" = String, Path, description = "The key id.")),
+    responses(
+        (status = 201, description = "The pair (shown once).", body = crate::secrets::KlingCredentials),
+        (status = 422, description = "`secrets_key_missing`: `server.secrets_key` is not configured, so no secret can be stored.", body = super::error::ErrorBody),
+    ),
+)]
+pub async fn kling_credentials(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if crate::secrets::SecretBox::from_config(&gw.config)?.is_none() {
+        return Err(ApiError::Unprocessable {
+            code: "secrets_key_missing",
+            param: None,
+            message: format!(
+                "Kling credentials need server.secrets_key: set {} on the gateway",
+                gw.config.server.secrets_key_env
+            ),
+            provider_message: None,
+        });
+    }
+    if gw.store.active_key(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no active key {id}")));
+    }
+    let issued = crate::secrets::issue_kling_credentials(&gw.store, &gw.config, &id).await?;
+    Ok((StatusCode::CREATED, Json(json!(issued))))
+}

@@ -11,6 +11,8 @@ pub mod headers;
 mod intake;
 mod json;
 mod keys;
+mod kling;
+mod kling_auth;
 pub mod load;
 mod observe;
 mod openai;
@@ -23,6 +25,7 @@ pub use admin::same_secret;
 pub use content::{content_of, content_path, WhichVideo};
 pub use error::ApiError;
 pub use json::parse as parse_json;
+pub use kling::{is_create_path as is_kling_create_path, task_data as kling_task_data};
 pub use tasks::{quote_object, refuse_while_draining, task_object};
 pub use throttle::Throttle;
 
@@ -31,6 +34,7 @@ pub use throttle::Throttle;
 pub mod parsers {
     pub use super::intake::{is_token_shaped, judge_callback, CallbackVerdict};
     pub use super::json::parse as parse_json_body;
+    pub use super::kling::{to_request as kling_request, KlingCreate};
     pub use super::openai::{
         parse_create_body as parse_openai_create_body, to_request as openai_request, CreateVideo,
     };
@@ -68,8 +72,12 @@ pub struct BodyLimit(pub usize);
 /// 5. on `/v1` routes, authentication (once: the key goes into the request's extensions),
 ///    then the per-key rate limit (`limits::layer`), so a refused call never reaches its
 ///    handler nor takes a create slot;
-/// 6. on `POST /v1/video/generations` and `POST /v1/videos` only, the in-flight create
-///    limit (`server.max_in_flight_creates`), one count for both.
+/// 6. on `POST /v1/video/generations`, `POST /v1/videos` and the Kling facade's create
+///    only, the in-flight create limit (`server.max_in_flight_creates`), one count for all.
+///
+/// The Kling facade (`kling.rs`, `/v1/videos/omni-video` and `/kling/...`) has layers 0-4,
+/// then its own authentication (`kling_auth`: the key or a Kling JWT) and the same rate
+/// limit, inside a layer that puts every refusal in Kling's envelope.
 ///
 /// `POST /upstream/callbacks/{token}` (providers' callbacks, `intake`) has layers 1-4 only:
 /// its token is its authentication. So do the `pages` (the console, `crate::console`),
@@ -89,6 +97,8 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
     let requests = load::Slots::new(server.max_in_flight_requests, "requests");
     let creates = load::Slots::new(server.max_in_flight_creates, "creates");
     let budget = load::BodyBudget::new(server);
+    // The Kling-shaped facade (`kling.rs`), with its own authentication and error envelope.
+    let kling = kling::routes(gw.clone(), creates.clone());
     let v1 = Router::new()
         .route(
             "/v1/video/generations",
@@ -128,6 +138,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(docs_routes())
         .merge(v1)
+        .merge(kling)
         // HTML pages (the console), under the same outer layers as the API.
         .merge(pages)
         // Providers' callbacks: authenticated by the token in the path, not an API key.
@@ -163,6 +174,10 @@ fn admin_routes(gw: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/admin/keys/{id}", get(keys::show).patch(keys::update))
         .route("/admin/keys/{id}/revoke", post(keys::revoke))
         .route("/admin/keys/{id}/rotate", post(keys::rotate))
+        .route(
+            "/admin/keys/{id}/kling-credentials",
+            post(keys::kling_credentials),
+        )
         .route_layer(from_fn_with_state(gw, admin::require_admin))
 }
 

@@ -50,12 +50,16 @@ use super::error::ErrorBody;
         super::keys::update,
         super::keys::revoke,
         super::keys::rotate,
+        super::keys::kling_credentials,
         super::content::generation_content,
         super::openai::create,
         super::openai::retrieve,
         super::openai::list,
         super::openai::delete,
         super::openai::content,
+        super::kling::create,
+        super::kling::get_one,
+        super::kling::list,
         super::healthz,
         super::observe::readyz,
         super::observe::metrics,
@@ -63,13 +67,14 @@ use super::error::ErrorBody;
         super::docs::page,
         super::docs::asset,
     ),
-    components(schemas(ErrorBody)),
-    modifiers(&Conventions),
+    components(schemas(ErrorBody, KlingError)),
+    modifiers(&KlingPrefix, &Conventions),
     tags(
         (name = "tasks", description = "Video generation tasks: create, read, list, quote."),
         (name = "events", description = "The webhook events of a task and their delivery attempts."),
         (name = "usage", description = "Tasks, seconds of video and money."),
         (name = "openai", description = "OpenAI's video API over the same tasks (the official SDK works against it)."),
+        (name = "kling", description = "Kling's Omni-Video API over the same tasks, at Kling's paths and the resellers' `/kling` prefix: Kling's envelope and codes; the API key or a Kling JWT (HS256, signed with the key's Kling secret key) as the bearer token."),
         (name = "upstream", description = "Where providers call back."),
         (name = "admin", description = "The operator's API, behind the admin token."),
         (name = "meta", description = "Health and this document."),
@@ -100,9 +105,37 @@ pub async fn openapi_json() -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
 }
 
+/// The Kling facade is served under Kling's paths and under the resellers' `/kling` prefix:
+/// each operation is documented once (`/v1/videos/omni-video...`) and copied here.
+struct KlingPrefix;
+
+impl Modify for KlingPrefix {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let copies: Vec<(String, PathItem)> = doc
+            .paths
+            .paths
+            .iter()
+            .filter(|(path, _)| Scope::of(path) == Scope::Kling)
+            .map(|(path, item)| (format!("/kling{path}"), item.clone()))
+            .collect();
+        for (path, mut item) in copies {
+            for op in operations(&mut item) {
+                op.operation_id = op
+                    .operation_id
+                    .as_ref()
+                    .map(|id| format!("{id}_kling_prefix"));
+            }
+            doc.paths.paths.insert(path, item);
+        }
+    }
+}
+
 /// Who may call a path.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scope {
+    /// The Kling facade (`.../videos/omni-video`): the API key or a Kling JWT as the bearer
+    /// token, counted by the rate limit; errors in Kling's envelope.
+    Kling,
     /// `/v1/...`: `Authorization: Bearer <API key>`, counted by the rate limit.
     ApiKey,
     /// `/admin/...`: `Authorization: Bearer <admin token>`.
@@ -113,7 +146,9 @@ enum Scope {
 
 impl Scope {
     fn of(path: &str) -> Scope {
-        if path.starts_with("/v1/") {
+        if path.contains("/v1/videos/omni-video") {
+            Scope::Kling
+        } else if path.starts_with("/v1/") {
             Scope::ApiKey
         } else if path.starts_with("/admin/") {
             Scope::Admin
@@ -162,7 +197,7 @@ impl Modify for Conventions {
             let scope = Scope::of(path);
             let has_path_params = path.contains('{');
             let security = match scope {
-                Scope::ApiKey => Some(API_KEY_SCHEME),
+                Scope::ApiKey | Scope::Kling => Some(API_KEY_SCHEME),
                 Scope::Admin => Some(ADMIN_SCHEME),
                 Scope::Open => None,
             };
@@ -174,7 +209,11 @@ impl Modify for Conventions {
                         !matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path)
                     });
                 let has_body = op.request_body.is_some();
-                add_shared_responses(op, scope, has_input, has_body, has_path_params);
+                if scope == Scope::Kling {
+                    add_kling_responses(op, has_input, has_path_params);
+                } else {
+                    add_shared_responses(op, scope, has_input, has_body, has_path_params);
+                }
             }
         }
     }
@@ -248,7 +287,7 @@ fn add_shared_responses(
                 error("`not_found`: no such key, or no admin token is configured (then the admin API does not exist)."),
             );
         }
-        Scope::Open => {}
+        Scope::Open | Scope::Kling => {}
     }
     if has_path_params {
         add(
@@ -284,6 +323,67 @@ fn add_shared_responses(
             }
         }
     }
+}
+
+/// What every Kling facade operation shares: its layers' refusals in Kling's envelope
+/// (`kling::in_kling_envelope` rewrites them), and the RateLimit headers.
+fn add_kling_responses(op: &mut Operation, has_input: bool, has_path_params: bool) {
+    let mut add = |status: &str, response: Response| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert(RefOr::T(response));
+    };
+    if has_input {
+        add(
+            "400",
+            kling_error("1200: the body or a parameter is unreadable (too large, stalled); 1201: a field breaks a rule (the message names it)."),
+        );
+    }
+    let mut unauthorized = kling_error(
+        "1001: no Authorization; 1002: an unknown key, a JWT of an unknown access key, a bad signature or an alg other than HS256; 1003: the JWT's nbf is ahead; 1004: its exp has passed.",
+    );
+    unauthorized
+        .headers
+        .insert("WWW-Authenticate".into(), header(Type::String, "`Bearer`."));
+    add("401", unauthorized);
+    add(
+        "405",
+        kling_error("1202: this path does not take that method."),
+    );
+    if has_path_params {
+        add("404", kling_error("1203: no such task for this key."));
+    }
+    add(
+        "429",
+        with_retry_after(kling_error(
+            "1302: this key's rate is spent (`Retry-After`); 1303: its unfinished tasks or waiting tasks are at their limit; 1102: its budget is spent.",
+        )),
+    );
+    add(
+        "503",
+        with_retry_after(kling_error(
+            "5001: the gateway or every capable provider cannot take it now.",
+        )),
+    );
+    for response in op.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            add_ratelimit_headers(response);
+        }
+    }
+}
+
+/// An answer with Kling's error envelope.
+fn kling_error(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("KlingError")))
+                .build(),
+        )
+        .build()
 }
 
 /// An answer with the error envelope.
@@ -467,6 +567,76 @@ mod answers {
         omnigate_url: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         stored_bytes: Option<u64>,
+    }
+
+    /// Kling's error envelope (`data` is null).
+    #[derive(Serialize, ToSchema)]
+    pub struct KlingError {
+        /// Kling's code: 1000-1004 auth, 1102 budget, 1200-1203 request, 1301 content
+        /// policy, 1302-1303 rate and concurrency, 5000-5002 server.
+        #[schema(minimum = 1000, maximum = 5002)]
+        code: i64,
+        message: String,
+        request_id: String,
+        data: Option<String>,
+    }
+
+    /// Kling's answer carrying one task.
+    #[derive(Serialize, ToSchema)]
+    pub struct KlingTaskAnswer {
+        /// Always 0.
+        #[schema(minimum = 0, maximum = 0)]
+        code: i64,
+        /// `SUCCEED`.
+        message: String,
+        request_id: String,
+        data: KlingTask,
+    }
+
+    /// Kling's answer carrying a page of tasks.
+    #[derive(Serialize, ToSchema)]
+    pub struct KlingListAnswer {
+        #[schema(minimum = 0, maximum = 0)]
+        code: i64,
+        message: String,
+        request_id: String,
+        data: Vec<KlingTask>,
+    }
+
+    /// Kling's task object (also the body of a Kling-shaped callback).
+    #[derive(Serialize, ToSchema)]
+    pub struct KlingTask {
+        task_id: String,
+        #[schema(pattern = "^(submitted|processing|succeed|failed)$")]
+        task_status: String,
+        /// The reason of a failure; empty otherwise.
+        task_status_msg: String,
+        task_info: KlingTaskInfo,
+        /// `{}` until it succeeds.
+        task_result: KlingTaskResult,
+        /// Unix milliseconds.
+        created_at: i64,
+        updated_at: i64,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct KlingTaskInfo {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        external_task_id: Option<String>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct KlingTaskResult {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        videos: Option<Vec<KlingVideo>>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct KlingVideo {
+        id: String,
+        url: String,
+        /// Seconds, as a string (`"5.000"`), as Kling writes it.
+        duration: Option<String>,
     }
 
     /// OpenAI's Video object.

@@ -24,7 +24,11 @@ const UNAVAILABLE_RETRY_SECS: u32 = 5;
 
 /// The bucket of a call: creates are the calls that cost money, so they have their own.
 pub fn bucket_of(method: &Method, path: &str) -> Bucket {
-    if method == Method::POST && (path == "/v1/video/generations" || path == "/v1/videos") {
+    if method == Method::POST
+        && (path == "/v1/video/generations"
+            || path == "/v1/videos"
+            || crate::api::is_kling_create_path(path))
+    {
         Bucket::Create
     } else {
         Bucket::Read

@@ -311,7 +311,9 @@ mod tests {
             "\n",
             include_str!("../../config/providers.example.toml")
         );
-        let cfg = Config::from_toml_str(toml, |v| Some(format!("value-of-{v}"))).unwrap();
+        // Every credential variable set; the secrets key (checked as a 32-byte key) not.
+        let env = |v: &str| (v != "OMNIGATE_SECRETS_KEY").then(|| format!("value-of-{v}"));
+        let cfg = Config::from_toml_str(toml, env).unwrap();
         let upstreams = cfg
             .providers
             .iter()

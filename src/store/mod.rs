@@ -5,6 +5,7 @@
 mod batch;
 mod capacity;
 mod console;
+mod facade;
 mod key_admin;
 mod keys;
 mod limits;
@@ -20,6 +21,7 @@ mod webhooks;
 
 pub use capacity::{ConfiguredCap, ProviderCapacity};
 pub use console::{ConsoleSession, OutcomeSlot, SignedInWith, TaskFilter, UsageCell};
+pub use facade::{CallbackShape, Reserved};
 pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};

@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 use super::client::{SendError, WebhookClient};
 use super::signing;
 use crate::config::WebhooksConfig;
-use crate::store::{now_ms, EventNext, TaskRecord, TaskState, WebhookAttempt, WebhookEvent};
+use crate::store::{
+    now_ms, CallbackShape, EventNext, TaskRecord, TaskState, WebhookAttempt, WebhookEvent,
+};
 
 /// What an attempt (or the decision not to make one) leaves behind.
 #[derive(Debug, Clone)]
@@ -28,6 +30,27 @@ pub struct Outcome {
 /// status `in_progress`, the progress and time of the event, and no result, error,
 /// `completed_at` or final cost (the task may have finished since).
 pub fn payload(event: &WebhookEvent, task: &TaskRecord) -> Value {
+    json!({
+        "type": event.kind,
+        "timestamp": rfc3339(event.created_at),
+        "data": crate::api::task_object(&task_at(event, task)),
+    })
+}
+
+/// The event's body in the task's callback shape: omnigate's (`payload`), or for a task
+/// made through the Kling facade, Kling's callback body (the task object as a Kling query
+/// answers it, as of the event). The signature headers are the same for every shape.
+pub fn payload_in(shape: &CallbackShape, event: &WebhookEvent, task: &TaskRecord) -> Value {
+    match shape {
+        CallbackShape::Omnigate => payload(event, task),
+        CallbackShape::Kling { external_task_id } => {
+            crate::api::kling_task_data(&task_at(event, task), external_task_id.as_deref())
+        }
+    }
+}
+
+/// The task as of the event (see `payload`).
+fn task_at(event: &WebhookEvent, task: &TaskRecord) -> TaskRecord {
     let mut task = task.clone();
     if event.kind.ends_with(".in_progress") {
         task.state = TaskState::InProgress;
@@ -38,11 +61,7 @@ pub fn payload(event: &WebhookEvent, task: &TaskRecord) -> Value {
         task.cost_final_usd = None;
         task.updated_at = event.created_at;
     }
-    json!({
-        "type": event.kind,
-        "timestamp": rfc3339(event.created_at),
-        "data": crate::api::task_object(&task),
-    })
+    task
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -7,4 +7,4 @@ pub mod delivery;
 pub mod signing;
 
 pub use client::{Answer, SendError, WebhookClient};
-pub use delivery::{attempt, payload, Outcome};
+pub use delivery::{attempt, payload, payload_in, Outcome};

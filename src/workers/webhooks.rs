@@ -67,7 +67,8 @@ async fn deliver_event(
         match gw.store.task(&event.task_id).await? {
             None => not_sent("not sent: the task no longer exists", EventNext::Failed),
             Some(task) => {
-                let body = serde_json::to_vec(&webhooks::payload(event, &task))?;
+                let shape = gw.store.callback_shape(&task.id).await?;
+                let body = serde_json::to_vec(&webhooks::payload_in(&shape, event, &task))?;
                 webhooks::attempt(client, cfg, secrets, event, body).await
             }
         }

@@ -7,8 +7,8 @@
 use std::sync::{Arc, OnceLock};
 
 use omnigate::api::parsers::{
-    is_token_shaped, judge_callback, openai_request, parse_json_body, parse_openai_create_body,
-    CallbackVerdict,
+    is_token_shaped, judge_callback, kling_request, openai_request, parse_json_body,
+    parse_openai_create_body, CallbackVerdict, KlingCreate,
 };
 use omnigate::api::ApiError;
 use omnigate::config::ProviderConfig;
@@ -76,6 +76,20 @@ pub fn openai_create(content_type: &str, bytes: &[u8]) -> Option<VideoRequest> {
         Ok(req) => accepted(req),
         Err(e) => {
             assert_client_error(&e, "POST /v1/videos body");
+            None
+        }
+    }
+}
+
+/// The body of the Kling facade's create (`POST /v1/videos/omni-video`): parsed as its
+/// extractor does, mapped onto a request as the handler does, then checked as a create
+/// checks it.
+pub fn kling_create(bytes: &[u8]) -> Option<VideoRequest> {
+    let req = parse_json_body::<KlingCreate>(bytes).and_then(kling_request);
+    match req {
+        Ok((req, _external_task_id)) => accepted(req),
+        Err(e) => {
+            assert_client_error(&e, "POST /v1/videos/omni-video body");
             None
         }
     }
