@@ -117,7 +117,7 @@ pub async fn build_gateway(
     let caps = crate::queue::configured_caps(upstreams.iter().map(|u| (&u.name, &u.config)));
     store.register_capacity(&caps).await?;
     let gw = Arc::new(Gateway {
-        queue: crate::queue::Queue::new(&caps),
+        queue: crate::queue::Queue::new(&caps, &config.queue),
         health: crate::health::Health::new(store.clone(), config.health.clone()),
         store,
         router: Router::new(upstreams),
@@ -129,7 +129,7 @@ pub async fn build_gateway(
         ),
         submits: tokio_util::task::TaskTracker::new(),
         draining: CancellationToken::new(),
-        heartbeats: workers::Heartbeats::default(),
+        heartbeats: Default::default(),
         limits,
         results,
     });

@@ -337,6 +337,10 @@ pub enum Priority {
     Low,
 }
 
+/// Longest wait in omnigate's queue a create may ask for (`max_wait_secs`), and the most
+/// `queue.default_max_wait_secs` may be.
+pub const MAX_WAIT_SECS: u64 = 86_400;
+
 impl VideoRequest {
     pub fn mode(&self) -> Mode {
         self.mode.unwrap_or_default()
@@ -370,6 +374,15 @@ impl VideoRequest {
         self.video_list
             .iter()
             .find(|v| v.refer_type() == ReferType::Base)
+    }
+
+    /// Kling: "When using text-to-video or first frame image to video, only 5 and 10s are
+    /// supported" on kling-video-o1. Generation from reference images or elements alone is
+    /// neither, so it keeps the full 3-10 (modellix, stricter, is passed over for it by
+    /// routing).
+    pub fn is_o1_five_or_ten(&self) -> bool {
+        let text_only = self.image_list.is_empty() && self.element_list.is_empty();
+        self.video_list.is_empty() && (text_only || self.has_frame(FrameType::FirstFrame))
     }
 
     pub fn has_frame(&self, frame: FrameType) -> bool {

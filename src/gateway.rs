@@ -23,7 +23,7 @@ pub struct Gateway {
     /// Cancelled when a graceful shutdown begins: creates are refused from then on.
     pub draining: CancellationToken,
     /// Each background worker's last completed step, for `/healthz`.
-    pub heartbeats: crate::workers::Heartbeats,
+    pub heartbeats: std::sync::Arc<crate::supervise::Heartbeats>,
     /// Per-key request rates, in this process or shared through Redis.
     pub limits: crate::limits::Limits,
     /// Omnigate's own copies of finished videos (`[results]`), when enabled.

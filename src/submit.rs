@@ -460,7 +460,7 @@ pub(crate) async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOut
             }
             let slot = match gw
                 .queue
-                .admit(gw, id, &job.token, &up.name)
+                .admit(&gw.store, id, &job.token, &up.name)
                 .await
                 .map_err(after_write)?
             {
@@ -548,7 +548,7 @@ pub(crate) async fn submit_in_order(gw: &Gateway, job: &Job) -> Result<SubmitOut
                     // The provider does not have the task: its slot is free again.
                     let capacity = crate::queue::is_capacity_refusal(e.kind);
                     if capacity {
-                        gw.queue.refused(gw, &up.name, slot).await;
+                        gw.queue.refused(&gw.store, &up.name, slot).await;
                         full.push(up.name.clone());
                     }
                     if slot {

@@ -114,11 +114,11 @@ pub fn validate(req: &VideoRequest) -> Checked {
 /// The wait a create may ask for in omnigate's queue.
 fn check_max_wait(req: &VideoRequest) -> Checked {
     match req.max_wait_secs {
-        Some(s) if s > crate::queue::MAX_WAIT_SECS => Err(ValidationError::new(
+        Some(s) if s > crate::domain::MAX_WAIT_SECS => Err(ValidationError::new(
             "max_wait_secs",
             format!(
                 "max_wait_secs must be from 0 (do not wait) to {}, got {s}.",
-                crate::queue::MAX_WAIT_SECS
+                crate::domain::MAX_WAIT_SECS
             ),
         )),
         _ => Ok(()),
@@ -175,7 +175,7 @@ fn check_duration(req: &VideoRequest) -> Checked {
     let has_video = !req.video_list.is_empty();
     let model = req.model.as_str();
     match req.model {
-        Model::KlingVideoO1 if is_o1_five_or_ten(req) && seconds != 5 && seconds != 10 => {
+        Model::KlingVideoO1 if req.is_o1_five_or_ten() && seconds != 5 && seconds != 10 => {
             invalid(format!(
                 "{model} text-to-video and first-frame image-to-video accept a duration of 5 or \
                  10 seconds only, got {seconds}."
@@ -193,14 +193,6 @@ fn check_duration(req: &VideoRequest) -> Checked {
         )),
         _ => Ok(()),
     }
-}
-
-/// Kling: "When using text-to-video or first frame image to video, only 5 and 10s are
-/// supported." Generation from reference images or elements alone is neither, so it keeps
-/// the full 3-10 (modellix, stricter, is passed over for it by routing).
-pub fn is_o1_five_or_ten(req: &VideoRequest) -> bool {
-    let text_only = req.image_list.is_empty() && req.element_list.is_empty();
-    req.video_list.is_empty() && (text_only || req.has_frame(FrameType::FirstFrame))
 }
 
 /// Rule 3.
@@ -484,7 +476,7 @@ fn callback_url_error() -> ValidationError {
 /// Rule 9, `callback_url`, in full: https, and not a loopback, private, link-local,
 /// multicast or metadata IP address, unless `allow_private_targets` (tests, private
 /// networks), which allows plain http and any address. A host name is not resolved here:
-/// its addresses are checked at each delivery (`webhooks::client`).
+/// its addresses are checked at each delivery (`outbound`).
 pub fn check_callback_url(raw: Option<&str>, allow_private_targets: bool) -> Checked {
     let Some(raw) = raw else {
         return Ok(());
@@ -498,8 +490,8 @@ pub fn check_callback_url(raw: Option<&str>, allow_private_targets: bool) -> Che
         return Ok(());
     }
     let internal = match url.host() {
-        Some(url::Host::Ipv4(ip)) => crate::webhooks::client::is_internal(ip.into()),
-        Some(url::Host::Ipv6(ip)) => crate::webhooks::client::is_internal(ip.into()),
+        Some(url::Host::Ipv4(ip)) => crate::outbound::is_internal(ip.into()),
+        Some(url::Host::Ipv6(ip)) => crate::outbound::is_internal(ip.into()),
         // A name is resolved at each delivery, where every address it has is checked: it
         // may point elsewhere by then.
         Some(url::Host::Domain(_)) => false,

@@ -486,7 +486,7 @@ mod answers {
     use crate::domain::TaskStatus;
     use crate::health::ProviderReport;
     use crate::store::{Attempt, KeyInfo, StatusChange, TaskError, UsageRow, WebhookAttempt};
-    use crate::workers::WorkerStatus;
+    use crate::supervise::WorkerStatus;
 
     /// The task object.
     #[derive(Serialize, ToSchema)]

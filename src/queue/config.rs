@@ -5,8 +5,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-/// Longest wait a create may ask for (`max_wait_secs`), and the most a default may be.
-pub const MAX_WAIT_SECS: u64 = 86_400;
+pub use crate::domain::MAX_WAIT_SECS;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -64,7 +64,7 @@ pub async fn dispatch_once(gw: &Arc<Gateway>) -> anyhow::Result<usize> {
 /// that turns out full goes back with its place, so this only needs to be a good guess.
 async fn room_now(gw: &Gateway) -> anyhow::Result<usize> {
     let batch = gw.config.queue.dispatch_batch as usize;
-    let rows = gw.queue.refresh(gw).await?;
+    let rows = gw.queue.refresh(&gw.store).await?;
     let now = now_ms();
     let mut room = 0usize;
     for up in gw.router.names() {

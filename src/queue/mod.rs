@@ -14,9 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use crate::domain::{Priority, VideoRequest};
-use crate::gateway::Gateway;
 use crate::providers::ErrorKind;
-use crate::store::{now_ms, ConfiguredCap, ProviderCapacity};
+use crate::store::{now_ms, ConfiguredCap, ProviderCapacity, Store};
 
 /// Whether a provider may be called for a task now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +36,8 @@ pub struct Queue {
     cooling: RwLock<HashMap<String, i64>>,
     /// The capacity rows as last read (for the dispatcher's room and for `/admin`).
     last_seen: RwLock<Vec<ProviderCapacity>>,
+    /// `queue.refusal_cooldown_secs`, in ms.
+    cooldown_ms: i64,
 }
 
 /// What a provider's configuration asks of the store.
@@ -53,7 +54,7 @@ pub fn configured_caps<'a>(
 }
 
 impl Queue {
-    pub fn new(caps: &[ConfiguredCap]) -> Queue {
+    pub fn new(caps: &[ConfiguredCap], config: &QueueConfig) -> Queue {
         Queue {
             capped: caps
                 .iter()
@@ -62,6 +63,7 @@ impl Queue {
                 .collect(),
             cooling: Default::default(),
             last_seen: Default::default(),
+            cooldown_ms: config.refusal_cooldown_ms(),
         }
     }
 
@@ -73,13 +75,13 @@ impl Queue {
     /// statement: an uncapped provider costs a create nothing here).
     pub async fn admit(
         &self,
-        gw: &Gateway,
+        store: &Store,
         id: &str,
         token: &str,
         provider: &str,
     ) -> anyhow::Result<Admit> {
         if self.is_capped(provider) {
-            return Ok(if gw.store.take_slot(id, token, provider).await? {
+            return Ok(if store.take_slot(id, token, provider).await? {
                 Admit::Go { slot: true }
             } else {
                 Admit::Full
@@ -94,25 +96,21 @@ impl Queue {
     }
 
     /// A provider refused a task for capacity: it is full for the cool-down, everywhere.
-    pub async fn refused(&self, gw: &Gateway, provider: &str, held_slot: bool) {
-        let cooldown = gw.config.queue.refusal_cooldown_ms();
+    pub async fn refused(&self, store: &Store, provider: &str, held_slot: bool) {
+        let cooldown = self.cooldown_ms;
         crate::telemetry::metrics::capacity_refusal(provider);
         if !self.is_capped(provider) {
             self.write_cooling()
                 .insert(provider.to_string(), now_ms() + cooldown);
         }
-        if let Err(e) = gw
-            .store
-            .capacity_refused(provider, held_slot, cooldown)
-            .await
-        {
+        if let Err(e) = store.capacity_refused(provider, held_slot, cooldown).await {
             tracing::warn!(provider, error = ?e, "could not record a capacity refusal");
         }
     }
 
     /// Reads every provider's capacity row, and takes the uncapped ones' cool-downs from it.
-    pub async fn refresh(&self, gw: &Gateway) -> anyhow::Result<Vec<ProviderCapacity>> {
-        let rows = gw.store.capacity().await?;
+    pub async fn refresh(&self, store: &Store) -> anyhow::Result<Vec<ProviderCapacity>> {
+        let rows = store.capacity().await?;
         {
             let mut cooling = self.write_cooling();
             for r in rows.iter().filter(|r| !self.is_capped(&r.provider)) {

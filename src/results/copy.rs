@@ -1,16 +1,13 @@
 //! One copy: download a provider's result URL (SSRF-checked, bounded in size and time)
 //! straight into the object store, then check the stored size against what was read.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
-use url::{Host, Url};
+use url::Url;
 
 use super::{Results, ResultsConfig};
-use crate::webhooks::client::{is_internal, CheckedResolver, InternalTarget};
+use crate::outbound;
 
 /// Redirects followed at most (signed CDN URLs often redirect once or twice).
 const MAX_REDIRECTS: usize = 5;
@@ -49,32 +46,15 @@ pub(super) fn fetch_client(config: &ResultsConfig) -> anyhow::Result<reqwest::Cl
             Err(why) => attempt.error(why),
         }
     });
-    Ok(reqwest::Client::builder()
+    Ok(outbound::client_builder(allow_private)
         .redirect(redirects)
-        .no_proxy()
-        .dns_resolver(Arc::new(CheckedResolver { allow_private }))
         .connect_timeout(std::time::Duration::from_secs(10))
         .user_agent(concat!("omnigate-results/", env!("CARGO_PKG_VERSION")))
         .build()?)
 }
 
-/// The scheme, and an IP literal's address (names are checked by the resolver).
 fn check_url(url: &Url, allow_private: bool) -> Result<(), String> {
-    match url.scheme() {
-        "https" => {}
-        "http" if allow_private => {}
-        other => return Err(format!("{other}: result URLs must be https")),
-    }
-    let ip = match url.host() {
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
-        Some(Host::Domain(_)) => return Ok(()),
-        None => return Err("the URL has no host".into()),
-    };
-    if !allow_private && is_internal(ip) {
-        return Err(format!("{ip} is an internal address"));
-    }
-    Ok(())
+    outbound::check_url(url, allow_private, "result URLs")
 }
 
 /// Copies `source` to `key` (under the configured prefix), within
@@ -179,12 +159,12 @@ fn too_large(max: u64) -> CopyError {
 
 /// A request error in a few words (no URL: a signed URL is a credential).
 fn classify(e: &reqwest::Error) -> CopyError {
+    if let Some(internal) = outbound::internal_target(e) {
+        return CopyError::Permanent(internal);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut last = String::new();
     while let Some(s) = source {
-        if let Some(internal) = s.downcast_ref::<InternalTarget>() {
-            return CopyError::Permanent(internal.to_string());
-        }
         last = s.to_string();
         source = s.source();
     }

@@ -8,7 +8,6 @@ use crate::config::ProviderConfig;
 use crate::domain::{FrameType, Model, ReferType, VideoRequest, DEFAULT_DURATION};
 use crate::health::{Circuit, ProviderHealth};
 use crate::providers::{Capabilities, Provider};
-use crate::validation::is_o1_five_or_ten;
 
 /// Input videos are 3-10 s; until a base video's length is known its edit is estimated
 /// at the longest, so a budget check never under-counts.
@@ -226,7 +225,7 @@ fn unsupported(
 ) -> Option<(&'static str, String)> {
     let o1_reference_duration = req.model == Model::KlingVideoO1
         && req.video_list.is_empty()
-        && !is_o1_five_or_ten(req)
+        && !req.is_o1_five_or_ten()
         && !matches!(req.duration.unwrap_or(DEFAULT_DURATION), 5 | 10);
     let checks: [(bool, &'static str, &str); 10] = [
         (!cfg.serves(req.model), "model", "does not serve this model"),

@@ -3,27 +3,24 @@
 //! any number of gateway processes can share the work.
 
 pub mod gauges;
-mod heartbeat;
 pub mod poller;
 pub mod reconciler;
 pub mod results;
 pub mod retention;
 pub mod webhooks;
 
-pub use heartbeat::{Heartbeats, WorkerStatus};
-
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::gateway::Gateway;
 use crate::store::{lease_token, now_ms, ClaimKind, TaskRecord};
+use crate::supervise::{self, Every};
 
 pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
     let tick = Duration::from_millis(gw.config.poller.tick_ms);
@@ -162,66 +159,7 @@ where
     F: Fn(Arc<Gateway>) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<usize>> + Send,
 {
-    gw.heartbeats.started(name, tick);
-    tokio::spawn(async move {
-        tracing::info!(worker = name, "started");
-        loop {
-            // Debug level: an idle step every tick is not worth a span in production; the
-            // per-task `task_step` spans inside it are.
-            let span = tracing::debug_span!("worker_step", worker = name);
-            // A panic in the call itself (before any future exists) is caught too.
-            let run = match std::panic::catch_unwind(AssertUnwindSafe(|| step(gw.clone()))) {
-                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().instrument(span).await,
-                Err(panic) => Err(panic),
-            };
-            let busy = match run {
-                Ok(Ok(n)) => {
-                    gw.heartbeats.step_done(name);
-                    n > 0
-                }
-                Ok(Err(e)) => {
-                    gw.heartbeats.step_done(name);
-                    tracing::error!(worker = name, error = ?e, "step failed");
-                    false
-                }
-                // A panicking step does not beat: one that panics every time shows as stuck.
-                Err(panic) => {
-                    gw.heartbeats.panicked(name);
-                    tracing::error!(
-                        worker = name,
-                        panic = panic_message(panic.as_ref()),
-                        "step panicked; the loop goes on"
-                    );
-                    false
-                }
-            };
-            // A full batch means more may be due: go again without sleeping.
-            let pause = if busy {
-                Duration::from_millis(10)
-            } else {
-                tick
-            };
-            let woken = async {
-                match &wake {
-                    Some(w) => w.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(pause) => {}
-                _ = woken => {}
-            }
-        }
-        gw.heartbeats.stopped(name);
-        tracing::info!(worker = name, "stopped");
-    })
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a non-text panic")
+    let beats = gw.heartbeats.clone();
+    let every = Every { tick, wake };
+    supervise::spawn(name, every, cancel, beats, move || step(gw.clone()))
 }
