@@ -121,6 +121,16 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
+impl From<crate::results::StorageUnavailable> for ApiError {
+    fn from(e: crate::results::StorageUnavailable) -> Self {
+        ApiError::Unavailable {
+            code: "storage_unavailable",
+            message: e.to_string(),
+            retry_after_secs: 5,
+        }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         if e.chain().any(is_store_outage) {

@@ -56,7 +56,7 @@ pub fn routes(gw: Arc<Gateway>, creates: load::Slots) -> Router<Arc<Gateway>> {
         .route("/kling/v1/videos/omni-video/{id}", get(get_one))
         .route_layer(from_fn_with_state(
             gw.clone(),
-            crate::limits::layer::rate_limit,
+            super::rate_limit::rate_limit,
         ))
         .route_layer(from_fn_with_state(gw, kling_auth::authenticate))
         .layer(from_fn(in_kling_envelope))

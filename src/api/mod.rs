@@ -17,6 +17,7 @@ pub mod load;
 mod observe;
 mod openai;
 mod openapi;
+pub mod rate_limit;
 mod tasks;
 mod throttle;
 mod usage;
@@ -51,7 +52,7 @@ use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
 
 use crate::gateway::Gateway;
-use crate::{limits, telemetry};
+use crate::telemetry;
 
 /// The configured body limit, for the error that names it.
 #[derive(Clone, Copy)]
@@ -70,7 +71,7 @@ pub struct BodyLimit(pub usize);
 ///    declared length over `server.max_body_bytes`, and the body idle timeout;
 /// 4. the body size limit for chunked bodies (axum's, counted as the body is read);
 /// 5. on `/v1` routes, authentication (once: the key goes into the request's extensions),
-///    then the per-key rate limit (`limits::layer`), so a refused call never reaches its
+///    then the per-key rate limit (`rate_limit.rs`), so a refused call never reaches its
 ///    handler nor takes a create slot;
 /// 6. on `POST /v1/video/generations`, `POST /v1/videos` and the Kling facade's create
 ///    only, the in-flight create limit (`server.max_in_flight_creates`), one count for all.
@@ -129,7 +130,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         )
         .route("/v1/video/quotes", post(tasks::quote))
         .route("/v1/usage", get(usage::mine))
-        .route_layer(from_fn_with_state(gw.clone(), limits::layer::rate_limit))
+        .route_layer(from_fn_with_state(gw.clone(), rate_limit::rate_limit))
         .route_layer(from_fn_with_state(gw.clone(), auth::authenticate));
     Router::new()
         .route("/healthz", get(healthz))

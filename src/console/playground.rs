@@ -238,7 +238,7 @@ pub async fn submit(
         crate::api::refuse_while_draining(&gw)?;
         // Validated by `create_task`, the same path as the API's create and quote.
         let (_, req) = request_of(&form)?;
-        crate::limits::layer::count_create(&gw, &key).await?;
+        crate::api::rate_limit::count_create(&gw, &key).await?;
         Ok::<_, ApiError>(crate::submit::create_task(&gw, &key, req, None).await?)
     }
     .await;

@@ -6,7 +6,6 @@
 //! only the request rate needs a store of its own, because it is checked on every call.
 
 mod breaker;
-pub mod layer;
 mod memory;
 mod redis;
 

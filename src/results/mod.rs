@@ -6,7 +6,7 @@ mod copy;
 mod serve;
 
 pub use copy::{copy_video, CopyError, Stored};
-pub use serve::{serve, video_type, ByteRange};
+pub use serve::{serve, video_type, ByteRange, StorageUnavailable};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -11,7 +11,6 @@ use object_store::{GetOptions, GetRange};
 use serde_json::json;
 
 use super::Results;
-use crate::api::ApiError;
 
 /// What a `Range` header asks of an object of a known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +123,7 @@ pub async fn serve(
     key: &str,
     content_type: Option<&str>,
     headers: &HeaderMap,
-) -> Result<Option<Response>, ApiError> {
+) -> Result<Option<Response>, StorageUnavailable> {
     let path = results.path(key);
     let meta = match results.store.head(&path).await {
         Ok(meta) => meta,
@@ -182,14 +181,15 @@ pub async fn serve(
     ))
 }
 
-/// The object store did not answer: logged with its details, a 503 for the client.
-fn storage_unavailable(key: &str, e: object_store::Error) -> ApiError {
+/// The object store could not answer a read (a 503 `storage_unavailable` for the client).
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway's video storage is unavailable; retry shortly")]
+pub struct StorageUnavailable;
+
+/// The object store did not answer: logged with its details, which the client is not told.
+fn storage_unavailable(key: &str, e: object_store::Error) -> StorageUnavailable {
     tracing::warn!(key, error = %e, "the object store cannot serve a stored copy");
-    ApiError::Unavailable {
-        code: "storage_unavailable",
-        message: "the gateway's video storage is unavailable; retry shortly".into(),
-        retry_after_secs: 5,
-    }
+    StorageUnavailable
 }
 
 /// 416 with `Content-Range: bytes */size` and the usual error envelope.

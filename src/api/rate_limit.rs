@@ -9,9 +9,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{Bucket, Decision, Verdict};
-use crate::api::ApiError;
+use super::ApiError;
 use crate::gateway::Gateway;
+use crate::limits::{Bucket, Decision, Verdict};
 use crate::store::ApiKey;
 
 pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -27,7 +27,7 @@ pub fn bucket_of(method: &Method, path: &str) -> Bucket {
     if method == Method::POST
         && (path == "/v1/video/generations"
             || path == "/v1/videos"
-            || crate::api::is_kling_create_path(path))
+            || super::is_kling_create_path(path))
     {
         Bucket::Create
     } else {
