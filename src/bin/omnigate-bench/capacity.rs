@@ -21,6 +21,10 @@
 
 #[path = "capacity_fake.rs"]
 mod fake;
+#[path = "capacity_figures.rs"]
+mod figures;
+#[path = "capacity_report.rs"]
+mod report;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,10 +37,11 @@ use sqlx::{Connection, Executor};
 use tokio::process::Command;
 
 use super::{
-    free_port, machine, omnigate_bin, print_rows, serve_omnigate, signal, Database, Proc,
-    RunArgs, StoreKind, UPSTREAM_KEY_ENV,
+    free_port, omnigate_bin, serve_omnigate, signal, Database, Proc, RunArgs, StoreKind,
+    UPSTREAM_KEY_ENV,
 };
 use fake::{Dialect, Fake, Seen};
+use figures::{accepted_twice, dispatch_latencies, first_full, starts, utilization};
 
 const RESELLER_CAP: usize = 20;
 const SPILL_CAP: usize = 10;
@@ -62,7 +67,11 @@ impl Params {
         let smoke = args.smoke;
         Params {
             task_secs: args.capacity_task_secs,
-            bursts: if smoke { [100, 30, 10] } else { [1000, 100, 10] },
+            bursts: if smoke {
+                [100, 30, 10]
+            } else {
+                [1000, 100, 10]
+            },
             waiting: args.capacity_waiting,
             flat_creates: if smoke { 40 } else { 200 },
             flat_dispatches: if smoke { 20 } else { 100 },
@@ -181,11 +190,6 @@ struct Created {
     ok: bool,
 }
 
-fn key_of(label: &str) -> &str {
-    label.split('-').next().unwrap_or_default()
-}
-
-/// Sends `n` creates of key `key` labelled `{prefix}-{i}`, `concurrency` at a time, each
 /// to the next of `bases` in turn.
 async fn send_creates(
     client: &reqwest::Client,
@@ -305,171 +309,6 @@ fn count_state(states: &[(String, i64)], state: &str) -> i64 {
         .map_or(0, |(_, n)| *n)
 }
 
-// ---------------------------------------------------------------------------------------
-// What the fakes saw, read for the figures.
-
-fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
-/// The first instant `seen`'s provider ran `cap` tasks, if it ever did.
-fn first_full(seen: &Seen) -> Option<f64> {
-    let mut events: Vec<(f64, i32)> = seen
-        .tasks
-        .iter()
-        .flat_map(|t| [(t.start, 1), (t.end, -1)])
-        .collect();
-    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut running = 0;
-    for (at, step) in events {
-        running += step;
-        if running >= seen.cap as i32 {
-            return Some(at);
-        }
-    }
-    None
-}
-
-/// The fraction of `seen`'s cap busy between `from` and `to`.
-fn utilization(seen: &Seen, from: f64, to: f64) -> f64 {
-    if to <= from || seen.cap == 0 {
-        return f64::NAN;
-    }
-    let busy: f64 = seen
-        .tasks
-        .iter()
-        .map(|t| (t.end.min(to) - t.start.max(from)).max(0.0))
-        .sum();
-    busy / (seen.cap as f64 * (to - from))
-}
-
-/// Dispatch latencies (ms) at one provider: each moment omnigate learned a task there
-/// ended, no later than `until` (while tasks waited), paired with the next create to
-/// arrive there that no earlier moment took.
-fn dispatch_latencies(seen: &Seen, from: f64, until: f64) -> Vec<f64> {
-    let mut learned: Vec<f64> = seen
-        .tasks
-        .iter()
-        .filter_map(|t| t.learned)
-        .filter(|l| *l >= from && *l <= until)
-        .collect();
-    learned.sort_by(f64::total_cmp);
-    let mut creates = seen.creates.clone();
-    creates.sort_by(f64::total_cmp);
-    let mut next = 0;
-    let mut out = Vec::new();
-    for l in learned {
-        while next < creates.len() && creates[next] < l {
-            next += 1;
-        }
-        let Some(c) = creates.get(next) else { break };
-        out.push((c - l) * 1000.0);
-        next += 1;
-    }
-    out
-}
-
-/// How long after a task ended omnigate learned it (ms).
-fn learn_lags(seen: &Seen) -> Vec<f64> {
-    seen.tasks
-        .iter()
-        .filter_map(|t| t.learned.map(|l| (l - t.end) * 1000.0))
-        .collect()
-}
-
-/// Each task's start (by label) at either provider, the first if several.
-fn starts(seens: &[&Seen]) -> HashMap<String, f64> {
-    let mut out = HashMap::new();
-    for t in seens.iter().flat_map(|s| &s.tasks) {
-        let e = out.entry(t.label.clone()).or_insert(t.start);
-        *e = e.min(t.start);
-    }
-    out
-}
-
-/// Labels the fakes accepted more than once.
-fn accepted_twice(seens: &[&Seen]) -> usize {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for t in seens.iter().flat_map(|s| &s.tasks) {
-        *count.entry(&t.label).or_default() += 1;
-    }
-    count.values().filter(|n| **n > 1).count()
-}
-
-/// Starts per key in the window where all of `keys` had tasks waiting: from the last of
-/// their first waits to the first of their last waiting task's starts.
-struct Fairness {
-    window: (f64, f64),
-    starts: Vec<usize>,
-}
-
-impl Fairness {
-    fn measure(keys: &[&str], created: &[Created], started: &HashMap<String, f64>) -> Fairness {
-        let mut from = f64::MIN;
-        let mut to = f64::MAX;
-        for key in keys {
-            let waited: Vec<&Created> = created
-                .iter()
-                .filter(|c| c.waited && key_of(&c.label) == *key)
-                .collect();
-            let first = waited.iter().map(|c| c.at).fold(f64::MAX, f64::min);
-            let last = waited
-                .iter()
-                .filter_map(|c| started.get(&c.label))
-                .fold(f64::MIN, |a, b| a.max(*b));
-            from = from.max(first);
-            to = to.min(last);
-        }
-        let starts = keys
-            .iter()
-            .map(|key| {
-                started
-                    .iter()
-                    .filter(|(label, at)| key_of(label) == *key && **at > from && **at <= to)
-                    .count()
-            })
-            .collect();
-        Fairness {
-            window: (from, to),
-            starts,
-        }
-    }
-
-    /// Jain's index of the keys' starts: 1 when equal, 1/n when one key had them all.
-    fn jain(&self) -> f64 {
-        let sum: f64 = self.starts.iter().map(|&s| s as f64).sum();
-        let squares: f64 = self.starts.iter().map(|&s| (s as f64).powi(2)).sum();
-        sum * sum / (self.starts.len() as f64 * squares)
-    }
-
-    /// The share furthest from an equal one, as a signed fraction of the equal share.
-    fn worst_share(&self) -> f64 {
-        let sum: f64 = self.starts.iter().map(|&s| s as f64).sum();
-        let equal = sum / self.starts.len() as f64;
-        self.starts
-            .iter()
-            .map(|&s| s as f64 / equal - 1.0)
-            .fold(0.0, |w: f64, d| if d.abs() > w.abs() { d } else { w })
-    }
-
-    fn cell(&self) -> String {
-        let starts: Vec<String> = self.starts.iter().map(|s| s.to_string()).collect();
-        format!(
-            "{} in {:.1}-{:.1} s",
-            starts.join(" / "),
-            self.window.0,
-            self.window.1
-        )
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // The burst, on one or two gateways.
 
 struct BurstFigures {
@@ -478,6 +317,8 @@ struct BurstFigures {
     states: Vec<(String, i64)>,
     reseller: Seen,
     spill: Seen,
+    /// When the first create was sent, on the fakes' clock.
+    started: f64,
     secs: f64,
 }
 
@@ -561,6 +402,7 @@ async fn measure_burst(
             states,
             reseller: fake.seen(Dialect::Kling),
             spill: fake.seen(Dialect::Modellix),
+            started,
             secs,
         })
     }
@@ -744,7 +586,12 @@ async fn measure_flat(
             let seen = fake.seen(Dialect::Kling);
             seen.tasks.iter().filter(|t| t.start > mark).count()
         };
-        while dispatched(&fake) < p.flat_dispatches && Instant::now() < deadline {
+        // Only tasks that waited are dispatched after the creates (a slow build may have
+        // started most of them on the create path).
+        let wanted = p
+            .flat_dispatches
+            .min(created.iter().filter(|c| c.waited).count() + waiting as usize);
+        while dispatched(&fake) < wanted && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         gw.proc.stop().await;
@@ -775,8 +622,8 @@ pub async fn run(args: &RunArgs, dir: &Path) -> anyhow::Result<()> {
     let crash = measure_crash(args, dir, &p).await?;
     let empty = measure_flat(args, dir, &p, 0).await?;
     let full = measure_flat(args, dir, &p, p.waiting).await?;
-    print_capacity(args, &p, &one, &two, &crash, &[empty, full]);
-    print_picture(&one, p.task_secs);
+    report::print_capacity(args, &p, &one, &two, &crash, &[empty, full]);
+    report::print_picture(&one, p.task_secs);
     // Speed is for the reader to judge; these are wrong at any speed.
     for b in [&one, &two] {
         if b.violations() > 0 {
@@ -806,262 +653,4 @@ pub async fn run(args: &RunArgs, dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn ms_pair(values: &[f64]) -> String {
-    format!(
-        "{:.0} / {:.0} ({})",
-        percentile(values, 50.0),
-        percentile(values, 99.0),
-        values.len()
-    )
-}
-
-fn pct(v: f64) -> String {
-    format!("{:.1}%", v * 100.0)
-}
-
-fn burst_rows(b: &BurstFigures, rows: &mut Vec<(String, Vec<String>)>) {
-    let row = |label: &str, measured: String, target: &str| {
-        (
-            format!("  {label}"),
-            vec![measured, target.to_string()],
-        )
-    };
-    let created = b.created.iter().filter(|c| c.ok).count();
-    let waited = b.created.iter().filter(|c| c.waited).count();
-    rows.push((
-        format!(
-            "{} gateway(s){}: {created} tasks, {waited} waited, {:.0} s",
-            b.gateways,
-            if b.gateways > 1 {
-                ", creates split between them"
-            } else {
-                ""
-            },
-            b.secs
-        ),
-        vec![String::new(), String::new()],
-    ));
-    rows.push(row(
-        "cap violations seen by the fakes",
-        b.violations().to_string(),
-        "0",
-    ));
-    rows.push(row(
-        "most running at once, reseller / spill",
-        format!("{} / {}", b.reseller.most_running, b.spill.most_running),
-        &format!("<= {RESELLER_CAP} / {SPILL_CAP}"),
-    ));
-    rows.push(row(
-        "utilization while tasks wait, reseller / spill",
-        format!(
-            "{} / {}",
-            pct(b.utilization(&b.reseller)),
-            pct(b.utilization(&b.spill))
-        ),
-        ">= 95%",
-    ));
-    let one = b.gateways == 1;
-    rows.push(row(
-        "dispatch latency p50 / p99 (ms) (pairs)",
-        ms_pair(&b.dispatch_latencies()),
-        if one { "<= 100 / <= 1000" } else { "" },
-    ));
-    rows.push(row(
-        "end -> omnigate learns, p50 / p99 (ms): reseller",
-        ms_pair(&learn_lags(&b.reseller)),
-        "",
-    ));
-    rows.push(row(
-        "end -> omnigate learns, p50 / p99 (ms): spill",
-        ms_pair(&learn_lags(&b.spill)),
-        "",
-    ));
-    rows.push(row(
-        "started on the pricier provider (spill)",
-        b.spill.tasks.len().to_string(),
-        "",
-    ));
-    let started = b.started();
-    let all = Fairness::measure(&KEYS, &b.created, &started);
-    rows.push(row(
-        "starts a / b / c while all three wait",
-        all.cell(),
-        "equal",
-    ));
-    rows.push(row(
-        "  furthest share from equal; Jain's index",
-        format!("{:+.0}%; {:.3}", all.worst_share() * 100.0, all.jain()),
-        "within 10%; >= 0.95",
-    ));
-    let ab = Fairness::measure(&KEYS[..2], &b.created, &started);
-    rows.push(row("starts a / b while both wait", ab.cell(), "equal"));
-    rows.push(row(
-        "  furthest share from equal; Jain's index",
-        format!("{:+.0}%; {:.3}", ab.worst_share() * 100.0, ab.jain()),
-        "within 10%; >= 0.95",
-    ));
-    let last = |key: &str| {
-        started
-            .iter()
-            .filter(|(l, _)| key_of(l) == key)
-            .map(|(_, at)| *at)
-            .fold(0.0, f64::max)
-    };
-    rows.push(row(
-        "last start of c / b / a (s)",
-        format!("{:.1} / {:.1} / {:.1}", last("c"), last("b"), last("a")),
-        "c long before a",
-    ));
-    rows.push(row(
-        "tasks completed / created; lost",
-        format!(
-            "{} / {created}; {}",
-            count_state(&b.states, "completed"),
-            b.lost()
-        ),
-        "all; 0",
-    ));
-}
-
-fn print_capacity(
-    args: &RunArgs,
-    p: &Params,
-    one: &BurstFigures,
-    two: &BurstFigures,
-    crash: &CrashFigures,
-    flat: &[FlatFigures],
-) {
-    println!(
-        "\nomnigate-bench --capacity, {}; PostgreSQL, pool {}; fake reseller (Kling dialect, \
-         refuses with 1303) capped at {RESELLER_CAP}, spill (modellix dialect, refuses with 429) \
-         at {SPILL_CAP}; {} s per task; bursts a {} then b {} and c {}",
-        machine(),
-        args.pool,
-        p.task_secs,
-        p.bursts[0],
-        p.bursts[1],
-        p.bursts[2]
-    );
-    let mut rows = Vec::new();
-    burst_rows(one, &mut rows);
-    burst_rows(two, &mut rows);
-    let row = |label: &str, measured: String, target: &str| {
-        (
-            format!("  {label}"),
-            vec![measured, target.to_string()],
-        )
-    };
-    rows.push((
-        format!(
-            "kill -9 mid-burst, one gateway, reseller alone: {} tasks, {:.0} s",
-            crash.created, crash.secs
-        ),
-        vec![String::new(), String::new()],
-    ));
-    rows.push(row(
-        "started when killed; restarted in (s)",
-        format!("{}; {:.1}", crash.killed_after, crash.restart_secs),
-        "",
-    ));
-    rows.push(row(
-        "tasks not completed (lost)",
-        crash.lost.to_string(),
-        "0",
-    ));
-    rows.push(row(
-        "tasks accepted twice by the fake; never submitted",
-        format!("{}; {}", crash.twice, crash.never_seen),
-        "0; 0",
-    ));
-    rows.push(row(
-        "second submits refused as a known external_task_id",
-        crash.duplicate_ids.to_string(),
-        "",
-    ));
-    rows.push(row(
-        "cap violations seen by the fake",
-        crash.violations.to_string(),
-        "0",
-    ));
-    rows.push((
-        "a long queue against an empty one (reseller alone)".into(),
-        vec![String::new(), String::new()],
-    ));
-    for f in flat {
-        rows.push(row(
-            &format!("{} waiting: create that waits p50 / p99 (ms)", f.waiting),
-            ms_pair(&f.create_ms),
-            "flat",
-        ));
-        rows.push(row(
-            &format!("{} waiting: dispatch latency p50 / p99 (ms)", f.waiting),
-            ms_pair(&f.dispatch_ms),
-            "flat",
-        ));
-    }
-    print_rows("", &["measured".into(), "target".into()], &rows);
-}
-
-/// The one-gateway burst as the fakes saw it: starts per key, tasks running and tasks
-/// waiting in omnigate, in even slices of the run.
-fn print_picture(b: &BurstFigures, task_secs: f64) {
-    let started = b.started();
-    let end = b
-        .reseller
-        .tasks
-        .iter()
-        .chain(&b.spill.tasks)
-        .map(|t| t.end)
-        .fold(0.0, f64::max);
-    let slice = ((end / 24.0 / task_secs).ceil() * task_secs).max(task_secs / 2.0);
-    let waiting_at = |t: f64| {
-        let entered = b.created.iter().filter(|c| c.waited && c.at <= t).count();
-        let left = b
-            .created
-            .iter()
-            .filter(|c| c.waited && started.get(&c.label).is_some_and(|s| *s <= t))
-            .count();
-        entered.saturating_sub(left)
-    };
-    let running_at = |t: f64| {
-        b.reseller
-            .tasks
-            .iter()
-            .chain(&b.spill.tasks)
-            .filter(|x| x.start <= t && x.end > t)
-            .count()
-    };
-    let most_waiting = (0..=(end / slice) as usize)
-        .map(|i| waiting_at((i + 1) as f64 * slice))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    println!(
-        "\nA burst, as the fakes saw it (one gateway; each row {slice:.1} s; running at the \
-         row's end of {} slots; # = tasks waiting in omnigate)",
-        RESELLER_CAP + SPILL_CAP
-    );
-    println!("  t (s)    starts a    b    c  running  waiting");
-    let mut from = 0.0;
-    while from < end {
-        let to = from + slice;
-        let starts = |key: &str| {
-            started
-                .iter()
-                .filter(|(l, at)| key_of(l) == key && **at >= from && **at < to)
-                .count()
-        };
-        let waiting = waiting_at(to);
-        let bar = "#".repeat((waiting * 40).div_ceil(most_waiting));
-        println!(
-            "  {from:>5.1}  {:>10} {:>4} {:>4}  {:>7}  {waiting:>7} {bar}",
-            starts("a"),
-            starts("b"),
-            starts("c"),
-            running_at(to),
-        );
-        from = to;
-    }
 }

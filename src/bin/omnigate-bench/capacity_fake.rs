@@ -256,7 +256,8 @@ fn authorized(headers: &HeaderMap) -> bool {
 // Kling's dialect.
 
 fn kling_error(status: StatusCode, code: i64, message: &str) -> Response {
-    let body = json!({"code": code, "message": message, "request_id": uuid::Uuid::new_v4().to_string()});
+    let body =
+        json!({"code": code, "message": message, "request_id": uuid::Uuid::new_v4().to_string()});
     (status, Json(body)).into_response()
 }
 
