@@ -4,7 +4,8 @@
 # upstream, nginx and omnigate on PostgreSQL and SQLite, drives oha at each and prints one
 # table. Every flag is passed on: bench/run.sh --smoke, --sustain-secs 60, --prefill,
 # --scale (the poller over 100,000 unfinished tasks, webhook deliveries, two gateways),
-# --help. After a full (not --smoke) run, schemathesis tests the API against its OpenAPI
+# --capacity (the admission queue against fake providers with a real cap: see
+# docs/capacity-bench.md), --help. After a full (not --smoke) run, schemathesis tests the API against its OpenAPI
 # document with BENCH_SCHEMATHESIS_EXAMPLES examples per operation (100; CI runs 12; 0
 # skips it), and the crash drill runs with BENCH_DRILL_TASKS tasks (1000; CI runs 200; 0
 # skips it).

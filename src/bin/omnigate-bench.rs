@@ -22,7 +22,10 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 use tokio::process::{Child, Command};
 
-// Their own files: the disk probe and the scale measurements share only the helpers above.
+// Their own files: the disk probe and the scale and capacity measurements share only the
+// helpers above.
+#[path = "omnigate-bench/capacity.rs"]
+mod capacity;
 #[path = "omnigate-bench/disk.rs"]
 mod disk;
 #[path = "omnigate-bench/scale.rs"]
@@ -93,6 +96,17 @@ struct RunArgs {
     scale_secs: u64,
     #[arg(long, env = "BENCH_SCALE_EVENTS", default_value_t = 20_000)]
     scale_events: u64,
+    /// Instead of the latency table: the admission queue against fake providers with a
+    /// real cap (cap violations, utilization, dispatch latency, fairness, kill -9, a long
+    /// queue); see `omnigate-bench/capacity.rs`.
+    #[arg(long, env = "BENCH_CAPACITY")]
+    capacity: bool,
+    /// Seconds each task of the capacity fakes runs.
+    #[arg(long, env = "BENCH_CAPACITY_TASK_SECS", default_value_t = 2.5)]
+    capacity_task_secs: f64,
+    /// Tasks waiting in the capacity mode's long-queue run.
+    #[arg(long, env = "BENCH_CAPACITY_WAITING", default_value_t = 100_000)]
+    capacity_waiting: u64,
     /// Redis the two gateways of the replica measurement share.
     #[arg(
         long,
@@ -166,6 +180,8 @@ impl RunArgs {
             self.scale_interval_secs = self.scale_interval_secs.min(1.0);
             self.scale_secs = self.scale_secs.min(3);
             self.scale_events = self.scale_events.min(200);
+            self.capacity_task_secs = self.capacity_task_secs.min(0.5);
+            self.capacity_waiting = self.capacity_waiting.min(1_000);
         }
     }
 }
@@ -893,6 +909,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!("omnigate-bench: logs in {}", dir.display());
+    if args.capacity {
+        return capacity::run(&args, &dir).await;
+    }
     // The scale run's upstream checks that no task is polled twice within an interval.
     let min_gap_ms = if args.scale {
         (args.scale_interval_secs * 1000.0) as i64
