@@ -1,7 +1,8 @@
-//! Reading single values out of a dialect's JSON: text, numbers, progress, result videos,
-//! and the percent-encoding of an id put into a path.
+//! Single values in a dialect's JSON: reading text, numbers, progress and result videos
+//! out of an answer, the percent-encoding of an id put into a path, and the
+//! `callback_url` put into a create body.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::reply::storable;
 use crate::domain::VideoResult;
@@ -74,6 +75,15 @@ pub(in crate::providers) fn videos(list: Option<&Value>) -> Vec<VideoResult> {
         .unwrap_or_default()
 }
 
+/// Adds omnigate's upstream intake for the task as the create body's `callback_url`, for
+/// the dialects that call back under that name (Kling's and apimodels'). `None`: no
+/// callback is asked for and the field is left out.
+pub(in crate::providers) fn set_callback_url(body: &mut Value, callback_url: Option<&str>) {
+    if let (Some(url), Some(body)) = (callback_url, body.as_object_mut()) {
+        body.insert("callback_url".into(), json!(url));
+    }
+}
+
 /// Percent-encodes a path segment (upstream ids are opaque to us).
 pub(in crate::providers) fn path_segment(s: &str) -> String {
     s.bytes()
@@ -89,7 +99,6 @@ pub(in crate::providers) fn path_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn progress_accepts_numbers_and_percent_strings() {
@@ -117,6 +126,18 @@ mod tests {
             Some("https://v/3.mp4".into())
         );
         assert_eq!(video(&json!({"id": "x"})), None);
+    }
+
+    #[test]
+    fn a_callback_url_is_added_only_when_there_is_one() {
+        let mut body = json!({"prompt": "p"});
+        set_callback_url(&mut body, None);
+        assert_eq!(body, json!({"prompt": "p"}));
+        set_callback_url(&mut body, Some("https://gw.example/cb/1"));
+        assert_eq!(
+            body,
+            json!({"prompt": "p", "callback_url": "https://gw.example/cb/1"})
+        );
     }
 
     #[test]

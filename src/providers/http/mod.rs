@@ -12,8 +12,8 @@ mod reply;
 
 pub(super) use classify::{check, classify_http_like, malformed, no_external_id_lookup, Verdict};
 pub(super) use client::Upstream;
-pub(super) use fields::{integer, path_segment, progress, text, videos};
-pub(super) use observed::{log_unreadable, read_data_created, read_data_task, Observed};
+pub(super) use fields::{integer, path_segment, progress, set_callback_url, text, videos};
+pub(super) use observed::{log_unreadable, read_data_created, read_data_task, submitted, Observed};
 pub(super) use reply::{callback_reply, read_answer, Reply};
 
 /// Which kind of call a reply answers: a lost or unreadable submit answer may hide a

@@ -120,6 +120,17 @@ pub(in crate::providers) fn read_data_created(
         .and_then(|d| d.get(state_field))
         .and_then(Value::as_str)
         .unwrap_or_default();
+    Ok(submitted(upstream_id, state, map_state))
+}
+
+/// What a create answer says: the new task's id, and its state read from the dialect's
+/// `state` word by `map_state`. A fresh task whose answer names no state is queued; see
+/// [`Observed::created_status`] for the rest.
+pub(in crate::providers) fn submitted(
+    upstream_id: String,
+    state: &str,
+    map_state: fn(&str) -> Option<TaskStatus>,
+) -> Submitted {
     let observed = Observed {
         upstream_id: upstream_id.clone(),
         raw_state: state.to_string(),
@@ -130,10 +141,10 @@ pub(in crate::providers) fn read_data_created(
         },
         ..Default::default()
     };
-    Ok(Submitted {
+    Submitted {
         upstream_id,
         status: observed.created_status(),
-    })
+    }
 }
 
 /// A task answer shaped `{code, data: {...}}` (modellix and apimodels): the checked body

@@ -5,8 +5,7 @@
 use serde_json::Value;
 
 use super::observe::{kling_state, observe, observe_kling};
-use crate::domain::TaskStatus;
-use crate::providers::http::{self, check, malformed, Call, Observed, Reply, Verdict};
+use crate::providers::http::{self, check, malformed, Call, Reply, Verdict};
 use crate::providers::{ErrorKind, ProviderError, Submitted, UpstreamTask};
 
 /// Kling's error codes. The HTTP status beside them is not reliable (an empty balance
@@ -65,21 +64,7 @@ pub(in crate::providers) fn read_created(reply: &Reply) -> Result<Submitted, Pro
         .iter()
         .find_map(|k| task.get(k).and_then(Value::as_str))
         .unwrap_or_default();
-    let observed = Observed {
-        upstream_id: upstream_id.clone(),
-        raw_state: state.to_string(),
-        // A fresh task whose answer names no state is queued.
-        status: if state.trim().is_empty() {
-            Some(TaskStatus::Queued)
-        } else {
-            kling_state(state)
-        },
-        ..Default::default()
-    };
-    Ok(Submitted {
-        upstream_id,
-        status: observed.created_status(),
-    })
+    Ok(http::submitted(upstream_id, state, kling_state))
 }
 
 /// Kling documents no code for "external_task_id already used" (a parameter error,
@@ -228,6 +213,7 @@ pub(super) fn transient_on_lookup(reply: &Reply, mut e: ProviderError) -> Provid
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::TaskStatus;
     use crate::providers::fixtures::reply;
     use crate::providers::kling::envelope;
     use serde_json::json;

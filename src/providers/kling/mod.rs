@@ -9,7 +9,6 @@ mod observe;
 mod request;
 
 use async_trait::async_trait;
-use serde_json::json;
 
 use self::answer::{
     read_callback, read_created, read_list_page, read_task, read_task_by_external_id,
@@ -136,9 +135,7 @@ impl Provider for Kling {
         callback_url: Option<&str>,
     ) -> Result<Submitted, ProviderError> {
         let mut body = create_body(task_id, req);
-        if let (Some(url), Some(body)) = (callback_url, body.as_object_mut()) {
-            body.insert("callback_url".into(), json!(url));
-        }
+        http::set_callback_url(&mut body, callback_url);
         if self.element_id_as_string {
             stringify_element_ids(&mut body);
         }
@@ -220,13 +217,13 @@ impl Kling {
 /// Kling's envelope around a task (or a task list), for the answer tests.
 #[cfg(test)]
 fn envelope(task: serde_json::Value) -> serde_json::Value {
-    json!({"code": 0, "message": "SUCCEED", "request_id": "r", "data": task})
+    serde_json::json!({"code": 0, "message": "SUCCEED", "request_id": "r", "data": task})
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     fn config(extra: Value) -> ProviderConfig {
         let mut v = json!({
