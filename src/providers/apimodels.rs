@@ -58,9 +58,7 @@ impl Provider for Apimodels {
         callback_url: Option<&str>,
     ) -> Result<Submitted, ProviderError> {
         let mut body = create_body(req);
-        if let (Some(url), Some(body)) = (callback_url, body.as_object_mut()) {
-            body.insert("callback_url".into(), json!(url));
-        }
+        http::set_callback_url(&mut body, callback_url);
         let request = self.upstream.post(GENERATIONS_PATH, &body);
         self.upstream.call(request, read_created).await
     }
