@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::Store;
+use super::{Store, WaitingGroup};
 use crate::telemetry::metrics::StoreGauges;
 
 /// The unfinished states, as stored (`submitting` and `submit_unknown` are shown to
@@ -21,15 +21,32 @@ impl Store {
     /// Unfinished tasks by provider and state, the oldest per provider, and how overdue
     /// the most overdue poll is at `now` (ms). Two queries over indexes of unfinished tasks
     /// only, so the cost follows the work in flight, not the table's history.
-    pub async fn store_gauges(&self, now: i64) -> anyhow::Result<StoreGauges> {
+    /// The unfinished-task gauges. Waiting tasks are taken from `waiting` (the queue
+    /// gauges' groups, read once through their index) rather than counted again here: with
+    /// a long queue, a second count of it every interval is what a create would feel.
+    pub async fn store_gauges(
+        &self,
+        now: i64,
+        waiting: &[WaitingGroup],
+    ) -> anyhow::Result<StoreGauges> {
         let rows = sqlx::query(
             "SELECT COALESCE(provider, '') AS provider, state, COUNT(*) AS n, MIN(created_at) AS oldest \
-             FROM tasks WHERE state IN ('waiting', 'submitting', 'submit_unknown', 'queued', 'in_progress') \
+             FROM tasks WHERE state IN ('submitting', 'submit_unknown', 'queued', 'in_progress') \
              GROUP BY provider, state",
         )
         .fetch_all(&self.pool)
         .await?;
         let mut g = StoreGauges::default();
+        if let Some(oldest) = waiting.iter().map(|w| w.oldest_since).min() {
+            // Waiting tasks are at no provider yet.
+            g.tasks.push((
+                "none".into(),
+                "waiting",
+                waiting.iter().map(|w| w.waiting).sum(),
+            ));
+            g.oldest
+                .push(("none".into(), (now - oldest).max(0) as f64 / 1000.0));
+        }
         for row in rows {
             let provider: String = row.try_get("provider")?;
             let provider = if provider.is_empty() {

@@ -31,13 +31,11 @@ pub fn spawn(gw: &Arc<Gateway>, cancel: &CancellationToken) -> Option<JoinHandle
 /// that its loop always sleeps a full interval.
 pub async fn refresh_once(gw: &Gateway) -> anyhow::Result<usize> {
     metrics::upkeep();
-    let gauges = gw.store.store_gauges(now_ms()).await?;
+    let groups = gw.store.waiting_groups(None).await?;
+    let gauges = gw.store.store_gauges(now_ms(), &groups).await?;
     let providers: Vec<String> = gw.router.names().map(str::to_string).collect();
     metrics::set_store_gauges(&gauges, &providers, UNFINISHED_STATES);
-    let waiting: Vec<(String, String, i64)> = gw
-        .store
-        .waiting_groups(None)
-        .await?
+    let waiting: Vec<(String, String, i64)> = groups
         .into_iter()
         .map(|g| (g.api_key_id, g.model, g.waiting))
         .collect();
