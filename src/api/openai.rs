@@ -238,6 +238,7 @@ pub fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
         watermark: None,
         callback_url: None,
         callback_events: None,
+        webhook_events: None,
         metadata: None,
         routing: None,
         max_wait_secs: None,
