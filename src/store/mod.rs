@@ -8,6 +8,7 @@ mod console;
 mod key_admin;
 mod keys;
 mod limits;
+mod live;
 mod observe;
 mod polls;
 mod queue;
@@ -22,6 +23,7 @@ pub use console::{ConsoleSession, OutcomeSlot, SignedInWith, TaskFilter, UsageCe
 pub use key_admin::{check_label, new_webhook_secret, IssuedKey, KeyChange, KeyInfo};
 pub use keys::{ApiKey, BudgetPeriod, KeyLimits, NewApiKey, KEY_CACHE_TTL};
 pub use limits::{period_start, Budget, Holds, LimitRefusal};
+pub use live::{TaskMark, MAX_MARKS_PER_QUERY};
 pub use observe::UNFINISHED_STATES;
 pub use polls::StillRunning;
 pub use queue::{Enqueue, Enqueued, QueueSpot};
