@@ -11,10 +11,12 @@ pub mod headers;
 mod intake;
 mod json;
 mod keys;
+mod live;
 pub mod load;
 mod observe;
 mod openai;
 mod openapi;
+mod stream;
 mod tasks;
 mod throttle;
 mod usage;
@@ -96,6 +98,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
                 .post(tasks::create.layer(from_fn_with_state(creates.clone(), load::shed_beyond))),
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
+        .route("/v1/video/generations/{id}/stream", get(stream::stream))
         .route("/v1/video/generations/{id}/cancel", post(cancel::cancel))
         .route(
             "/v1/video/generations/{id}/content",

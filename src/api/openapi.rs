@@ -36,6 +36,7 @@ use super::error::ErrorBody;
         super::tasks::create,
         super::tasks::list_or_query,
         super::tasks::get_one,
+        super::stream::stream,
         super::cancel::cancel,
         super::tasks::quote,
         super::events::list,
