@@ -150,6 +150,44 @@ async fn a_stream_sends_the_current_state_then_each_change_and_closes_after_the_
     assert_eq!(again[0].id, last.id);
 }
 
+/// The stock `sseclient-py` client follows a stream to its end, and resumes it from its
+/// first event's id without that event again (`tests/sse_client.py`).
+async fn a_stock_python_sse_client_follows_and_resumes_a_stream(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(script(6));
+    let app = TestApp::start(live_config(&db, &sim)).await;
+    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sse_client.py");
+    let (base, key, task) = (app.base.clone(), app.key.clone(), id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, &base, &key, &task])
+            .output()
+            .expect("python3 runs (tests/prepare.sh installs sseclient-py)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the sseclient-py script failed (pip install sseclient-py requests):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON line");
+    let first = report["first"].as_array().unwrap();
+    let last = first.last().expect("events");
+    assert_eq!(last["status"], "completed", "{report}");
+    assert_eq!(last["event"], "video.generation.completed");
+    assert!(first.iter().all(|e| e["task"] == id.as_str()));
+    let resumed = report["resumed"].as_array().unwrap();
+    assert!(
+        resumed.iter().all(|e| e["id"] != first[0]["id"]),
+        "the event resumed from came again: {report}"
+    );
+    assert_eq!(resumed.last().unwrap()["status"], "completed", "{report}");
+}
+
 async fn a_stream_resumed_with_last_event_id_does_not_repeat_that_event(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
@@ -484,6 +522,7 @@ async fn bad_webhook_events_are_refused_naming_the_field(db: Db) {
 on_both_stores!(
     a_stream_sends_the_current_state_then_each_change_and_closes_after_the_final,
     a_stream_resumed_with_last_event_id_does_not_repeat_that_event,
+    a_stock_python_sse_client_follows_and_resumes_a_stream,
     streams_past_max_streams_are_refused_with_429,
     prefer_wait_answers_at_the_change_and_at_the_limit,
     held_reads_do_not_take_the_slots_creates_need,
