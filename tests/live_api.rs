@@ -12,6 +12,7 @@ use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::console::Console;
 use support::receiver::{Receiver, Received};
 use support::sim::{Outcome, Script, Sim, SimDialect};
 
@@ -519,7 +520,47 @@ async fn bad_webhook_events_are_refused_naming_the_field(db: Db) {
     assert_eq!(err["error"]["param"], "webhook_events");
 }
 
+/// The console's task page follows its task by the stream: its script (served as the
+/// console's other assets, nothing inline) and the session-signed stream it reads.
+async fn the_console_task_page_follows_its_task_by_the_stream(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(script(6));
+    let app = TestApp::start(live_config(&db, &sim)).await;
+    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let mut console = Console::sign_in(&app, &app.key).await;
+    let (status, page) = console.get(&format!("/console/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"src="/console/assets/task-follow.js""#), "{page}");
+    assert!(
+        page.contains(&format!(r#"data-follow="/console/tasks/{id}/stream""#)),
+        "{page}"
+    );
+    let script = console.get_raw("/console/assets/task-follow.js").await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(script.text().await.unwrap().contains("EventSource"));
+    let stream = console.get_raw(&format!("/console/tasks/{id}/stream")).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let (events, closed) = read_stream(stream, Duration::from_secs(10)).await;
+    assert!(closed, "{events:?}");
+    assert_eq!(events.last().unwrap().data["status"], "completed");
+    // Once finished, the page has nothing to follow.
+    let (_, page) = console.get(&format!("/console/tasks/{id}")).await;
+    assert!(!page.contains("data-follow"), "{page}");
+    assert!(!page.contains("task-follow.js"));
+    // Another key's session finds no such task, and no stream of it.
+    let other = app.gateway().store.create_api_key("other").await.unwrap().secret;
+    let stranger = Console::sign_in(&app, &other).await;
+    let refused = stranger.get_raw(&format!("/console/tasks/{id}/stream")).await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+}
+
 on_both_stores!(
+    the_console_task_page_follows_its_task_by_the_stream,
     a_stream_sends_the_current_state_then_each_change_and_closes_after_the_final,
     a_stream_resumed_with_last_event_id_does_not_repeat_that_event,
     a_stock_python_sse_client_follows_and_resumes_a_stream,

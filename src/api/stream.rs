@@ -24,7 +24,6 @@ use super::live::{current_read, Read};
 use super::ApiError;
 use crate::gateway::Gateway;
 use crate::live::StreamSlot;
-use crate::store::ApiKey;
 
 /// The task's status stream.
 #[utoipa::path(
@@ -47,7 +46,7 @@ pub async fn stream(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    open(gw, key, id, &headers).await
+    open(gw, key.id, id, &headers).await
 }
 
 /// Whether a task read asks for the stream (`Accept: text/event-stream`).
@@ -59,17 +58,19 @@ pub fn asks_for_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
+/// The status stream of task `id` of key `owner` (counted against that key's
+/// `live.max_streams`): for the API and for the console's task page alike.
 pub async fn open(
     gw: Arc<Gateway>,
-    key: ApiKey,
+    owner: String,
     id: String,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let first = current_read(&gw, &key.id, &id).await?;
+    let first = current_read(&gw, &owner, &id).await?;
     let slot = gw
         .live
         .streams
-        .open(&key.id)
+        .open(&owner)
         .ok_or_else(|| too_many_streams(gw.live.streams.max()))?;
     let last_seen = headers
         .get("last-event-id")
@@ -77,7 +78,7 @@ pub async fn open(
         .map(str::to_string);
     let (tx, rx) = mpsc::channel(gw.config.live.stream_buffer);
     let heartbeat = gw.config.live.heartbeat();
-    tokio::spawn(produce(gw, key.id, id, first, last_seen, tx));
+    tokio::spawn(produce(gw, owner, id, first, last_seen, tx));
     let events = futures::stream::unfold((rx, slot), |(mut rx, slot): (_, StreamSlot)| async move {
         let event = rx.recv().await?;
         Some((Ok::<Event, Infallible>(event), (rx, slot)))

@@ -184,7 +184,7 @@ pub async fn get_one(
     slots: Option<Extension<HeldSlots>>,
 ) -> Result<Response, ApiError> {
     if super::stream::asks_for_stream(&headers) {
-        return super::stream::open(gw, key, id, &headers).await;
+        return super::stream::open(gw, key.id, id, &headers).await;
     }
     let wait = live::wait_secs(&headers)?;
     let mut read = live::current_read(&gw, &key.id, &id).await?;
