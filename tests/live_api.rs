@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
 use support::console::Console;
-use support::receiver::{Receiver, Received};
+use support::receiver::{Received, Receiver};
 use support::sim::{Outcome, Script, Sim, SimDialect};
 
 const MODELS: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
@@ -109,7 +109,10 @@ async fn a_stream_sends_the_current_state_then_each_change_and_closes_after_the_
     let sim = Sim::start(SimDialect::Apimodels).await;
     sim.set_script(script(6));
     let app = TestApp::start(live_config(&db, &sim)).await;
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let resp = open_stream(&app, &id, None).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
@@ -117,7 +120,10 @@ async fn a_stream_sends_the_current_state_then_each_change_and_closes_after_the_
         "text/event-stream"
     );
     let (events, closed) = read_stream(resp, Duration::from_secs(10)).await;
-    assert!(closed, "the stream closes after the final state: {events:?}");
+    assert!(
+        closed,
+        "the stream closes after the final state: {events:?}"
+    );
     let last = events.last().expect("events");
     assert_eq!(last.event, "video.generation.completed", "{events:?}");
     assert_eq!(last.data["status"], "completed");
@@ -158,7 +164,10 @@ async fn a_stock_python_sse_client_follows_and_resumes_a_stream(db: Db) {
     let sim = Sim::start(SimDialect::Apimodels).await;
     sim.set_script(script(6));
     let app = TestApp::start(live_config(&db, &sim)).await;
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sse_client.py");
     let (base, key, task) = (app.base.clone(), app.key.clone(), id.clone());
     let out = tokio::task::spawn_blocking(move || {
@@ -194,11 +203,21 @@ async fn a_stream_resumed_with_last_event_id_does_not_repeat_that_event(db: Db) 
     let sim = Sim::start(SimDialect::Apimodels).await;
     sim.set_script(script(10));
     let app = TestApp::start(live_config(&db, &sim)).await;
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
-    let (first, _) = read_stream(open_stream(&app, &id, None).await, Duration::from_millis(300)).await;
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (first, _) = read_stream(
+        open_stream(&app, &id, None).await,
+        Duration::from_millis(300),
+    )
+    .await;
     let seen = first.last().expect("the current state comes first").clone();
-    let (rest, closed) =
-        read_stream(open_stream(&app, &id, Some(&seen.id)).await, Duration::from_secs(10)).await;
+    let (rest, closed) = read_stream(
+        open_stream(&app, &id, Some(&seen.id)).await,
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(closed, "{rest:?}");
     assert!(
         rest.iter().all(|e| e.id != seen.id),
@@ -208,8 +227,11 @@ async fn a_stream_resumed_with_last_event_id_does_not_repeat_that_event(db: Db) 
     assert_eq!(rest.last().unwrap().data["status"], "completed");
     // Resuming from the final event: nothing more to say, the stream closes at once.
     let done = rest.last().unwrap().id.clone();
-    let (none, closed) =
-        read_stream(open_stream(&app, &id, Some(&done)).await, Duration::from_secs(3)).await;
+    let (none, closed) = read_stream(
+        open_stream(&app, &id, Some(&done)).await,
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(closed);
     assert!(none.is_empty(), "{none:?}");
 }
@@ -246,7 +268,14 @@ async fn a_change_made_by_one_gateway_reaches_a_stream_on_another() {
     let closed_at = omnigate::store::now_ms();
     assert!(closed, "{events:?}");
     assert_eq!(events.last().unwrap().data["status"], "completed");
-    let written = a.gateway().store.task(&id).await.unwrap().unwrap().updated_at;
+    let written = a
+        .gateway()
+        .store
+        .task(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .updated_at;
     assert!(
         closed_at - written < 1000,
         "B's stream closed {} ms after A wrote the completion",
@@ -261,10 +290,16 @@ async fn streams_past_max_streams_are_refused_with_429(db: Db) {
     let mut cfg = live_config(&db, &sim);
     cfg.live.max_streams = 2;
     let app = TestApp::start(cfg).await;
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let one = open_stream(&app, &id, None).await;
     let two = open_stream(&app, &id, None).await;
-    assert_eq!((one.status(), two.status()), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(
+        (one.status(), two.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
     let three = open_stream(&app, &id, None).await;
     assert_eq!(three.status(), StatusCode::TOO_MANY_REQUESTS);
     let err: Value = three.json().await.unwrap();
@@ -280,7 +315,12 @@ async fn streams_past_max_streams_are_refused_with_429(db: Db) {
         assert!(Instant::now() < deadline, "the place never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
     let text = metrics.text().await.unwrap();
     assert!(text.contains("omnigate_open_streams"), "{text}");
 }
@@ -302,15 +342,24 @@ async fn prefer_wait_answers_at_the_change_and_at_the_limit(db: Db) {
     sim.set_script(script(10_000));
     let app = TestApp::start(live_config(&db, &sim)).await;
     // At the limit: a task that will not finish is answered after wait=1, unfinished.
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let started = Instant::now();
     let resp = get_with(&app, &task_path(&id), &[("prefer", "wait=1")]).await;
     let held = started.elapsed();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["preference-applied"], "wait=1");
     let t: Value = resp.json().await.unwrap();
-    assert!(matches!(t["status"].as_str(), Some("queued" | "in_progress")), "{t}");
-    assert!(held >= Duration::from_millis(950), "answered after {held:?}");
+    assert!(
+        matches!(t["status"].as_str(), Some("queued" | "in_progress")),
+        "{t}"
+    );
+    assert!(
+        held >= Duration::from_millis(950),
+        "answered after {held:?}"
+    );
     assert!(held < Duration::from_secs(3), "answered after {held:?}");
     // Without the header: answered at once, no Preference-Applied.
     let resp = get_with(&app, &task_path(&id), &[]).await;
@@ -334,7 +383,10 @@ async fn prefer_wait_answers_at_the_change_and_at_the_limit(db: Db) {
     assert_eq!(t["status"], "completed", "{t}");
     assert!(held < Duration::from_secs(10), "held {held:?}");
     // A read held the same way answers at the change too.
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let resp = get_with(&app, &task_path(&id), &[("prefer", "wait=30")]).await;
     let t: Value = resp.json().await.unwrap();
     assert_eq!(t["status"], "completed", "{t}");
@@ -354,7 +406,10 @@ async fn held_reads_do_not_take_the_slots_creates_need(db: Db) {
     let mut cfg = live_config(&db, &sim);
     cfg.server.max_in_flight_requests = 2;
     let app = TestApp::start(cfg).await;
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let held: Vec<_> = (0..2)
         .map(|_| {
             let (client, url, key) = (
@@ -387,7 +442,10 @@ async fn a_read_with_the_current_etag_answers_304_and_a_deleted_task_leaves_the_
     let sim = Sim::start(SimDialect::Apimodels).await;
     sim.set_script(script(1));
     let app = TestApp::start(live_config(&db, &sim)).await;
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     app.wait_terminal(&id, Duration::from_secs(10)).await;
     let resp = get_with(&app, &task_path(&id), &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -400,11 +458,21 @@ async fn a_read_with_the_current_etag_answers_304_and_a_deleted_task_leaves_the_
     let resp = get_with(&app, &task_path(&id), &[("if-none-match", "\"other\"")]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
-        app.gateway().live.finished.get(&id, &owner(&app, &id).await).is_some(),
+        app.gateway()
+            .live
+            .finished
+            .get(&id, &owner(&app, &id).await)
+            .is_some(),
         "the finished task's read is cached"
     );
     // Another key does not get it from the cache either.
-    let other = app.gateway().store.create_api_key("other").await.unwrap().secret;
+    let other = app
+        .gateway()
+        .store
+        .create_api_key("other")
+        .await
+        .unwrap()
+        .secret;
     let (status, _) = app.get_as(&other, &task_path(&id)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A deletion (through the OpenAI facade) drops it within a second.
@@ -422,13 +490,22 @@ async fn a_read_with_the_current_etag_answers_304_and_a_deleted_task_leaves_the_
         if status == StatusCode::NOT_FOUND {
             break;
         }
-        assert!(deleted.elapsed() < Duration::from_secs(1), "still read after deletion");
+        assert!(
+            deleted.elapsed() < Duration::from_secs(1),
+            "still read after deletion"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn owner(app: &TestApp, id: &str) -> String {
-    app.gateway().store.task(id).await.unwrap().unwrap().api_key_id
+    app.gateway()
+        .store
+        .task(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .api_key_id
 }
 
 /// A deletion made through gateway A reaches gateway B's cache within a second.
@@ -442,7 +519,12 @@ async fn a_deletion_on_one_gateway_drops_the_cached_read_on_another() {
     let id = a.create(&body()).await["id"].as_str().unwrap().to_string();
     a.wait_terminal(&id, Duration::from_secs(10)).await;
     assert_eq!(b.get(&task_path(&id)).await.0, StatusCode::OK);
-    assert!(b.gateway().live.finished.get(&id, &owner(&b, &id).await).is_some());
+    assert!(b
+        .gateway()
+        .live
+        .finished
+        .get(&id, &owner(&b, &id).await)
+        .is_some());
     let resp = a
         .client
         .delete(format!("{}/v1/videos/{id}", a.base))
@@ -453,7 +535,10 @@ async fn a_deletion_on_one_gateway_drops_the_cached_read_on_another() {
     assert!(resp.status().is_success());
     let deleted = Instant::now();
     while b.get(&task_path(&id)).await.0 != StatusCode::NOT_FOUND {
-        assert!(deleted.elapsed() < Duration::from_secs(1), "B still reads it");
+        assert!(
+            deleted.elapsed() < Duration::from_secs(1),
+            "B still reads it"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -485,7 +570,12 @@ async fn webhook_events_deliver_only_the_named_types_and_the_events_api_lists_al
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["type"].as_str().unwrap().into(), e["state"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().into(),
+                e["state"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         states,
@@ -527,11 +617,17 @@ async fn the_console_task_page_follows_its_task_by_the_stream(db: Db) {
     let sim = Sim::start(SimDialect::Apimodels).await;
     sim.set_script(script(6));
     let app = TestApp::start(live_config(&db, &sim)).await;
-    let id = app.create(&body()).await["id"].as_str().unwrap().to_string();
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut console = Console::sign_in(&app, &app.key).await;
     let (status, page) = console.get(&format!("/console/tasks/{id}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains(r#"src="/console/assets/task-follow.js""#), "{page}");
+    assert!(
+        page.contains(r#"src="/console/assets/task-follow.js""#),
+        "{page}"
+    );
     assert!(
         page.contains(&format!(r#"data-follow="/console/tasks/{id}/stream""#)),
         "{page}"
@@ -543,7 +639,9 @@ async fn the_console_task_page_follows_its_task_by_the_stream(db: Db) {
         .unwrap()
         .starts_with("text/javascript"));
     assert!(script.text().await.unwrap().contains("EventSource"));
-    let stream = console.get_raw(&format!("/console/tasks/{id}/stream")).await;
+    let stream = console
+        .get_raw(&format!("/console/tasks/{id}/stream"))
+        .await;
     assert_eq!(stream.status(), StatusCode::OK);
     let (events, closed) = read_stream(stream, Duration::from_secs(10)).await;
     assert!(closed, "{events:?}");
@@ -553,9 +651,17 @@ async fn the_console_task_page_follows_its_task_by_the_stream(db: Db) {
     assert!(!page.contains("data-follow"), "{page}");
     assert!(!page.contains("task-follow.js"));
     // Another key's session finds no such task, and no stream of it.
-    let other = app.gateway().store.create_api_key("other").await.unwrap().secret;
+    let other = app
+        .gateway()
+        .store
+        .create_api_key("other")
+        .await
+        .unwrap()
+        .secret;
     let stranger = Console::sign_in(&app, &other).await;
-    let refused = stranger.get_raw(&format!("/console/tasks/{id}/stream")).await;
+    let refused = stranger
+        .get_raw(&format!("/console/tasks/{id}/stream"))
+        .await;
     assert_eq!(refused.status(), StatusCode::NOT_FOUND);
 }
 

@@ -109,7 +109,11 @@ pub fn wait_secs(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
             if !name.trim().eq_ignore_ascii_case("wait") {
                 continue;
             }
-            let secs: u64 = v.trim().trim_matches('"').parse().map_err(|_| bad_prefer())?;
+            let secs: u64 = v
+                .trim()
+                .trim_matches('"')
+                .parse()
+                .map_err(|_| bad_prefer())?;
             return Ok(Some(secs.min(MAX_WAIT_SECS)));
         }
     }
@@ -174,7 +178,10 @@ mod tests {
     fn prefer_wait_is_read_among_other_preferences_and_capped() {
         assert_eq!(wait_secs(&HeaderMap::new()).unwrap(), None);
         assert_eq!(wait_secs(&prefer("wait=5")).unwrap(), Some(5));
-        assert_eq!(wait_secs(&prefer("respond-async, Wait = 7")).unwrap(), Some(7));
+        assert_eq!(
+            wait_secs(&prefer("respond-async, Wait = 7")).unwrap(),
+            Some(7)
+        );
         assert_eq!(wait_secs(&prefer("wait=600")).unwrap(), Some(60));
         assert_eq!(wait_secs(&prefer("return=minimal")).unwrap(), None);
         assert!(wait_secs(&prefer("wait=soon")).is_err());

@@ -24,8 +24,8 @@ mod usage;
 pub use admin::same_secret;
 pub use content::{content_of, content_path, WhichVideo};
 pub use error::ApiError;
-pub use stream::open as status_stream;
 pub use json::parse as parse_json;
+pub use stream::open as status_stream;
 pub use tasks::{quote_object, refuse_while_draining, task_object};
 pub use throttle::Throttle;
 

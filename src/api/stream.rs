@@ -79,10 +79,11 @@ pub async fn open(
     let (tx, rx) = mpsc::channel(gw.config.live.stream_buffer);
     let heartbeat = gw.config.live.heartbeat();
     tokio::spawn(produce(gw, owner, id, first, last_seen, tx));
-    let events = futures::stream::unfold((rx, slot), |(mut rx, slot): (_, StreamSlot)| async move {
-        let event = rx.recv().await?;
-        Some((Ok::<Event, Infallible>(event), (rx, slot)))
-    });
+    let events =
+        futures::stream::unfold((rx, slot), |(mut rx, slot): (_, StreamSlot)| async move {
+            let event = rx.recv().await?;
+            Some((Ok::<Event, Infallible>(event), (rx, slot)))
+        });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
         .into_response())

@@ -857,11 +857,13 @@ async fn finish_in_store(db: &Database, id: &str) -> anyhow::Result<()> {
     .execute(&mut conn)
     .await
     .context("finishing the read task")?;
-    sqlx::query("INSERT INTO task_status_changes (task_id, status, at) VALUES ($1, 'completed', $2)")
-        .bind(id)
-        .bind(now)
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO task_status_changes (task_id, status, at) VALUES ($1, 'completed', $2)",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut conn)
+    .await?;
     Ok(())
 }
 

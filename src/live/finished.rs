@@ -44,11 +44,7 @@ impl FinishedCache {
     /// The cached read of task `id`, if its owner is `owner`.
     pub fn get(&self, id: &str, owner: &str) -> Option<Arc<CachedRead>> {
         let entries = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        entries
-            .by_id
-            .get(id)
-            .filter(|r| r.owner == owner)
-            .cloned()
+        entries.by_id.get(id).filter(|r| r.owner == owner).cloned()
     }
 
     pub fn put(&self, id: &str, read: CachedRead) {
@@ -118,7 +114,10 @@ mod tests {
         let c = FinishedCache::new(2);
         c.put("a", read("k1"));
         assert!(c.get("a", "k1").is_some());
-        assert!(c.get("a", "k2").is_none(), "another key's task does not exist");
+        assert!(
+            c.get("a", "k2").is_none(),
+            "another key's task does not exist"
+        );
         c.put("b", read("k1"));
         c.put("c", read("k1"));
         assert_eq!(c.len(), 2);

@@ -127,12 +127,18 @@ pub async fn check_watched(gw: &Gateway) -> anyhow::Result<usize> {
 pub async fn check_finished(gw: &Gateway) -> anyhow::Result<usize> {
     let now = now_ms();
     if !gw.live.finished.is_empty() {
-        for id in gw.store.finished_changes_since(now - CHANGE_LOOKBACK_MS).await? {
+        for id in gw
+            .store
+            .finished_changes_since(now - CHANGE_LOOKBACK_MS)
+            .await?
+        {
             gw.live.finished.forget(&id);
         }
     }
     if gw.live.finished.prune_due(now) {
-        gw.store.prune_finished_changes(now - CHANGE_KEEP_MS).await?;
+        gw.store
+            .prune_finished_changes(now - CHANGE_KEEP_MS)
+            .await?;
     }
     Ok(0)
 }

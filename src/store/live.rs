@@ -89,9 +89,7 @@ impl Store {
             .bind(since)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get("task_id")?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get("task_id")?)).collect()
     }
 
     /// Forgets the notes older than `before` (ms): no process looks back that far.

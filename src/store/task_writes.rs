@@ -12,7 +12,8 @@ use super::keys::BudgetPeriod;
 use super::limits::period_start;
 use super::tasks::{
     attempt_entry, event_type, event_wanted, history_entry, insert_attempt, insert_attempt_row,
-    insert_status_change, mute_bit, new_event_id, Acceptance, Attempt, Inserted, NewTask, TaskState,
+    insert_status_change, mute_bit, new_event_id, Acceptance, Attempt, Inserted, NewTask,
+    TaskState,
 };
 use super::{affected, now_ms, Backend};
 

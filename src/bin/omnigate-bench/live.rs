@@ -39,7 +39,8 @@ pub fn note_create(id: &str, body: &[u8]) {
 /// Whether the fake upstream answers task `id` as completed at `now` (ms).
 pub fn finished_by(id: &str, now: i64) -> bool {
     let done = DONE_LATER.lock().unwrap_or_else(|e| e.into_inner());
-    done.get(id).is_some_and(|created| now - created >= LATER_MS)
+    done.get(id)
+        .is_some_and(|created| now - created >= LATER_MS)
 }
 
 #[derive(Clone, Copy, Debug)]
