@@ -790,7 +790,9 @@ async fn measure_omnigate(
         };
         eprintln!("  {}: creates at fixed rates and saturation", col.name);
         measure_creates(args, &mut col, &create).await?;
-        col.reads = Some(reads(args, &og, &db).await?);
+        let read = reads(args, &og, &db).await?;
+        col.errors += read.errors;
+        col.reads = Some(read);
         eprintln!(
             "  {}: sustained run, {} s in {} s slices",
             col.name, args.sustain_secs, args.slice_secs
@@ -847,7 +849,7 @@ async fn finish_in_store(db: &Database, id: &str) -> anyhow::Result<()> {
     let now = omnigate::store::now_ms();
     sqlx::query(
         "UPDATE tasks SET state = 'completed', progress = 100, \
-         result = '{\"videos\":[{\"url\":\"https://example.invalid/v.mp4\"}]}', \
+         result = '[{\"url\":\"https://example.invalid/v.mp4\"}]', \
          completed_at = $2, updated_at = $2, lease_owner = NULL, lease_until = 0, \
          history_json = COALESCE(history_json, '') || '{\"status\":\"completed\",\"at\":' || $2 || '},' \
          WHERE id = $1",
