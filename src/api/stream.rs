@@ -113,14 +113,14 @@ async fn produce(
     loop {
         let event_id = event_id(&read);
         if last_sent.as_deref() != Some(event_id.as_str()) {
-            match tx.try_send(event(&read, &event_id)) {
-                Ok(()) => last_sent = Some(event_id),
-                Err(mpsc::error::TrySendError::Full(_)) => {
+            match offer(&tx, event(&read, &event_id)) {
+                Offered::Taken => last_sent = Some(event_id),
+                Offered::ReaderBehind => {
                     crate::telemetry::metrics::stream_dropped_slow_reader();
                     tracing::info!(task = %id, "status stream dropped: its reader fell behind");
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Offered::ReaderGone => return,
             }
         }
         let Some(mark) = read.mark.clone().filter(|m| !m.is_final()) else {
@@ -142,6 +142,24 @@ async fn produce(
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Offered {
+    Taken,
+    /// The buffer is full: the reader has not taken `stream_buffer` events.
+    ReaderBehind,
+    ReaderGone,
+}
+
+/// Hands an event to the stream's buffer without waiting: a full buffer is not waited
+/// on (nor grown), it ends the stream.
+fn offer<T>(tx: &mpsc::Sender<T>, event: T) -> Offered {
+    match tx.try_send(event) {
+        Ok(()) => Offered::Taken,
+        Err(mpsc::error::TrySendError::Full(_)) => Offered::ReaderBehind,
+        Err(mpsc::error::TrySendError::Closed(_)) => Offered::ReaderGone,
+    }
+}
+
 /// The event's id: the read's validator, so that a client resuming with it as
 /// `Last-Event-ID` is not sent the state it already has.
 fn event_id(read: &Read) -> String {
@@ -158,4 +176,40 @@ fn event(read: &Read, event_id: &str) -> Event {
         .event(format!("video.generation.{status}"))
         .id(event_id)
         .data(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_that_lets_the_buffer_fill_is_dropped_not_buffered() {
+        let (tx, mut rx) = mpsc::channel(2);
+        assert_eq!(offer(&tx, 1), Offered::Taken);
+        assert_eq!(offer(&tx, 2), Offered::Taken);
+        assert_eq!(
+            offer(&tx, 3),
+            Offered::ReaderBehind,
+            "the buffer stays at 2"
+        );
+        assert_eq!(rx.try_recv().unwrap(), 1);
+        assert_eq!(
+            offer(&tx, 4),
+            Offered::Taken,
+            "a reader that caught up is fed"
+        );
+        drop(rx);
+        assert_eq!(offer(&tx, 5), Offered::ReaderGone);
+    }
+
+    #[test]
+    fn the_stream_is_asked_for_by_accept() {
+        let mut h = HeaderMap::new();
+        assert!(!asks_for_stream(&h));
+        h.insert(
+            ACCEPT,
+            "application/json, Text/Event-Stream".parse().unwrap(),
+        );
+        assert!(asks_for_stream(&h));
+    }
 }
