@@ -49,6 +49,27 @@ pub(super) async fn note_finished_change(
     Ok(())
 }
 
+/// `note_finished_change` for many tasks at once (retention's pruning of details).
+pub(super) async fn note_finished_changes(
+    tx: &mut Transaction<'_, Any>,
+    task_ids: &[String],
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    for chunk in task_ids.chunks(MAX_MARKS_PER_QUERY) {
+        let rows = (0..chunk.len())
+            .map(|i| format!("(${}, $1)", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("INSERT INTO finished_task_changes (task_id, at) VALUES {rows}");
+        let mut q = sqlx::query(&sql).bind(now);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// The marks of up to `MAX_MARKS_PER_QUERY` tasks by id (primary key lookups); a task
     /// not found is left out.

@@ -1057,6 +1057,8 @@ impl Store {
         for table in ["task_status_changes", "task_attempts"] {
             super::delete_where_in(&mut tx, table, "task_id", &ids).await?;
         }
+        // Their reads change: cached copies are dropped (`crate::live`).
+        super::live::note_finished_changes(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok(ids.len() as u64)
     }
