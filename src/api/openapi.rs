@@ -603,7 +603,8 @@ mod answers {
         kind: String,
         url: String,
         progress: i64,
-        /// `pending`, `delivered`, `failed`, ...
+        /// `pending`, `delivered`, `failed`, `disabled`, or `filtered` (left out by the
+        /// task's `webhook_events`: recorded, not delivered unless redelivered by hand).
         state: String,
         created_at: i64,
         /// While pending.
