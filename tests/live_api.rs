@@ -498,6 +498,33 @@ async fn a_read_with_the_current_etag_answers_304_and_a_deleted_task_leaves_the_
     }
 }
 
+async fn a_changed_task_answers_200_with_a_new_etag_to_its_old_one(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(script(4));
+    let app = TestApp::start(live_config(&db, &sim)).await;
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = get_with(&app, &task_path(&id), &[]).await;
+    let old = first.headers()["etag"].to_str().unwrap().to_string();
+    let unchanged = get_with(&app, &task_path(&id), &[("if-none-match", &old)]).await;
+    let status = unchanged.status();
+    app.wait_terminal(&id, Duration::from_secs(10)).await;
+    let resp = get_with(&app, &task_path(&id), &[("if-none-match", &old)]).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the task changed since {old}"
+    );
+    assert_ne!(resp.headers()["etag"].to_str().unwrap(), old);
+    let t: Value = resp.json().await.unwrap();
+    assert_eq!(t["status"], "completed");
+    // Read at once, the unfinished task had not changed (or, rarely, just had).
+    assert!(matches!(status, StatusCode::NOT_MODIFIED | StatusCode::OK));
+}
+
 async fn owner(app: &TestApp, id: &str) -> String {
     app.gateway()
         .store
@@ -674,6 +701,7 @@ on_both_stores!(
     prefer_wait_answers_at_the_change_and_at_the_limit,
     held_reads_do_not_take_the_slots_creates_need,
     a_read_with_the_current_etag_answers_304_and_a_deleted_task_leaves_the_cache,
+    a_changed_task_answers_200_with_a_new_etag_to_its_old_one,
     webhook_events_deliver_only_the_named_types_and_the_events_api_lists_all,
     bad_webhook_events_are_refused_naming_the_field,
 );
