@@ -283,6 +283,32 @@ async fn a_change_made_by_one_gateway_reaches_a_stream_on_another() {
     );
 }
 
+async fn an_idle_stream_gets_comment_heartbeats(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(script(10_000));
+    let mut cfg = live_config(&db, &sim);
+    cfg.live.heartbeat_secs = 1;
+    // Polled once a minute: nothing changes while the stream is read.
+    cfg.providers.get_mut("up").unwrap().poll_interval_secs = 60.0;
+    let app = TestApp::start(cfg).await;
+    let id = app.create(&body()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut resp = open_stream(&app, &id, None).await;
+    let deadline = Instant::now() + Duration::from_millis(2600);
+    let mut text = String::new();
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline.into(), resp.chunk()).await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let beats = text.lines().filter(|l| *l == ": heartbeat").count();
+    assert!(
+        (2..=3).contains(&beats),
+        "{beats} heartbeats in 2.6 s: {text}"
+    );
+}
+
 async fn streams_past_max_streams_are_refused_with_429(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
@@ -698,6 +724,7 @@ on_both_stores!(
     a_stream_resumed_with_last_event_id_does_not_repeat_that_event,
     a_stock_python_sse_client_follows_and_resumes_a_stream,
     streams_past_max_streams_are_refused_with_429,
+    an_idle_stream_gets_comment_heartbeats,
     prefer_wait_answers_at_the_change_and_at_the_limit,
     held_reads_do_not_take_the_slots_creates_need,
     a_read_with_the_current_etag_answers_304_and_a_deleted_task_leaves_the_cache,
