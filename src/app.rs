@@ -117,6 +117,7 @@ pub async fn build_gateway(
     let caps = crate::queue::configured_caps(upstreams.iter().map(|u| (&u.name, &u.config)));
     store.register_capacity(&caps).await?;
     let gw = Arc::new(Gateway {
+        live: crate::live::Live::new(&config.live),
         queue: crate::queue::Queue::new(&caps, &config.queue),
         health: crate::health::Health::new(store.clone(), config.health.clone()),
         store,

@@ -63,6 +63,8 @@ pub struct Config {
     pub otel: crate::telemetry::OtelConfig,
     /// Copies of finished videos in omnigate's own object storage (`results/`).
     pub results: crate::results::ResultsConfig,
+    /// Status streams, `Prefer: wait` and the finished-task cache (`live/`).
+    pub live: crate::live::LiveConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -987,6 +989,7 @@ impl Config {
             self.admin.token_env.is_some() || self.admin.token.is_some(),
         )?;
         self.results.validate(self.workers.stall_secs)?;
+        self.live.validate()?;
         if let Some(token) = &self.admin.token {
             let n = token.expose().chars().count();
             if n < MIN_ADMIN_TOKEN_CHARS {

@@ -248,6 +248,35 @@ pub enum CallbackEvent {
     Failed,
 }
 
+/// An event type a client can have delivered to its `callback_url` (`webhook_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEventName {
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl WebhookEventName {
+    pub const ALL: [WebhookEventName; 4] = [
+        WebhookEventName::InProgress,
+        WebhookEventName::Completed,
+        WebhookEventName::Failed,
+        WebhookEventName::Cancelled,
+    ];
+
+    /// The task status whose event this is (`video.generation.<status>`).
+    pub fn status(self) -> TaskStatus {
+        match self {
+            WebhookEventName::InProgress => TaskStatus::InProgress,
+            WebhookEventName::Completed => TaskStatus::Completed,
+            WebhookEventName::Failed => TaskStatus::Failed,
+            WebhookEventName::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
 /// The body of `POST /v1/video/generations`, as the client sent it (defaults not applied).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -310,6 +339,11 @@ pub struct VideoRequest {
     /// Each at most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_events: Option<Vec<CallbackEvent>>,
+    /// Which events are delivered to `callback_url` (default: all). The others are still
+    /// recorded and listed by the events API, with state `filtered`. Naming `in_progress`
+    /// asks for it as `callback_events` does. Each at most once, at least one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_events: Option<Vec<WebhookEventName>>,
     /// Echoed back on the task and its events: at most 16 keys (up to 64 characters),
     /// string values of up to 512 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,6 +394,14 @@ impl VideoRequest {
         self.callback_events
             .as_deref()
             .is_some_and(|e| e.contains(&CallbackEvent::InProgress))
+            || self.delivers(WebhookEventName::InProgress) && self.webhook_events.is_some()
+    }
+
+    /// Whether an event of this type goes to `callback_url` (`webhook_events`, default all).
+    pub fn delivers(&self, event: WebhookEventName) -> bool {
+        self.webhook_events
+            .as_deref()
+            .is_none_or(|names| names.contains(&event))
     }
 
     /// The negative prompt, if it says anything: `""` does not use the feature.

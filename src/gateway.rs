@@ -30,4 +30,6 @@ pub struct Gateway {
     pub results: Option<crate::results::Results>,
     /// Provider caps and the admission queue (`queue/`).
     pub queue: crate::queue::Queue,
+    /// Watched tasks, cached finished reads and open streams (`live/`).
+    pub live: crate::live::Live,
 }

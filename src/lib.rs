@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod health;
 pub mod keys_cli;
 pub mod limits;
+pub mod live;
 pub mod outbound;
 pub mod providers;
 pub mod queue;

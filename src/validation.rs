@@ -28,7 +28,8 @@
 //! 8. `aspect_ratio` is required unless a `first_frame` image or a base video is given.
 //! 9. `callback_url` is an absolute https URL without control characters (http only with
 //!    `webhooks.allow_private_targets`, and then `check_callback_url` is the full rule); `routing.providers` is non-empty with
-//!    non-empty names; `routing.max_cost_usd` is finite and positive.
+//!    non-empty names; `routing.max_cost_usd` is finite and positive; `callback_events`
+//!    and `webhook_events` need a `callback_url` and name each event once.
 //! 10. `metadata` is an object of at most 16 keys (keys up to 64 characters) whose values
 //!     are strings of up to 512 characters.
 //! 11. `image_url` is an http(s) URL or base64 (optionally `data:image/...;base64,`);
@@ -106,6 +107,7 @@ pub fn validate(req: &VideoRequest) -> Checked {
     check_aspect_ratio(req)?;
     check_callback_url_shape(req)?;
     check_callback_events(req)?;
+    check_webhook_events(req)?;
     check_routing(req)?;
     check_max_wait(req)?;
     check_metadata(req)
@@ -522,6 +524,33 @@ fn check_callback_events(req: &VideoRequest) -> Checked {
         return Err(ValidationError::new(
             format!("callback_events[{i}]"),
             "callback_events must not name an event twice.",
+        ));
+    }
+    Ok(())
+}
+
+/// Rule 9, `webhook_events`: with a `callback_url`, not empty, each name once.
+fn check_webhook_events(req: &VideoRequest) -> Checked {
+    let Some(events) = &req.webhook_events else {
+        return Ok(());
+    };
+    if req.callback_url.is_none() {
+        return Err(ValidationError::new(
+            "webhook_events",
+            "webhook_events needs a callback_url to deliver them to.",
+        ));
+    }
+    if events.is_empty() {
+        return Err(ValidationError::new(
+            "webhook_events",
+            "webhook_events must name at least one of in_progress, completed, failed, \
+             cancelled (leave it out to have all delivered).",
+        ));
+    }
+    if let Some(i) = (1..events.len()).find(|&i| events[..i].contains(&events[i])) {
+        return Err(ValidationError::new(
+            format!("webhook_events[{i}]"),
+            "webhook_events must not name an event twice.",
         ));
     }
     Ok(())

@@ -129,7 +129,7 @@ def main():
         task_id = driver.current_url.rsplit("/", 1)[1]
         seen["task_id"] = task_id
 
-        # The page refreshes itself until the task completes and its video has a source
+        # The page follows its task (task-follow.js, by the status stream) until it completes and its video has a source
         # that plays (the browser loaded enough of it to know its length).
         src = wait_for(
             driver, "the video element's source",

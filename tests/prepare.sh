@@ -6,7 +6,7 @@
 #   (tests/openapi.rs) and selenium (tests/console.rs);
 # - Debian's chromium and chromium-driver, the real browser tests/console.rs drives.
 set -euo pipefail
-python3 -m pip install -q standardwebhooks openai 'moto[server]' schemathesis selenium PyJWT requests
+python3 -m pip install -q standardwebhooks openai 'moto[server]' schemathesis selenium PyJWT requests sseclient-py
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null

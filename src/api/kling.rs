@@ -185,6 +185,7 @@ pub fn to_request(body: KlingCreate) -> Result<(VideoRequest, Option<String>), A
             routing: None,
             max_wait_secs: None,
             priority: None,
+            webhook_events: None,
         },
         external_task_id,
     ))

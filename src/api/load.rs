@@ -38,9 +38,22 @@ impl Slots {
     }
 }
 
-/// Middleware: holds one slot for the request's whole handling, or answers 503 at once.
-pub async fn shed_beyond(State(slots): State<Slots>, req: Request, next: Next) -> Response {
-    let Ok(_slot) = slots.free.clone().try_acquire_owned() else {
+/// The load-shedding slots a request holds, in its extensions: a handler about to wait
+/// a long time on purpose (`Prefer: wait`) gives them back, so that held requests do not
+/// crowd out the ones that do work.
+#[derive(Clone, Default)]
+pub struct HeldSlots(Arc<Mutex<Vec<OwnedSemaphorePermit>>>);
+
+impl HeldSlots {
+    pub fn release(&self) {
+        lock(&self.0).clear();
+    }
+}
+
+/// Middleware: holds one slot for the request's whole handling (unless its handler gives
+/// it back, see `HeldSlots`), or answers 503 at once.
+pub async fn shed_beyond(State(slots): State<Slots>, mut req: Request, next: Next) -> Response {
+    let Ok(slot) = slots.free.clone().try_acquire_owned() else {
         tracing::warn!(limit = slots.what, "request shed");
         return ApiError::overloaded(format!(
             "too many {} in flight on this gateway; retry shortly",
@@ -48,7 +61,14 @@ pub async fn shed_beyond(State(slots): State<Slots>, req: Request, next: Next) -
         ))
         .into_response();
     };
-    next.run(req).await
+    let held = req
+        .extensions_mut()
+        .get_or_insert_default::<HeldSlots>()
+        .clone();
+    lock(&held.0).push(slot);
+    let resp = next.run(req).await;
+    held.release();
+    resp
 }
 
 /// The request-body bytes all requests may hold in memory at once, and the per-body rules.

@@ -13,11 +13,13 @@ mod json;
 mod keys;
 mod kling;
 mod kling_auth;
+mod live;
 pub mod load;
 mod observe;
 mod openai;
 mod openapi;
 pub mod rate_limit;
+mod stream;
 mod tasks;
 mod throttle;
 mod usage;
@@ -27,6 +29,7 @@ pub use content::{content_of, content_path, WhichVideo};
 pub use error::ApiError;
 pub use json::parse as parse_json;
 pub use kling::{is_create_path as is_kling_create_path, task_data as kling_task_data};
+pub use stream::open as status_stream;
 pub use tasks::{quote_object, refuse_while_draining, task_object};
 pub use throttle::Throttle;
 
@@ -107,6 +110,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
                 .post(tasks::create.layer(from_fn_with_state(creates.clone(), load::shed_beyond))),
         )
         .route("/v1/video/generations/{id}", get(tasks::get_one))
+        .route("/v1/video/generations/{id}/stream", get(stream::stream))
         .route("/v1/video/generations/{id}/cancel", post(cancel::cancel))
         .route(
             "/v1/video/generations/{id}/content",

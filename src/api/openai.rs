@@ -238,6 +238,7 @@ pub fn to_request(body: CreateVideo) -> Result<VideoRequest, ApiError> {
         watermark: None,
         callback_url: None,
         callback_events: None,
+        webhook_events: None,
         metadata: None,
         routing: None,
         max_wait_secs: None,
@@ -404,9 +405,13 @@ pub async fn delete(
         .end_waiting(&id, Some(&key.id), TaskState::Cancelled, None)
         .await?;
     match gw.store.delete_video(&key.id, &id).await? {
-        Deleted::Yes => Ok(Json(
-            json!({"id": id, "object": "video.deleted", "deleted": true}),
-        )),
+        Deleted::Yes => {
+            // Read-your-writes on this process; the others drop it within a second.
+            gw.live.finished.forget(&id);
+            Ok(Json(
+                json!({"id": id, "object": "video.deleted", "deleted": true}),
+            ))
+        }
         Deleted::Unfinished => Err(ApiError::invalid(
             "video_id",
             format!("video {id} is not finished; only a completed or failed video can be deleted"),

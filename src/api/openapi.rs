@@ -36,6 +36,7 @@ use super::error::ErrorBody;
         super::tasks::create,
         super::tasks::list_or_query,
         super::tasks::get_one,
+        super::stream::stream,
         super::cancel::cancel,
         super::tasks::quote,
         super::events::list,
@@ -774,7 +775,8 @@ mod answers {
         kind: String,
         url: String,
         progress: i64,
-        /// `pending`, `delivered`, `failed`, ...
+        /// `pending`, `delivered`, `failed`, `disabled`, or `filtered` (left out by the
+        /// task's `webhook_events`: recorded, not delivered unless redelivered by hand).
         state: String,
         created_at: i64,
         /// While pending.

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::json::ValidJson;
+use super::live;
+use super::load::HeldSlots;
 use super::ApiError;
 use crate::domain::{TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
-use crate::store::TaskRecord;
+use crate::store::{TaskMark, TaskRecord};
 use crate::{routing, submit};
 
 /// Longest `Idempotency-Key` accepted (Stripe's limit).
@@ -33,6 +35,7 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
          description = "The same key with the same body answers the same task and never creates \
                         a second upstream task; with another body, 409. Keys expire after \
                         `idempotency.ttl_secs`."),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): hold the answer up to min(N, 60) seconds until the task is final; the answer is then the task as it is (`Preference-Applied: wait=N`)."),
     ),
     responses(
         (status = 202, description = "Accepted: the task object (status `queued`; with a `queue` object when no provider had room and it waits in omnigate's queue).",
@@ -49,13 +52,27 @@ pub async fn create(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
     headers: HeaderMap,
+    slots: Option<Extension<HeldSlots>>,
     ValidJson(req): ValidJson<VideoRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     refuse_while_draining(&gw)?;
     let idempotency_key = idempotency_key(&headers)?;
+    let wait = live::wait_secs(&headers)?;
     let created = submit::create_task(&gw, &key, req, idempotency_key).await?;
-    let obj = with_queue_position(&gw, task_object(&created.task), &created.task).await?;
-    let resp = (StatusCode::ACCEPTED, Json(obj)).into_response();
+    let mut task = created.task;
+    if let Some(secs) = wait {
+        let slots = slots.as_ref().map(|Extension(s)| s);
+        live::hold_until_final(&gw, &key.id, &task.id, TaskMark::of(&task), secs, slots).await?;
+        if let Some(now) = gw.store.task_for_owner(&key.id, &task.id).await? {
+            task = now;
+        }
+    }
+    let obj = with_queue_position(&gw, task_object(&task), &task).await?;
+    let mut resp = (StatusCode::ACCEPTED, Json(obj)).into_response();
+    if let Some(secs) = wait {
+        resp.headers_mut()
+            .insert("preference-applied", live::preference_applied(secs));
+    }
     Ok(replay_marked(resp, created.replayed))
 }
 
@@ -139,20 +156,44 @@ pub fn quote_object(req: &VideoRequest, plan: &routing::Plan) -> Value {
     })
 }
 
-/// One task, from the store, with its status history and submit attempts.
+/// One task, from the store (or, once finished, this process's cache of it), with its
+/// status history and submit attempts. With `Accept: text/event-stream`, its status
+/// stream (as `GET /v1/video/generations/{id}/stream`).
 #[utoipa::path(
     get,
     path = "/v1/video/generations/{id}",
     tag = "tasks",
-    params(("id" = String, Path, description = "The task id (`vgt_...`).")),
-    responses((status = 200, description = "The task.", body = super::openapi::TaskDetail)),
+    params(
+        ("id" = String, Path, description = "The task id (`vgt_...`)."),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` of an earlier read: 304 without a body while the task still reads the same."),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): hold the answer up to min(N, 60) seconds until the task is final."),
+    ),
+    responses(
+        (status = 200, description = "The task.", body = super::openapi::TaskDetail,
+         headers(("ETag" = String, description = "The read's validator, for `If-None-Match`."),
+                 ("Preference-Applied" = String, description = "`wait=N` when a `Prefer: wait` was honoured."))),
+        (status = 304, description = "Not modified: `If-None-Match` named the task's current `ETag`."),
+        (status = 400, description = "`invalid_request` with param `Prefer`: `wait` is not whole seconds.", body = super::error::ErrorBody),
+    ),
 )]
 pub async fn get_one(
     State(gw): State<Arc<Gateway>>,
     Caller(key): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    detailed(&gw, &key.id, &id).await.map(Json)
+    headers: HeaderMap,
+    slots: Option<Extension<HeldSlots>>,
+) -> Result<Response, ApiError> {
+    if super::stream::asks_for_stream(&headers) {
+        return super::stream::open(gw, key.id, id, &headers).await;
+    }
+    let wait = live::wait_secs(&headers)?;
+    let mut read = live::current_read(&gw, &key.id, &id).await?;
+    if let (Some(secs), Some(mark)) = (wait, read.mark.clone()) {
+        let slots = slots.as_ref().map(|Extension(s)| s);
+        live::hold_until_final(&gw, &key.id, &id, mark, secs, slots).await?;
+        read = live::current_read(&gw, &key.id, &id).await?;
+    }
+    Ok(live::answer(&headers, read, wait))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -232,11 +273,21 @@ pub async fn list_or_query(
 
 /// One task with its status history and submit attempts.
 async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError> {
+    detailed_with_mark(gw, owner, id).await.map(|(obj, _)| obj)
+}
+
+/// `detailed`, and the task's mark as read (to watch it from).
+pub(super) async fn detailed_with_mark(
+    gw: &Gateway,
+    owner: &str,
+    id: &str,
+) -> Result<(Value, TaskMark), ApiError> {
     let detail = gw
         .store
         .task_detail_for_owner(owner, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+    let mark = TaskMark::of(&detail.task);
     let mut obj = with_queue_position(gw, task_object(&detail.task), &detail.task).await?;
     let (history, attempts) = (detail.history, detail.attempts);
     obj["status_history"] = json!(history
@@ -251,7 +302,7 @@ async fn detailed(gw: &Gateway, owner: &str, id: &str) -> Result<Value, ApiError
             v
         })
         .collect::<Vec<_>>());
-    Ok(obj)
+    Ok((obj, mark))
 }
 
 /// The store keeps milliseconds; the API speaks Unix seconds everywhere (`created_at` and

@@ -28,6 +28,8 @@ use tokio::process::{Child, Command};
 mod capacity;
 #[path = "omnigate-bench/disk.rs"]
 mod disk;
+#[path = "omnigate-bench/live.rs"]
+mod live;
 #[path = "omnigate-bench/scale.rs"]
 mod scale;
 
@@ -107,6 +109,13 @@ struct RunArgs {
     /// Tasks waiting in the capacity mode's long-queue run.
     #[arg(long, env = "BENCH_CAPACITY_WAITING", default_value_t = 100_000)]
     capacity_waiting: u64,
+    /// Instead of the latency table: how long a state change takes to reach a status
+    /// stream and a held `Prefer: wait` read, on one gateway and across two.
+    #[arg(long, env = "BENCH_LIVE")]
+    live: bool,
+    /// Tasks followed per live measurement.
+    #[arg(long, env = "BENCH_LIVE_TASKS", default_value_t = 200)]
+    live_tasks: u64,
     /// Redis the two gateways of the replica measurement share.
     #[arg(
         long,
@@ -182,6 +191,7 @@ impl RunArgs {
             self.scale_events = self.scale_events.min(200);
             self.capacity_task_secs = self.capacity_task_secs.min(0.5);
             self.capacity_waiting = self.capacity_waiting.min(1_000);
+            self.live_tasks = self.live_tasks.min(10);
         }
     }
 }
@@ -235,15 +245,23 @@ async fn serve_upstream(listen: SocketAddr, min_gap_ms: i64) -> anyhow::Result<(
         )
         .route(
             "/api/v1/video/generations",
-            post(|| async {
+            post(|body: axum::body::Bytes| async move {
                 let n = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
+                let id = format!("fake_{n}");
+                live::note_create(&id, &body);
                 Json(json!({"code": 200, "msg": "success",
-                        "data": {"taskId": format!("fake_{n}"), "state": "pending"}}))
+                        "data": {"taskId": id, "state": "pending"}}))
             })
             .get(
                 move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
                     let id = q.get("task_id").cloned().unwrap_or_default();
-                    COUNTS.query(&id, omnigate::store::now_ms(), min_gap_ms);
+                    let now = omnigate::store::now_ms();
+                    COUNTS.query(&id, now, min_gap_ms);
+                    if live::finished_by(&id, now) {
+                        return Json(json!({"code": 200, "msg": "success", "data": {
+                            "taskId": id, "state": "completed",
+                            "resultUrls": [format!("https://example.invalid/{id}.mp4")]}}));
+                    }
                     Json(json!({"code": 200, "msg": "success",
                             "data": {"taskId": id, "state": "processing", "progress": 50}}))
                 },
@@ -788,7 +806,9 @@ async fn measure_omnigate(
         };
         eprintln!("  {}: creates at fixed rates and saturation", col.name);
         measure_creates(args, &mut col, &create).await?;
-        col.reads = Some(reads(args, &og).await?);
+        let read = reads(args, &og, &db).await?;
+        col.errors += read.errors;
+        col.reads = Some(read);
         eprintln!(
             "  {}: sustained run, {} s in {} s slices",
             col.name, args.sustain_secs, args.slice_secs
@@ -811,8 +831,11 @@ async fn measure_omnigate(
     result
 }
 
-/// Status reads of one task, as fast as they go.
-async fn reads(args: &RunArgs, og: &Omnigate) -> anyhow::Result<Load> {
+/// Status reads of one finished task, as fast as they go: a client polling a task it has
+/// not yet seen finish keeps reading it after. The fake upstream never finishes a task
+/// (and polls are an hour apart), so the task created here is finished in the store as a
+/// completion would (state, result, its status change).
+async fn reads(args: &RunArgs, og: &Omnigate, db: &Database) -> anyhow::Result<Load> {
     let task: Value = reqwest::Client::new()
         .post(format!("{}/v1/video/generations", og.base))
         .bearer_auth(&og.key)
@@ -825,6 +848,7 @@ async fn reads(args: &RunArgs, og: &Omnigate) -> anyhow::Result<Load> {
     let id = task["id"]
         .as_str()
         .with_context(|| format!("create answered no id: {task}"))?;
+    finish_in_store(db, id).await?;
     let read = Target {
         url: format!("{}/v1/video/generations/{id}", og.base),
         key: Some(&og.key),
@@ -832,6 +856,33 @@ async fn reads(args: &RunArgs, og: &Omnigate) -> anyhow::Result<Load> {
         post: false,
     };
     oha(args, &read, args.read_secs, None).await
+}
+
+/// Completes task `id` in the store, as the poller's completion writes it.
+async fn finish_in_store(db: &Database, id: &str) -> anyhow::Result<()> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await?;
+    let now = omnigate::store::now_ms();
+    sqlx::query(
+        "UPDATE tasks SET state = 'completed', progress = 100, \
+         result = '[{\"url\":\"https://example.invalid/v.mp4\"}]', \
+         completed_at = $2, updated_at = $2, lease_owner = NULL, lease_until = 0, \
+         history_json = COALESCE(history_json, '') || '{\"status\":\"completed\",\"at\":' || $2 || '},' \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut conn)
+    .await
+    .context("finishing the read task")?;
+    sqlx::query(
+        "INSERT INTO task_status_changes (task_id, status, at) VALUES ($1, 'completed', $2)",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut conn)
+    .await?;
+    Ok(())
 }
 
 /// Windows each store is measured in by `--prefill`. One commit that waits on a stalled
@@ -870,7 +921,7 @@ async fn measure_prefill(
             let mut reads_runs = Vec::new();
             for _ in 0..PREFILL_WINDOWS {
                 creates.push(oha(args, &create, args.rate_secs, Some(rate)).await?);
-                reads_runs.push(reads(args, &og).await?);
+                reads_runs.push(reads(args, &og, &db).await?);
             }
             let errors = creates.iter().chain(&reads_runs).map(|l| l.errors).sum();
             let c = Load {
@@ -923,6 +974,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if args.scale {
         let result = scale::run(&args, &dir, upstream).await;
+        upstream_proc.stop().await;
+        return result;
+    }
+    if args.live {
+        let result = live::run(&args, &dir, upstream).await;
         upstream_proc.stop().await;
         return result;
     }

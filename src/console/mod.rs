@@ -38,9 +38,11 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/console/logout", post(session::sign_out))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/console.js", get(script))
+        .route("/console/assets/task-follow.js", get(task_follow_script))
         .route("/console/tasks", get(tasks::list))
         .route("/console/tasks/{id}", get(tasks::show))
         .route("/console/tasks/{id}/video", get(tasks::video))
+        .route("/console/tasks/{id}/stream", get(tasks::stream))
         .route(
             "/console/tasks/{id}/events/{event_id}/redeliver",
             post(tasks::redeliver),
@@ -72,11 +74,20 @@ async fn stylesheet() -> impl IntoResponse {
 }
 
 async fn script() -> impl IntoResponse {
+    javascript(include_str!("assets/console.js"))
+}
+
+/// The task page's follower of its task's status stream.
+async fn task_follow_script() -> impl IntoResponse {
+    javascript(include_str!("assets/task-follow.js"))
+}
+
+fn javascript(source: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        include_str!("assets/console.js"),
+        source,
     )
 }

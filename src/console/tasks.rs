@@ -226,6 +226,18 @@ async fn visible_task(
     task.ok_or(ConsoleError::NotFound)
 }
 
+/// `GET /console/tasks/{id}/stream`: the task's status stream (as the API's), for the
+/// task page's script (`assets/task-follow.js`), under the session's sign-in.
+pub async fn stream(
+    State(gw): State<Arc<Gateway>>,
+    session: Session,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ConsoleError> {
+    let task = visible_task(&gw, &session, &id).await?;
+    Ok(crate::api::status_stream(gw.clone(), task.api_key_id, id, &headers).await?)
+}
+
 /// `GET /console/tasks/{id}`
 pub async fn show(
     State(gw): State<Arc<Gateway>>,
@@ -247,7 +259,8 @@ pub async fn show(
         None => None,
     };
     let body = html! {
-        div data-refresh-while-unfinished=[(!finished).then_some("2000")] {
+        @if !finished { script src="/console/assets/task-follow.js" defer {} }
+        div #task-live data-follow=[(!finished).then(|| format!("/console/tasks/{id}/stream"))] {
             (facts(t))
             @if let (Some(spot), Some(position)) = (&t.queue, position) {
                 (queue_place(spot, position))
@@ -322,7 +335,7 @@ fn facts(t: &TaskRecord) -> Markup {
     }
 }
 
-/// The video once there is one; until the task finishes, a note that the page refreshes.
+/// The video once there is one; until the task finishes, a note that the page follows it.
 fn result(t: &TaskRecord, finished: bool) -> Markup {
     let video = format!("/console/tasks/{}/video", t.id);
     html! {
@@ -334,7 +347,7 @@ fn result(t: &TaskRecord, finished: bool) -> Markup {
                 }
             }
         } @else if !finished {
-            p.live aria-live="polite" { "This page refreshes every 2 seconds until the task finishes. " a href="" { "Refresh now" } }
+            p.live aria-live="polite" { "This page follows the task as it changes, until it finishes. " a href="" { "Refresh now" } }
         }
     }
 }

@@ -177,6 +177,7 @@ impl Store {
                 .bind(format!("{},", serde_json::to_string(&entry)?))
             };
             query.execute(&mut *tx).await?;
+            super::live::note_finished_change(&mut tx, &job.task_id).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -280,6 +281,7 @@ impl Store {
             .await?,
         );
         if hidden {
+            super::live::note_finished_change(&mut tx, id).await?;
             tx.commit().await?;
             return Ok(Deleted::Yes);
         }

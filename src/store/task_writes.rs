@@ -12,7 +12,8 @@ use super::keys::BudgetPeriod;
 use super::limits::period_start;
 use super::tasks::{
     attempt_entry, event_type, event_wanted, history_entry, insert_attempt, insert_attempt_row,
-    insert_status_change, new_event_id, Acceptance, Attempt, Inserted, NewTask, TaskState,
+    insert_status_change, mute_bit, new_event_id, Acceptance, Attempt, Inserted, NewTask,
+    TaskState,
 };
 use super::{affected, now_ms, Backend};
 
@@ -23,12 +24,12 @@ pub(super) const INSERT_TASK_INTO: &str =
     "INSERT INTO tasks (id, api_key_id, model, request, state, provider, sandbox, cost_estimated_micros, \
      routing_reason, metadata, created_at, updated_at, next_poll_at, lease_owner, lease_until, \
      holds_slot, budget_period_start, reserved_micros, billed_seconds, callback_url, callback_in_progress, \
-     upstream_callback_token, history_json, attempts_json) VALUES ";
+     upstream_callback_token, history_json, attempts_json, webhook_muted) VALUES ";
 
-/// One new task's values, parameters $1..$20 (see `NewTaskRow::bind`).
+/// One new task's values, parameters $1..$21 (see `NewTaskRow::bind`).
 pub(super) const NEW_TASK_ROW: &str =
-    "($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18, $19, $20, '')";
-const NEW_TASK_PARAMS: usize = 20;
+    "($1, $2, $3, $4, 'submitting', $5, $6, $7, $8, $9, $10, $10, $11, $12, $11, $13, $14, $15, $16, $17, $18, $19, $20, '', $21)";
+const NEW_TASK_PARAMS: usize = 21;
 
 /// A provider's acceptance of a task held by claim $6 (the unbatched form, on SQLite),
 /// with its status change ($9) and attempt ($10) appended to the task's read copy.
@@ -58,6 +59,8 @@ pub(super) struct NewTaskRow {
     billed_seconds: Option<i64>,
     callback_url: Option<String>,
     callback_in_progress: bool,
+    /// The event types not to deliver (`super::tasks::webhook_mute_mask`).
+    webhook_muted: i64,
     upstream_callback_token: Option<String>,
     /// The kind of period the task's spend is counted in (its key's budget period).
     spend_period: BudgetPeriod,
@@ -80,6 +83,7 @@ impl NewTaskRow {
             billed_seconds: t.billed_seconds.map(i64::from),
             callback_url: t.request.callback_url.clone(),
             callback_in_progress: t.request.wants_in_progress_events(),
+            webhook_muted: super::tasks::webhook_mute_mask(&t.request),
             upstream_callback_token: t.upstream_callback_token.clone(),
             spend_period: t.holds.spend_period,
         })
@@ -117,6 +121,7 @@ impl NewTaskRow {
             .bind(i64::from(self.callback_in_progress))
             .bind(&self.upstream_callback_token)
             .bind(history)
+            .bind(self.webhook_muted)
     }
 }
 
@@ -423,16 +428,17 @@ async fn accept_in_one_statement(
              history_json = tasks.history_json || v.history_entry, attempts_json = tasks.attempts_json || v.attempt_entry \
            FROM v WHERE tasks.id = v.id AND tasks.state IN ('submitting', 'submit_unknown') AND tasks.lease_owner = v.token \
            RETURNING tasks.id, tasks.api_key_id, tasks.callback_url, tasks.callback_in_progress, tasks.progress, \
-             v.state AS new_state, v.event_id, v.event_type), \
+             tasks.webhook_muted, v.state AS new_state, v.event_id, v.event_type), \
          s AS (INSERT INTO task_status_changes (task_id, status, at) SELECT id, new_state, $1 FROM u), \
          e AS (INSERT INTO webhook_events (id, task_id, api_key_id, seq, type, url, progress, created_at, state, next_attempt_at) \
            SELECT u.event_id, u.id, u.api_key_id, \
              (SELECT COUNT(*) FROM webhook_events w WHERE w.task_id = u.id), \
-             u.event_type, u.callback_url, u.progress, $1, 'pending', $1 \
+             u.event_type, u.callback_url, u.progress, $1, {}, $1 \
            FROM u WHERE u.callback_url IS NOT NULL AND {}), \
          x AS (UPDATE tasks SET attempts_json = tasks.attempts_json || v.attempt_entry FROM v \
            WHERE tasks.id = v.id AND v.attempt_entry <> '' AND v.id NOT IN (SELECT id FROM u))",
         value_rows(ACCEPT_ROW, 2, ACCEPT_PARAMS, rows.len()),
+        event_delivery_state_by_state("u.new_state", "u"),
         event_wanted_by_state("u.new_state", "u"),
     );
     if !attempts.is_empty() {
@@ -476,6 +482,19 @@ async fn accept_in_one_statement(
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
     Ok(rows.iter().map(|r| accepted.contains(&r.id)).collect())
+}
+
+/// The state a new event of row `t` starts in, for a task state held in column
+/// `state_col`: `pending` (to deliver) or `filtered` (`webhook_events` left it out).
+fn event_delivery_state_by_state(state_col: &str, t: &str) -> String {
+    let arms: String = TaskState::ALL
+        .iter()
+        .map(|s| format!(" WHEN '{}' THEN {}", s.as_str(), mute_bit(*s)))
+        .collect();
+    format!(
+        "(CASE WHEN ({t}.webhook_muted & (CASE {state_col}{arms} ELSE 0 END)) <> 0 \
+         THEN 'filtered' ELSE 'pending' END)"
+    )
 }
 
 /// `event_wanted` for a state held in column `state_col` of row `t`: true where a change

@@ -9,7 +9,7 @@ use sqlx::{Any, Row, Transaction};
 use super::limits::{self, Holds, LimitRefusal, HOLD_COLUMNS};
 use super::task_writes::{AcceptRow, NewTaskRow, INSERT_TASK_INTO, NEW_TASK_ROW};
 use super::{affected, now_ms, Backend, Store};
-use crate::domain::{Model, TaskStatus, VideoRequest, VideoResult};
+use crate::domain::{Model, TaskStatus, VideoRequest, VideoResult, WebhookEventName};
 
 /// Where a task is in omnigate's own life cycle. `Submitting` is written before the
 /// upstream call; `SubmitUnknown` means the call may have reached the provider but no
@@ -514,7 +514,8 @@ async fn record_event(
         "INSERT INTO webhook_events (id, task_id, api_key_id, seq, type, url, progress, created_at, state, next_attempt_at) \
          SELECT $2, t.id, t.api_key_id, \
            (SELECT COUNT(*) FROM webhook_events e WHERE e.task_id = t.id), \
-           $3, t.callback_url, t.progress, $4, 'pending', $4 \
+           $3, t.callback_url, t.progress, $4, \
+           CASE WHEN (t.webhook_muted & $5) <> 0 THEN 'filtered' ELSE 'pending' END, $4 \
          FROM tasks t WHERE t.id = $1 AND t.callback_url IS NOT NULL AND {wanted}"
     );
     sqlx::query(&sql)
@@ -522,6 +523,7 @@ async fn record_event(
         .bind(new_event_id())
         .bind(event_type(state))
         .bind(at)
+        .bind(mute_bit(state))
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -533,6 +535,28 @@ pub(super) fn new_event_id() -> String {
 
 pub(super) fn event_type(state: TaskState) -> String {
     format!("video.generation.{}", state.public().as_str())
+}
+
+/// The bit of `tasks.webhook_muted` that keeps a change to `state` from delivery (0: no
+/// event type of its own).
+pub(super) fn mute_bit(state: TaskState) -> i64 {
+    match state.public() {
+        TaskStatus::Queued => 0,
+        TaskStatus::InProgress => 1,
+        TaskStatus::Completed => 2,
+        TaskStatus::Failed => 4,
+        TaskStatus::Cancelled => 8,
+    }
+}
+
+/// `tasks.webhook_muted` for a request: the bits of the event types its `webhook_events`
+/// leaves out.
+pub(super) fn webhook_mute_mask(req: &VideoRequest) -> i64 {
+    WebhookEventName::ALL
+        .iter()
+        .filter(|e| !req.delivers(**e))
+        .map(|e| mute_bit(TaskState::from_public(e.status())))
+        .sum()
 }
 
 /// The condition on task row `t` under which a change to `state` is an event its client
@@ -1043,6 +1067,8 @@ impl Store {
         for table in ["task_status_changes", "task_attempts"] {
             super::delete_where_in(&mut tx, table, "task_id", &ids).await?;
         }
+        // Their reads change: cached copies are dropped (`crate::live`).
+        super::live::note_finished_changes(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok(ids.len() as u64)
     }

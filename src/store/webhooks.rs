@@ -24,7 +24,7 @@ pub struct WebhookEvent {
     pub progress: i64,
     /// Milliseconds, like every time in the store.
     pub created_at: i64,
-    /// pending | delivered | failed | disabled
+    /// pending | delivered | failed | disabled | filtered (left out by the task's `webhook_events`)
     pub state: String,
     /// Attempts in the current schedule (a redelivery starts a new one).
     pub attempts: i64,

@@ -34,6 +34,8 @@ pub const PROVIDER_EFFECTIVE_CAP: &str = "omnigate_provider_effective_cap";
 pub const QUEUE_WAIT: &str = "omnigate_queue_wait_seconds";
 pub const QUEUE_WAITING: &str = "omnigate_queue_waiting_tasks";
 pub const QUEUE_DISPATCH_LATENCY: &str = "omnigate_queue_dispatch_latency_seconds";
+pub const OPEN_STREAMS: &str = "omnigate_open_streams";
+pub const STREAMS_DROPPED: &str = "omnigate_streams_dropped_slow_readers_total";
 
 /// Request latencies: from a cached read (ms) to a create that fell over through slow
 /// providers (tens of seconds).
@@ -174,10 +176,33 @@ fn describe() {
         RATE_LIMIT_SKIPPING,
         "1 while this process skips a failing Redis for its rate limits, else 0"
     );
+    describe_gauge!(
+        OPEN_STREAMS,
+        "Status streams (server-sent events) open on this process"
+    );
+    describe_counter!(
+        STREAMS_DROPPED,
+        "Status streams closed because their reader let live.stream_buffer events pile up"
+    );
     describe_counter!(
         SPEND,
         "Final cost of completed tasks in millionths of a USD, by provider"
     );
+}
+
+/// A status stream opened.
+pub fn stream_opened() {
+    gauge!(OPEN_STREAMS).increment(1.0);
+}
+
+/// A status stream closed, for whatever reason.
+pub fn stream_closed() {
+    gauge!(OPEN_STREAMS).decrement(1.0);
+}
+
+/// A status stream closed because its reader fell behind.
+pub fn stream_dropped_slow_reader() {
+    counter!(STREAMS_DROPPED).increment(1);
 }
 
 /// The exposition text, or None when metrics are off or the recorder is not ours.

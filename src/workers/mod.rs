@@ -56,6 +56,20 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             gw.clone(),
             |gw| async move { crate::queue::dispatcher::dispatch_once(&gw).await },
         ),
+        spawn_loop(
+            "live",
+            Duration::from_millis(gw.config.live.check_ms),
+            cancel.clone(),
+            gw.clone(),
+            |gw| async move { crate::live::check_watched(&gw).await },
+        ),
+        spawn_loop(
+            "finished_cache",
+            Duration::from_millis(gw.config.live.cache_check_ms),
+            cancel.clone(),
+            gw.clone(),
+            |gw| async move { crate::live::check_finished(&gw).await },
+        ),
         webhooks::spawn(gw, cancel),
     ]);
     all

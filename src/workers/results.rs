@@ -71,6 +71,8 @@ async fn run(gw: &Gateway, results: &Results, job: &CopyJob, token: &str) -> any
                     stored.content_type.as_deref(),
                 )
                 .await?;
+            // This process reads its own write at once; the others within a second.
+            gw.live.finished.forget(&job.task_id);
             tracing::info!(task_id = %job.task_id, video = job.video_index, bytes = stored.bytes, recorded, "result copied");
         }
         Err(e) => {

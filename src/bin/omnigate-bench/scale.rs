@@ -89,7 +89,7 @@ fn count(v: &Value, name: &str) -> u64 {
 
 /// Writes the config of omnigate `name` on `db`: the fake provider's table given
 /// `provider_keys`, and `tables` appended.
-fn write_config(
+pub(super) fn write_config(
     args: &RunArgs,
     db: &Database,
     dir: &Path,
@@ -115,7 +115,7 @@ fn write_config(
 }
 
 /// Starts omnigate `name` on the config `write_config` wrote.
-async fn serve(args: &RunArgs, dir: &Path, name: &str) -> anyhow::Result<Omnigate> {
+pub(super) async fn serve(args: &RunArgs, dir: &Path, name: &str) -> anyhow::Result<Omnigate> {
     let config_path = dir.join(format!("{name}.toml"));
     let config = std::fs::read_to_string(&config_path)?;
     let listen = config
@@ -134,7 +134,7 @@ async fn serve(args: &RunArgs, dir: &Path, name: &str) -> anyhow::Result<Omnigat
 }
 
 /// Creates the schema and a key with `omnigate keys create` on `config`; returns the key.
-async fn create_key(args: &RunArgs, config: &Path) -> anyhow::Result<String> {
+pub(super) async fn create_key(args: &RunArgs, config: &Path) -> anyhow::Result<String> {
     let bin = omnigate_bin(args)?;
     let out = Command::new(&bin)
         .args(["keys", "create", "--name", "bench"])

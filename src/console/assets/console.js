@@ -2,12 +2,6 @@
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
-  // A task page refreshes itself until the task finishes.
-  const live = document.querySelector("[data-refresh-while-unfinished]");
-  if (live) {
-    setTimeout(() => location.reload(), Number(live.dataset.refreshWhileUnfinished) || 2000);
-  }
-
   // Destructive forms ask first.
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
