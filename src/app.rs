@@ -132,6 +132,7 @@ pub async fn build_gateway(
         heartbeats: workers::Heartbeats::default(),
         limits,
         results,
+        timings: crate::timing::Timings::default(),
     });
     if sb.is_some() {
         bootstrap_sandbox_key(&gw).await?;

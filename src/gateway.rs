@@ -30,4 +30,6 @@ pub struct Gateway {
     pub results: Option<crate::results::Results>,
     /// Provider caps and the admission queue (`queue/`).
     pub queue: crate::queue::Queue,
+    /// Completion times and outcomes per provider, as last read from the store (`timing/`).
+    pub timings: crate::timing::Timings,
 }

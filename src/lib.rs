@@ -19,6 +19,7 @@ pub mod server;
 pub mod store;
 pub mod submit;
 pub mod telemetry;
+pub mod timing;
 pub mod validation;
 pub mod webhooks;
 pub mod workers;
