@@ -299,7 +299,9 @@ impl PollerConfig {
             bail!("poller.timing_samples: must be between 3 and 10000");
         }
         if self.timing_min_samples == 0 || self.timing_min_samples > self.timing_samples {
-            bail!("poller.timing_min_samples: must be at least 1 and at most poller.timing_samples");
+            bail!(
+                "poller.timing_min_samples: must be at least 1 and at most poller.timing_samples"
+            );
         }
         if self.timing_read_limit == 0 || self.timing_read_limit > 1_000_000 {
             bail!("poller.timing_read_limit: must be between 1 and 1000000");

@@ -735,8 +735,7 @@ pub(crate) async fn attempt_submit(
             attempt.provider_task_id = Some(submitted.upstream_id.clone());
             let given = callback_url.is_some();
             let recorded =
-                record_acceptance(gw, id, token, candidate, &submitted, &attempt, req, given)
-                    .await;
+                record_acceptance(gw, id, token, candidate, &submitted, &attempt, req, given).await;
             match recorded {
                 Recorded::Yes | Recorded::Pending => Attempted::Accepted {
                     state: first_state(&submitted),

@@ -89,7 +89,9 @@ impl RoutingConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         let m = self.outcome_margin;
         if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
-            anyhow::bail!("routing.outcome_margin: must be a fraction between 0 and 1 (0.05 is 5%)");
+            anyhow::bail!(
+                "routing.outcome_margin: must be a fraction between 0 and 1 (0.05 is 5%)"
+            );
         }
         if self.outcome_min_tasks == 0 {
             anyhow::bail!("routing.outcome_min_tasks: must be at least 1");

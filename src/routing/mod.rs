@@ -465,14 +465,24 @@ mod tests {
         };
         let (name, reason) = first(gap + 0.01, &rates);
         assert_eq!(name, b_name);
-        assert!(reason.contains("better completed-task rate (95% against 60%"), "{reason}");
+        assert!(
+            reason.contains("better completed-task rate (95% against 60%"),
+            "{reason}"
+        );
         assert!(reason.contains(&a_name), "{reason}");
         if gap > 0.0 {
-            assert_eq!(first(gap / 2.0, &rates).0, a_name, "outside the margin price rules");
+            assert_eq!(
+                first(gap / 2.0, &rates).0,
+                a_name,
+                "outside the margin price rules"
+            );
         }
         let unknown_leader = HashMap::from([(b_name.clone(), 0.95)]);
         let (name, reason) = first(gap + 0.01, &unknown_leader);
-        assert_eq!(name, a_name, "a provider without enough history is never moved");
+        assert_eq!(
+            name, a_name,
+            "a provider without enough history is never moved"
+        );
         assert!(reason.starts_with("cheapest capable provider"), "{reason}");
     }
 }

@@ -87,7 +87,11 @@ impl Store {
 
     /// The last `limit` tasks that finished since `since` (newest first), through the
     /// finished-tasks index: the refresh's cost is bounded by `limit`, not by the store.
-    pub async fn finished_tasks(&self, since: i64, limit: u32) -> anyhow::Result<Vec<FinishedTask>> {
+    pub async fn finished_tasks(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<FinishedTask>> {
         let rows = sqlx::query(&self.finished_tasks_sql())
             .bind(since)
             .bind(i64::from(limit))
@@ -131,7 +135,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(RunningTask {
-                    provider: r.try_get::<Option<String>, _>("provider")?.unwrap_or_default(),
+                    provider: r
+                        .try_get::<Option<String>, _>("provider")?
+                        .unwrap_or_default(),
                     timing_key: r.try_get("timing_key")?,
                     accepted_at: r.try_get("accepted_at")?,
                 })

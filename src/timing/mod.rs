@@ -246,7 +246,9 @@ mod tests {
     #[test]
     fn percentiles_come_from_the_newest_samples_of_each_group() {
         // Newest first: 100 tasks of 1-100 s, then 50 older ones of 1000 s.
-        let mut rows: Vec<_> = (1..=100).map(|s| finished("a", s * 1000, 10_000_000)).collect();
+        let mut rows: Vec<_> = (1..=100)
+            .map(|s| finished("a", s * 1000, 10_000_000))
+            .collect();
         rows.extend((0..50).map(|_| finished("a", 1_000_000, 5_000_000)));
         let times = completion_times(&rows, bounds());
         assert_eq!(times.len(), 1);
