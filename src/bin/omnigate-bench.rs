@@ -25,6 +25,8 @@ use tokio::process::{Child, Command};
 // Their own files: the disk probe and the scale measurements share only the helpers above.
 #[path = "omnigate-bench/disk.rs"]
 mod disk;
+#[path = "omnigate-bench/polls.rs"]
+mod polls;
 #[path = "omnigate-bench/scale.rs"]
 mod scale;
 
@@ -93,6 +95,15 @@ struct RunArgs {
     scale_secs: u64,
     #[arg(long, env = "BENCH_SCALE_EVENTS", default_value_t = 20_000)]
     scale_events: u64,
+    /// Instead of the latency table: status queries per finished task and how late omnigate
+    /// notices the end, timed polls off then on (`omnigate-bench/polls.rs`).
+    #[arg(long, env = "BENCH_POLLS")]
+    polls: bool,
+    #[arg(long, env = "BENCH_POLLS_TASKS", default_value_t = 2_000)]
+    polls_tasks: u64,
+    /// Task times (60-180 s) and the poll interval (10 s) are multiplied by this.
+    #[arg(long, env = "BENCH_POLLS_SCALE", default_value_t = 1.0)]
+    polls_scale: f64,
     /// Redis the two gateways of the replica measurement share.
     #[arg(
         long,
@@ -166,6 +177,8 @@ impl RunArgs {
             self.scale_interval_secs = self.scale_interval_secs.min(1.0);
             self.scale_secs = self.scale_secs.min(3);
             self.scale_events = self.scale_events.min(200);
+            self.polls_tasks = self.polls_tasks.min(100);
+            self.polls_scale = self.polls_scale.min(0.03);
         }
     }
 }
@@ -893,6 +906,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!("omnigate-bench: logs in {}", dir.display());
+    if args.polls {
+        return polls::run(&args, &dir).await;
+    }
     // The scale run's upstream checks that no task is polled twice within an interval.
     let min_gap_ms = if args.scale {
         (args.scale_interval_secs * 1000.0) as i64
