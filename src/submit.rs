@@ -152,13 +152,9 @@ pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, Subm
     let health = gw.health.snapshot().await?;
     let mut plan = gw.router.plan(req, &health);
     let routing = &gw.config.routing;
-    let rates = gw
-        .timings
-        .outcomes()
-        .into_iter()
-        .filter_map(|(p, o)| o.completed_rate(routing.outcome_min_tasks).map(|r| (p, r)))
-        .collect();
-    crate::routing::outcomes::prefer_completed(&mut plan, &rates, routing.outcome_margin);
+    let timings = gw.timings.snapshot();
+    let rate_of = |p: &str| timings.completed_rate(p, routing.outcome_min_tasks);
+    crate::routing::outcomes::prefer_completed(&mut plan, rate_of, routing.outcome_margin);
     if plan.candidates.is_empty() {
         return Err(nobody_can_take(&plan));
     }

@@ -460,7 +460,7 @@ mod tests {
         let rates = HashMap::from([(a_name.clone(), 0.6), (b_name.clone(), 0.95)]);
         let first = |margin: f64, rates: &HashMap<String, f64>| {
             let mut plan = example_router().plan(&req, &HashMap::new());
-            outcomes::prefer_completed(&mut plan, rates, margin);
+            outcomes::prefer_completed(&mut plan, |p| rates.get(p).copied(), margin);
             (plan.candidates[0].upstream.name.clone(), plan.reason_for(0))
         };
         let (name, reason) = first(gap + 0.01, &rates);

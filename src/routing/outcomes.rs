@@ -3,17 +3,16 @@
 //! Price still rules outside the margin, and a provider without enough ended tasks in the
 //! health window (`routing.outcome_min_tasks`) is never moved.
 
-use std::collections::HashMap;
-
 use super::Plan;
 
 /// Moves the best-rated candidate within `margin` of the cheapest to the front when its
-/// completed-task rate (`rates`, 0-1) beats the cheapest's, and records why on the plan.
-pub fn prefer_completed(plan: &mut Plan, rates: &HashMap<String, f64>, margin: f64) {
+/// completed-task rate (`rate_of`, 0-1, None when not known) beats the cheapest's, and
+/// records why on the plan.
+pub fn prefer_completed(plan: &mut Plan, rate_of: impl Fn(&str) -> Option<f64>, margin: f64) {
     let Some(first) = plan.candidates.first() else {
         return;
     };
-    let Some(&leader_rate) = rates.get(&first.upstream.name) else {
+    let Some(leader_rate) = rate_of(&first.upstream.name) else {
         return;
     };
     let ceiling = first.estimate_usd * (1.0 + margin) + 1e-9;
@@ -23,7 +22,7 @@ pub fn prefer_completed(plan: &mut Plan, rates: &HashMap<String, f64>, margin: f
         .enumerate()
         .skip(1)
         .take_while(|(_, c)| c.estimate_usd <= ceiling)
-        .filter_map(|(i, c)| rates.get(&c.upstream.name).map(|r| (i, *r)))
+        .filter_map(|(i, c)| rate_of(&c.upstream.name).map(|r| (i, r)))
         .filter(|(_, r)| *r > leader_rate)
         .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
     let Some((index, rate)) = best else {

@@ -43,7 +43,19 @@ pub struct Snapshot {
     outcomes: HashMap<String, TaskOutcomes>,
 }
 
+impl Snapshot {
+    /// `provider`'s completed-task rate, once `min_tasks` of its tasks count.
+    pub fn completed_rate(&self, provider: &str, min_tasks: u32) -> Option<f64> {
+        self.outcomes.get(provider)?.completed_rate(min_tasks)
+    }
+}
+
 impl Timings {
+    /// The figures as last read; holding it costs one reference count.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current()
+    }
+
     fn current(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
