@@ -133,13 +133,17 @@ fn gateway_config(
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"{url}\"\nmax_connections = {pool}\n\n\
          [sandbox]\nenabled = \"never\"\n\n\
-         [poller]\nadaptive_polls = {adaptive}\ntiming_refresh_secs = 1\nmin_poll_gap_secs = {gap}\n\n\
+         [poller]\nadaptive_polls = {adaptive}\ntiming_refresh_secs = 1\nmin_poll_gap_secs = {gap}\n\
+         timing_samples = {samples}\n\n\
          [providers.fake]\ndialect = \"apimodels\"\nbase_url = \"http://127.0.0.1:{upstream}\"\n\
          api_key_env = \"BENCH_POLLS_UPSTREAM_KEY\"\nmodels = [\"kling-v3-omni\"]\npoll_interval_secs = {interval}\n\n\
          [providers.fake.prices.kling-v3-omni]\nstd = 0.0633\npro = 0.0853\n",
         url = db.url,
         pool = args.pool,
         gap = (interval / 10.0).max(0.1),
+        // Every task of a run starts at once, so the newest completions of a group are its
+        // longest tasks: the percentiles take the whole previous run (see the docs' limits).
+        samples = (args.polls_tasks as usize / GROUPS.len()).clamp(100, 10_000),
     );
     omnigate::config::Config::from_toml_str(&toml, |name| {
         (name == "BENCH_POLLS_UPSTREAM_KEY").then(|| "bench".to_string())
