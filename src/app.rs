@@ -133,6 +133,7 @@ pub async fn build_gateway(
         heartbeats: Default::default(),
         limits,
         results,
+        timings: crate::timing::Timings::default(),
     });
     if sb.is_some() {
         bootstrap_sandbox_key(&gw).await?;

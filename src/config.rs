@@ -243,6 +243,24 @@ pub struct PollerConfig {
     /// Consecutive status answers that cannot be interpreted (an unknown state word, a
     /// finished task without a video URL) after which a task fails with `upstream_unreadable`.
     pub max_unreadable_answers: u32,
+    /// Time polls by each provider's completion times (`timing/`): the first near the
+    /// p10, denser around the p50, back to the provider's interval past the p90. Off, or
+    /// without history, every poll waits the provider's `poll_interval_secs`.
+    pub adaptive_polls: bool,
+    /// The shortest wait between two timed polls of one task, in seconds.
+    pub min_poll_gap_secs: f64,
+    /// Finished tasks per provider and group that the percentiles are taken from.
+    pub timing_samples: u32,
+    /// A group with fewer finished tasks than this has no history yet.
+    pub timing_min_samples: u32,
+    /// Most finished tasks one refresh reads (newest first): the refresh's bound.
+    pub timing_read_limit: u32,
+    /// How far back a refresh looks for finished tasks, in seconds.
+    pub timing_window_secs: u64,
+    /// How often the completion times and outcomes are recomputed (by one process).
+    pub timing_refresh_secs: u64,
+    /// An unfinished task this many times its group's p90 past acceptance counts as stuck.
+    pub stuck_factor: f64,
 }
 
 impl Default for PollerConfig {
@@ -258,6 +276,14 @@ impl Default for PollerConfig {
             max_task_age_secs: 6 * 3600,
             max_poll_failures: 30,
             max_unreadable_answers: 5,
+            adaptive_polls: true,
+            min_poll_gap_secs: 1.0,
+            timing_samples: 100,
+            timing_min_samples: 10,
+            timing_read_limit: 5_000,
+            timing_window_secs: 24 * 3600,
+            timing_refresh_secs: 30,
+            stuck_factor: 3.0,
         }
     }
 }
@@ -269,6 +295,36 @@ pub const MAX_POLL_BATCH: u32 = 10_000;
 impl PollerConfig {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs)
+    }
+
+    pub fn min_poll_gap(&self) -> Duration {
+        Duration::from_secs_f64(self.min_poll_gap_secs)
+    }
+
+    /// The timed-poll keys: each names itself when out of range.
+    fn validate_timing(&self) -> anyhow::Result<()> {
+        let gap = self.min_poll_gap_secs;
+        if !(gap.is_finite() && (0.1..=3600.0).contains(&gap)) {
+            bail!("poller.min_poll_gap_secs: must be between 0.1 and 3600 seconds");
+        }
+        if self.timing_samples < 3 || self.timing_samples > 10_000 {
+            bail!("poller.timing_samples: must be between 3 and 10000");
+        }
+        if self.timing_min_samples == 0 || self.timing_min_samples > self.timing_samples {
+            bail!(
+                "poller.timing_min_samples: must be at least 1 and at most poller.timing_samples"
+            );
+        }
+        if self.timing_read_limit == 0 || self.timing_read_limit > 1_000_000 {
+            bail!("poller.timing_read_limit: must be between 1 and 1000000");
+        }
+        if self.timing_window_secs == 0 || self.timing_refresh_secs == 0 {
+            bail!("poller.timing_window_secs and poller.timing_refresh_secs: must be positive");
+        }
+        if !(self.stuck_factor.is_finite() && self.stuck_factor >= 1.0) {
+            bail!("poller.stuck_factor: must be a number of at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -982,6 +1038,8 @@ impl Config {
     /// code is held to the same rules as one loaded from a file.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.validate_durations()?;
+        self.poller.validate_timing()?;
+        self.routing.validate()?;
         crate::telemetry::config::validate(
             &self.log,
             &self.metrics,

@@ -32,4 +32,6 @@ pub struct Gateway {
     pub queue: crate::queue::Queue,
     /// Watched tasks, cached finished reads and open streams (`live/`).
     pub live: crate::live::Live,
+    /// Completion times and outcomes per provider, as last read from the store (`timing/`).
+    pub timings: crate::timing::Timings,
 }

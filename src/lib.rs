@@ -23,6 +23,7 @@ pub mod store;
 pub mod submit;
 pub mod supervise;
 pub mod telemetry;
+pub mod timing;
 pub mod validation;
 pub mod webhooks;
 pub mod workers;

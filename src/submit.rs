@@ -150,7 +150,11 @@ pub async fn plan_request(gw: &Gateway, req: &VideoRequest) -> Result<Plan, Subm
         }
     }
     let health = gw.health.snapshot().await?;
-    let plan = gw.router.plan(req, &health);
+    let mut plan = gw.router.plan(req, &health);
+    let routing = &gw.config.routing;
+    let timings = gw.timings.snapshot();
+    let rate_of = |p: &str| timings.completed_rate(p, routing.outcome_min_tasks);
+    crate::routing::outcomes::prefer_completed(&mut plan, rate_of, routing.outcome_margin);
     if plan.candidates.is_empty() {
         return Err(nobody_can_take(&plan));
     }
@@ -749,11 +753,9 @@ pub(crate) async fn attempt_submit(
     let attempted = match result {
         Ok(submitted) => {
             attempt.provider_task_id = Some(submitted.upstream_id.clone());
-            let slim = slim_request(req);
             let given = callback_url.is_some();
             let recorded =
-                record_acceptance(gw, id, token, candidate, &submitted, &attempt, slim, given)
-                    .await;
+                record_acceptance(gw, id, token, candidate, &submitted, &attempt, req, given).await;
             match recorded {
                 Recorded::Yes | Recorded::Pending => Attempted::Accepted {
                     state: first_state(&submitted),
@@ -824,17 +826,20 @@ async fn record_acceptance(
     candidate: &Candidate,
     submitted: &Submitted,
     attempt: &Attempt,
-    slim_request: Option<String>,
+    req: &VideoRequest,
     callback_given: bool,
 ) -> Recorded {
-    let interval = poll_interval(gw, &candidate.upstream, callback_given);
+    let slim_request = slim_request(req);
+    let timed = AcceptTiming::of(gw, &candidate.upstream, req, callback_given);
     let acceptance = Acceptance {
         upstream_id: &submitted.upstream_id,
         state: first_state(submitted),
-        first_poll_at: now_ms() + interval.as_millis() as i64,
+        first_poll_at: timed.first_poll_at,
         attempt: Some(attempt),
         slim_request: slim_request.as_deref(),
         callback_given,
+        timing_key: Some(&timed.key),
+        eta_at: timed.eta_at,
     };
     for delay in RECORD_RETRY_DELAYS_MS {
         match gw.store.mark_accepted(id, token, &acceptance).await {
@@ -855,7 +860,11 @@ async fn record_acceptance(
         "could not record the provider's acceptance; retrying in the background");
     let (store, id, token) = (gw.store.clone(), id.to_string(), token.to_string());
     let (upstream_id, attempt) = (submitted.upstream_id.clone(), attempt.clone());
-    let (state, first_poll_at) = (acceptance.state, acceptance.first_poll_at);
+    let (state, first_poll_at, eta_at) = (
+        acceptance.state,
+        acceptance.first_poll_at,
+        acceptance.eta_at,
+    );
     let deadline = Instant::now() + Duration::from_millis(submit_lease_ms(candidate) as u64);
     gw.submits.spawn(crate::telemetry::request_id::carry(async move {
         let acceptance = Acceptance {
@@ -865,6 +874,8 @@ async fn record_acceptance(
             attempt: Some(&attempt),
             slim_request: slim_request.as_deref(),
             callback_given,
+            timing_key: Some(&timed.key),
+            eta_at,
         };
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -876,6 +887,41 @@ async fn record_acceptance(
         tracing::error!(task_id = %id, %upstream_id, "acceptance never recorded; the reconciler will look the task up");
     }));
     Recorded::Pending
+}
+
+/// What an acceptance records of the provider's completion times (`timing/`).
+struct AcceptTiming {
+    first_poll_at: i64,
+    key: String,
+    eta_at: Option<i64>,
+}
+
+impl AcceptTiming {
+    /// The first poll at the p10 of `upstream`'s tasks like `req` (one interval without
+    /// history, or when an upstream callback is expected: polls are then the backstop),
+    /// and the expected completion at their p50.
+    fn of(
+        gw: &Gateway,
+        upstream: &crate::routing::Upstream,
+        req: &VideoRequest,
+        callback_given: bool,
+    ) -> AcceptTiming {
+        let now = now_ms();
+        let key = crate::timing::timing_key(req);
+        let dist = gw.timings.distribution(&upstream.name, &key);
+        let interval = poll_interval(gw, upstream, callback_given);
+        let timed = dist.filter(|_| gw.config.poller.adaptive_polls && !callback_given);
+        let first = crate::timing::schedule::first_poll_after(
+            timed.as_ref(),
+            interval,
+            gw.config.poller.min_poll_gap(),
+        );
+        AcceptTiming {
+            first_poll_at: now + first.as_millis() as i64,
+            key,
+            eta_at: dist.map(|d| now + d.p50_ms),
+        }
+    }
 }
 
 /// The request to keep once a provider has the task: without its base64 images (None when
@@ -900,19 +946,22 @@ pub(crate) async fn accept_found(
     candidate: &Candidate,
     submitted: &Submitted,
 ) -> anyhow::Result<()> {
-    let slim = slim_request(&gw.store.task_request(id).await?);
+    let request = gw.store.task_request(id).await?;
+    let slim = slim_request(&request);
     // Found after an interrupted submit to this same provider: its URL went with that
     // submit when the dialect takes one (and the task has a token).
     let callback_given = candidate.upstream.adapter.capabilities().upstream_callback
         && gw.config.webhooks.public_base_url.is_some();
+    let timed = AcceptTiming::of(gw, &candidate.upstream, &request, callback_given);
     let acceptance = Acceptance {
         upstream_id: &submitted.upstream_id,
         state: first_state(submitted),
-        first_poll_at: now_ms()
-            + poll_interval(gw, &candidate.upstream, callback_given).as_millis() as i64,
+        first_poll_at: timed.first_poll_at,
         attempt: None,
         slim_request: slim.as_deref(),
         callback_given,
+        timing_key: Some(&timed.key),
+        eta_at: timed.eta_at,
     };
     gw.store.mark_accepted(id, token, &acceptance).await?;
     Ok(())

@@ -500,6 +500,8 @@ async fn concurrent_claims_never_share_a_task(db: Db) {
             attempt: None,
             slim_request: None,
             callback_given: false,
+            timing_key: None,
+            eta_at: None,
         };
         a.mark_accepted(&id, "nobody", &accepted).await.unwrap();
         ids.insert(id);

@@ -149,6 +149,8 @@ async fn concurrent_creates_are_written_together_and_a_bad_row_fails_alone(db: D
                 attempt: Some(&a),
                 slim_request: None,
                 callback_given: false,
+                timing_key: None,
+                eta_at: None,
             };
             (
                 i,
@@ -287,6 +289,8 @@ async fn two_claims_in_one_process_cannot_both_write(db: Db) {
         attempt: None,
         slim_request: None,
         callback_given: false,
+        timing_key: None,
+        eta_at: None,
     };
     assert!(!store
         .set_submit_target("vgt_claims", &submitter, "other", false, None, "r")

@@ -29,6 +29,7 @@ pub async fn providers(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, Ap
     let names: Vec<String> = gw.router.names().map(str::to_string).collect();
     let report = gw.health.report(&names).await?;
     let capacity = gw.store.capacity().await?;
+    let outcomes = gw.timings.outcomes();
     let data: Vec<Value> = report
         .iter()
         .map(|r| {
@@ -36,10 +37,20 @@ pub async fn providers(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, Ap
             if let Some(c) = capacity.iter().find(|c| c.provider == r.provider) {
                 row["capacity"] = capacity_object(c);
             }
+            let o = outcomes.get(&r.provider).cloned().unwrap_or_default();
+            row["task_outcomes"] = task_outcomes_object(&gw, &o);
             row
         })
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// A provider's outcomes after acceptance over the health window, and the completed-task
+/// rate routing compares (`null` below `routing.outcome_min_tasks` ended tasks).
+pub fn task_outcomes_object(gw: &Gateway, o: &crate::store::TaskOutcomes) -> Value {
+    let mut v = json!(o);
+    v["completed_rate"] = json!(o.completed_rate(gw.config.routing.outcome_min_tasks));
+    v
 }
 
 /// A provider's caps (`null`: none), the cap in force, its slots in use and its capacity

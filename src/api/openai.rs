@@ -467,6 +467,26 @@ pub async fn content(
     super::content::content_of(&gw, &key.id, &id, 0, &headers).await
 }
 
+/// The progress the provider reported, or, when higher, the share of the expected
+/// completion time (`eta`) already elapsed; below 100 until the task is final, since an
+/// estimate cannot know the task done.
+fn estimated_progress(t: &TaskRecord, now: i64) -> i64 {
+    if t.state.public().is_terminal() {
+        return t.progress;
+    }
+    let estimate = match (t.accepted_at, t.eta_at) {
+        (Some(start), Some(eta)) if eta > start => {
+            (100 * (now - start).max(0) / (eta - start)).min(ESTIMATE_CAP)
+        }
+        _ => 0,
+    };
+    t.progress.max(estimate).min(99)
+}
+
+/// The most an estimate from elapsed time claims: a task past its expected time is late,
+/// not nearly done.
+const ESTIMATE_CAP: i64 = 95;
+
 /// OpenAI's Video object for a task, with what only its stored request knows (prompt,
 /// seconds, size); a request retention removed leaves those to the result or the defaults.
 fn video_object(t: &TaskRecord, req: Option<&VideoRequest>) -> Value {
@@ -507,7 +527,7 @@ fn video_object(t: &TaskRecord, req: Option<&VideoRequest>) -> Value {
         "created_at": t.created_at.div_euclid(1000),
         "status": status.as_str(),
         "model": t.model.as_str(),
-        "progress": t.progress,
+        "progress": estimated_progress(t, crate::store::now_ms()),
         "seconds": seconds,
         "size": size,
         "prompt": req.and_then(|r| r.prompt.clone()),

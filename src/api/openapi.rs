@@ -525,6 +525,12 @@ mod answers {
         created_at: i64,
         updated_at: i64,
         completed_at: Option<i64>,
+        /// While unfinished, when the task is expected to complete (RFC 3339, UTC): its
+        /// acceptance plus the median completion time of its provider's recent tasks of
+        /// the same model, mode and duration. Absent without such history.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(example = "2026-12-06T16:02:30Z")]
+        eta: Option<String>,
     }
 
     #[derive(Serialize, ToSchema)]
@@ -800,7 +806,26 @@ mod answers {
     #[derive(Serialize, ToSchema)]
     pub struct ProviderList {
         object: String,
-        data: Vec<ProviderReport>,
+        data: Vec<ProviderRow>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct ProviderRow {
+        #[serde(flatten)]
+        report: ProviderReport,
+        task_outcomes: ProviderTaskOutcomes,
+    }
+
+    /// Outcomes after acceptance over the health window (refreshed every
+    /// `poller.timing_refresh_secs`).
+    #[derive(Serialize, ToSchema)]
+    pub struct ProviderTaskOutcomes {
+        #[serde(flatten)]
+        counts: crate::store::TaskOutcomes,
+        /// completed / (completed + failed_after_accept + stuck); null below
+        /// `routing.outcome_min_tasks` of them. Routing prefers the higher rate among
+        /// providers priced within `routing.outcome_margin` of the cheapest.
+        completed_rate: Option<f64>,
     }
 
     #[derive(Serialize, ToSchema)]

@@ -354,6 +354,9 @@ pub fn task_object(t: &TaskRecord) -> Value {
         "updated_at": unix_secs(t.updated_at),
         "completed_at": t.completed_at.map(unix_secs),
     });
+    if let Some(eta) = t.eta_at.filter(|_| !status.is_terminal()) {
+        obj["eta"] = json!(crate::timing::rfc3339(eta));
+    }
     if t.sandbox {
         obj["sandbox"] = json!(true);
     }

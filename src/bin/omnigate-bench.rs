@@ -30,6 +30,8 @@ mod capacity;
 mod disk;
 #[path = "omnigate-bench/live.rs"]
 mod live;
+#[path = "omnigate-bench/polls.rs"]
+mod polls;
 #[path = "omnigate-bench/scale.rs"]
 mod scale;
 
@@ -116,6 +118,15 @@ struct RunArgs {
     /// Tasks followed per live measurement.
     #[arg(long, env = "BENCH_LIVE_TASKS", default_value_t = 200)]
     live_tasks: u64,
+    /// Instead of the latency table: status queries per finished task and how late omnigate
+    /// notices the end, timed polls off then on (`omnigate-bench/polls.rs`).
+    #[arg(long, env = "BENCH_POLLS")]
+    polls: bool,
+    #[arg(long, env = "BENCH_POLLS_TASKS", default_value_t = 2_000)]
+    polls_tasks: u64,
+    /// Task times (60-180 s) and the poll interval (10 s) are multiplied by this.
+    #[arg(long, env = "BENCH_POLLS_SCALE", default_value_t = 1.0)]
+    polls_scale: f64,
     /// Redis the two gateways of the replica measurement share.
     #[arg(
         long,
@@ -192,6 +203,8 @@ impl RunArgs {
             self.capacity_task_secs = self.capacity_task_secs.min(0.5);
             self.capacity_waiting = self.capacity_waiting.min(1_000);
             self.live_tasks = self.live_tasks.min(10);
+            self.polls_tasks = self.polls_tasks.min(100);
+            self.polls_scale = self.polls_scale.min(0.03);
         }
     }
 }
@@ -962,6 +975,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("omnigate-bench: logs in {}", dir.display());
     if args.capacity {
         return capacity::run(&args, &dir).await;
+    }
+    if args.polls {
+        return polls::run(&args, &dir).await;
     }
     // The scale run's upstream checks that no task is polled twice within an interval.
     let min_gap_ms = if args.scale {

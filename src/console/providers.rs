@@ -41,6 +41,8 @@ pub async fn page(
     let since = (now - HOUR_MS) / SLOT_MS * SLOT_MS;
     let slots = gw.store.outcome_slots(since, SLOT_MS).await?;
     let typical = typical_quotes(&gw).await;
+    let outcomes = gw.timings.outcomes();
+    let min_tasks = gw.config.routing.outcome_min_tasks;
     let body = html! {
         table.providers {
             caption { "Circuits and submit health over the health window" }
@@ -69,6 +71,25 @@ pub async fn page(
                     None => "none",
                 } }
             } } }
+        }
+        table.providers {
+            caption { "Outcomes after acceptance over the health window" }
+            thead { tr {
+                th scope="col" { "Provider" } th scope="col" { "Completed rate" } th scope="col" { "Completed" }
+                th scope="col" { "Failed after acceptance" } th scope="col" { "Stuck past p90" }
+                th scope="col" { "Content refusals" }
+            } }
+            tbody { @for name in &names {
+                @let o = outcomes.get(name).cloned().unwrap_or_default();
+                tr {
+                    th scope="row" { (name) }
+                    td.num { (o.completed_rate(min_tasks).map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "too few tasks".into())) }
+                    td.num { (o.completed) }
+                    td.num { (o.failed_after_accept) }
+                    td.num { (o.stuck) }
+                    td.num { (o.moderated) }
+                }
+            } }
         }
         h2 { "Tasks in the last hour, by provider" }
         div.charts {

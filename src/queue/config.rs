@@ -60,11 +60,43 @@ impl QueueConfig {
     }
 }
 
-/// `[routing]`: how the router chooses when the cheapest provider is full.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[routing]`: how the router chooses when the cheapest provider is full, and between
+/// providers of about the same price.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     pub when_full: WhenFull,
+    /// Providers priced within this fraction of the cheapest capable one count as the
+    /// same price: among them the one with the better completed-task rate goes first.
+    pub outcome_margin: f64,
+    /// A provider's completed-task rate counts once this many of its accepted tasks ended
+    /// in the health window.
+    pub outcome_min_tasks: u32,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            when_full: WhenFull::default(),
+            outcome_margin: 0.05,
+            outcome_min_tasks: 20,
+        }
+    }
+}
+
+impl RoutingConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let m = self.outcome_margin;
+        if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+            anyhow::bail!(
+                "routing.outcome_margin: must be a fraction between 0 and 1 (0.05 is 5%)"
+            );
+        }
+        if self.outcome_min_tasks == 0 {
+            anyhow::bail!("routing.outcome_min_tasks: must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// What a task that may wait does when the cheapest capable provider has no room.

@@ -9,6 +9,8 @@ use crate::domain::{FrameType, Model, ReferType, VideoRequest, DEFAULT_DURATION}
 use crate::health::{Circuit, ProviderHealth};
 use crate::providers::{Capabilities, Provider};
 
+pub mod outcomes;
+
 /// Input videos are 3-10 s; until a base video's length is known its edit is estimated
 /// at the longest, so a budget check never under-counts.
 pub const ASSUMED_BASE_VIDEO_SECONDS: u32 = 10;
@@ -52,11 +54,17 @@ pub struct Plan {
     /// Cheapest first, then by configured priority, then by name.
     pub candidates: Vec<Candidate>,
     pub passed_over: Vec<PassedOver>,
+    /// Why the first candidate goes first when it is not the cheapest: its better
+    /// completed-task rate within the price margin (`outcomes`).
+    pub preferred: Option<String>,
 }
 
 impl Plan {
     /// Why the first candidate was chosen, in words for the task record.
     pub fn reason_for(&self, index: usize) -> String {
+        if let (0, Some(why)) = (index, &self.preferred) {
+            return why.clone();
+        }
         let c = &self.candidates[index];
         let mut reason = format!(
             "cheapest capable provider at ${:.4} estimated",
@@ -118,6 +126,7 @@ impl Router {
         Plan {
             candidates,
             passed_over,
+            preferred: None,
         }
     }
 }
@@ -437,5 +446,44 @@ mod tests {
             .map(|c| c.upstream.name.as_str())
             .collect();
         assert_eq!(&names[..3], &["kkiai", "apimodels", "anyfast"]);
+    }
+
+    #[test]
+    fn a_better_completed_rate_within_the_margin_goes_first_and_says_so() {
+        let req: VideoRequest = serde_json::from_value(serde_json::json!({
+            "model": "kling-v3-omni", "prompt": "p", "aspect_ratio": "1:1"
+        }))
+        .unwrap();
+        let base = example_router().plan(&req, &HashMap::new());
+        let (a, b) = (&base.candidates[0], &base.candidates[1]);
+        let (a_name, b_name) = (a.upstream.name.clone(), b.upstream.name.clone());
+        let gap = b.estimate_usd / a.estimate_usd - 1.0;
+        let rates = HashMap::from([(a_name.clone(), 0.6), (b_name.clone(), 0.95)]);
+        let first = |margin: f64, rates: &HashMap<String, f64>| {
+            let mut plan = example_router().plan(&req, &HashMap::new());
+            outcomes::prefer_completed(&mut plan, |p| rates.get(p).copied(), margin);
+            (plan.candidates[0].upstream.name.clone(), plan.reason_for(0))
+        };
+        let (name, reason) = first(gap + 0.01, &rates);
+        assert_eq!(name, b_name);
+        assert!(
+            reason.contains("better completed-task rate (95% against 60%"),
+            "{reason}"
+        );
+        assert!(reason.contains(&a_name), "{reason}");
+        if gap > 0.0 {
+            assert_eq!(
+                first(gap / 2.0, &rates).0,
+                a_name,
+                "outside the margin price rules"
+            );
+        }
+        let unknown_leader = HashMap::from([(b_name.clone(), 0.95)]);
+        let (name, reason) = first(gap + 0.01, &unknown_leader);
+        assert_eq!(
+            name, a_name,
+            "a provider without enough history is never moved"
+        );
+        assert!(reason.starts_with("cheapest capable provider"), "{reason}");
     }
 }

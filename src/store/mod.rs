@@ -17,6 +17,7 @@ mod queue_view;
 mod results;
 mod task_writes;
 mod tasks;
+mod timing;
 mod usage;
 mod webhooks;
 
@@ -36,6 +37,7 @@ pub use tasks::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
     StatusChange, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,
 };
+pub use timing::{CompletionTime, FinishedTask, RunningTask, TaskOutcomes};
 pub use usage::{GroupBy, UsageRow};
 pub use webhooks::{EventNext, Redelivery, WebhookAttempt, WebhookEvent};
 
@@ -336,6 +338,8 @@ mod tests {
             (store.queue_position_sql(), "tasks", "tasks_waiting_tag"),
             (store.key_best_sql(), "tasks", "tasks_waiting_key"),
             (store.past_deadline_sql(), "tasks", "tasks_waiting_deadline"),
+            (store.finished_tasks_sql(), "tasks", "tasks_finished"),
+            (store.long_running_sql(), "tasks", "tasks_by_state_created"),
         ];
         for (sql, table, index) in statements {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -37,7 +37,8 @@ const ACCEPT_TASK: &str =
     "UPDATE tasks SET state = $2, provider_task_id = $3, next_poll_at = $4, updated_at = $5, \
      poll_failures = 0, lease_owner = NULL, lease_until = 0, request = COALESCE($7, request), \
      upstream_callback_token = CASE WHEN $8 = 1 THEN upstream_callback_token ELSE NULL END, \
-     history_json = history_json || $9, attempts_json = attempts_json || $10 \
+     history_json = history_json || $9, attempts_json = attempts_json || $10, \
+     accepted_at = $5, timing_key = $11, eta_at = $12 \
      WHERE id = $1 AND state IN ('submitting', 'submit_unknown') AND lease_owner = $6";
 
 pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
@@ -135,6 +136,8 @@ pub(super) struct AcceptRow {
     attempt: Option<Attempt>,
     slim_request: Option<String>,
     callback_given: bool,
+    timing_key: Option<String>,
+    eta_at: Option<i64>,
 }
 
 impl AcceptRow {
@@ -155,6 +158,8 @@ impl AcceptRow {
             attempt: a.attempt.cloned(),
             slim_request: a.slim_request.map(str::to_string),
             callback_given: a.callback_given,
+            timing_key: a.timing_key.map(str::to_string),
+            eta_at: a.eta_at,
         }
     }
 }
@@ -383,6 +388,8 @@ async fn accept_in_transaction(
             .bind(i64::from(row.callback_given))
             .bind(history_entry(row.state, now))
             .bind(row.attempt_entry()?)
+            .bind(&row.timing_key)
+            .bind(row.eta_at)
             .execute(&mut **tx)
             .await?,
     );
@@ -401,8 +408,9 @@ async fn accept_in_transaction(
 /// One acceptance's values in the `v` list of `accept_in_one_statement` (typed, since
 /// VALUES has no column types of its own).
 const ACCEPT_ROW: &str =
-    "($1::text, $2::text, $3::text, $4::bigint, $5::text, $6::text, $7::bigint, $8::text, $9::text, $10::text, $11::text)";
-const ACCEPT_PARAMS: usize = 11;
+    "($1::text, $2::text, $3::text, $4::bigint, $5::text, $6::text, $7::bigint, $8::text, $9::text, $10::text, $11::text, \
+     $12::text, $13::bigint)";
+const ACCEPT_PARAMS: usize = 13;
 const ATTEMPT_ROW: &str =
     "($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::bigint)";
 const ATTEMPT_PARAMS: usize = 8;
@@ -419,13 +427,14 @@ async fn accept_in_one_statement(
         .collect();
     let mut sql = format!(
         "WITH v (id, state, upstream_id, first_poll_at, token, slim_request, callback_given, event_id, event_type, \
-             history_entry, attempt_entry) \
+             history_entry, attempt_entry, timing_key, eta_at) \
            AS (VALUES {}), \
          u AS (UPDATE tasks SET state = v.state, provider_task_id = v.upstream_id, next_poll_at = v.first_poll_at, \
              updated_at = $1, poll_failures = 0, lease_owner = NULL, lease_until = 0, \
              request = COALESCE(v.slim_request, tasks.request), \
              upstream_callback_token = CASE WHEN v.callback_given = 1 THEN tasks.upstream_callback_token ELSE NULL END, \
-             history_json = tasks.history_json || v.history_entry, attempts_json = tasks.attempts_json || v.attempt_entry \
+             history_json = tasks.history_json || v.history_entry, attempts_json = tasks.attempts_json || v.attempt_entry, \
+             accepted_at = $1, timing_key = v.timing_key, eta_at = v.eta_at \
            FROM v WHERE tasks.id = v.id AND tasks.state IN ('submitting', 'submit_unknown') AND tasks.lease_owner = v.token \
            RETURNING tasks.id, tasks.api_key_id, tasks.callback_url, tasks.callback_in_progress, tasks.progress, \
              tasks.webhook_muted, v.state AS new_state, v.event_id, v.event_type), \
@@ -462,7 +471,9 @@ async fn accept_in_one_statement(
             .bind(new_event_id())
             .bind(event_type(row.state))
             .bind(history_entry(row.state, now))
-            .bind(row.attempt_entry()?);
+            .bind(row.attempt_entry()?)
+            .bind(&row.timing_key)
+            .bind(row.eta_at);
     }
     for (task_id, at) in &attempts {
         q = q

@@ -135,6 +135,12 @@ pub struct TaskRecord {
     pub queue: Option<super::queue::QueueSpot>,
     /// The verified copies of the task's other videos (1, 2, ...), once made.
     pub stored_more: Vec<super::results::StoredVideo>,
+    /// When a provider accepted it (Unix ms).
+    pub accepted_at: Option<i64>,
+    /// The group its completion time counts in (`timing::timing_key`).
+    pub timing_key: Option<String>,
+    /// When it was expected to complete at acceptance (Unix ms), if there was history.
+    pub eta_at: Option<i64>,
 }
 
 impl TaskRecord {
@@ -181,6 +187,9 @@ impl TaskRecord {
             stored_bytes: None,
             queue: None,
             stored_more: Vec::new(),
+            accepted_at: None,
+            timing_key: None,
+            eta_at: None,
         }
     }
 }
@@ -236,6 +245,10 @@ pub struct Acceptance<'a> {
     /// The provider was given the task's upstream callback URL. If not, the task's token
     /// is dropped, so that the record says which tasks expect callbacks.
     pub callback_given: bool,
+    /// The group its completion time counts in (`timing::timing_key`).
+    pub timing_key: Option<&'a str>,
+    /// When it is expected to complete (Unix ms), from its group's p50; None without history.
+    pub eta_at: Option<i64>,
 }
 
 /// What the API writes before it calls any provider.
@@ -313,7 +326,7 @@ pub(super) const TASK_COLUMNS: &str =
     result, error_code, error_message, error_provider_message, cost_estimated_micros, cost_final_micros, \
     provider_reported_micros, routing_reason, created_at, updated_at, completed_at, next_poll_at, poll_failures, \
     unreadable_answers, upstream_callback_token, stored_bytes, stored_videos_json, \
-    queue_tag, waiting_since, max_wait_until";
+    queue_tag, waiting_since, max_wait_until, accepted_at, timing_key, eta_at";
 
 /// A fresh token for one claim of tasks. Every write of a claimed task checks it, so two
 /// claims, even in one process, can never both write the same task.
@@ -376,6 +389,9 @@ pub(super) fn task_from_row(row: &AnyRow) -> anyhow::Result<TaskRecord> {
         stored_bytes: row.try_get("stored_bytes")?,
         queue: super::queue::spot_from_row(row)?,
         stored_more: super::results::stored_videos(row.try_get("stored_videos_json")?),
+        accepted_at: row.try_get("accepted_at")?,
+        timing_key: row.try_get("timing_key")?,
+        eta_at: row.try_get("eta_at")?,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod poller;
 pub mod reconciler;
 pub mod results;
 pub mod retention;
+pub mod timing;
 pub mod webhooks;
 
 use std::future::Future;
@@ -47,6 +48,13 @@ pub fn spawn_all(gw: Arc<Gateway>, cancel: CancellationToken) -> Vec<JoinHandle<
             cancel.clone(),
             gw.clone(),
             |gw| async move { janitor_once(&gw).await },
+        ),
+        spawn_loop(
+            "timing",
+            timing::tick(&gw),
+            cancel.clone(),
+            gw.clone(),
+            |gw| async move { timing::refresh_once(&gw).await },
         ),
         spawn_woken_loop(
             "dispatcher",

@@ -156,7 +156,7 @@ async fn poll_task(
     }
     match result {
         Ok(seen) => {
-            let next = next_poll_at(interval, gw.config.poller.poll_jitter);
+            let next = timed_next_poll_at(gw, task, provider, interval);
             record_seen(gw, task, token, &seen, next).await
         }
         Err(e) if e.kind == ErrorKind::Unreadable => {
@@ -196,6 +196,31 @@ fn next_poll_at(interval: Duration, jitter: f64) -> i64 {
         0
     };
     now_ms() + interval_ms + jitter
+}
+
+/// When to poll a task found still running: by its provider's completion times for its
+/// group (`timing::schedule`) when polls are timed and there is history, else one interval
+/// on. A task expecting an upstream callback keeps the backstop interval: the callback
+/// tells of its end.
+fn timed_next_poll_at(gw: &Gateway, task: &TaskRecord, provider: &str, interval: Duration) -> i64 {
+    let cfg = &gw.config.poller;
+    let dist = match (&task.timing_key, task.accepted_at) {
+        (Some(key), Some(_)) if cfg.adaptive_polls && !task.upstream_callback => {
+            gw.timings.distribution(provider, key)
+        }
+        _ => None,
+    };
+    let (Some(dist), Some(accepted_at)) = (dist, task.accepted_at) else {
+        return next_poll_at(interval, cfg.poll_jitter);
+    };
+    let elapsed = Duration::from_millis((now_ms() - accepted_at).max(0) as u64);
+    let gap = crate::timing::schedule::next_poll_after(
+        Some(&dist),
+        elapsed,
+        interval,
+        cfg.min_poll_gap(),
+    );
+    next_poll_at(gap, cfg.poll_jitter)
 }
 
 /// A status answer omnigate cannot interpret is kept and counted; after

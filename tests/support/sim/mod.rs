@@ -262,6 +262,9 @@ struct SimTask {
     url_override: Option<String>,
     script: Script,
     polls: u32,
+    /// Set by `Sim::set_task_millis`: the task ends at this time (ms) whatever the
+    /// queries, and stays running until then.
+    finish_at: Option<u64>,
     /// When each query of the task came (ms), in order.
     polled_at: Vec<u64>,
     created_ms: u64,
@@ -291,7 +294,12 @@ impl SimTask {
     /// One query of this task: advances the script and answers the new phase.
     fn poll(&mut self) -> Phase {
         let before = self.phase();
-        self.polls += 1;
+        let last_running = self.script.queued_polls + self.script.processing_polls;
+        self.polls = match self.finish_at {
+            Some(at) if now_ms() >= at => self.polls.max(last_running + 1),
+            Some(_) => (self.polls + 1).min(last_running),
+            None => self.polls + 1,
+        };
         self.polled_at.push(now_ms());
         let after = self.phase();
         if after != before {
@@ -385,6 +393,10 @@ struct Ledger {
     video_url: Option<String>,
     /// Set by `Sim::set_base_video_seconds`: how long every input video of a base edit is.
     base_video_seconds: Option<u32>,
+    /// Set by `Sim::set_task_millis`: how long each task created from now on runs, taken
+    /// in turn.
+    task_millis: Vec<u64>,
+    timed_created: usize,
 }
 
 impl Ledger {
@@ -405,6 +417,7 @@ impl Ledger {
             .filter(|u| !u.is_empty())
             .map(str::to_string);
         self.created_bodies.push(body);
+        let finish_at = self.next_task_millis().map(|ms| now + ms);
         self.tasks.push(SimTask {
             id: new.id,
             external_id: new.external_id,
@@ -417,12 +430,22 @@ impl Ledger {
             url_override: self.video_url.clone(),
             script: self.script.clone(),
             polls: 0,
+            finish_at,
             polled_at: Vec::new(),
             created_ms: now,
             updated_ms: now,
             finished_ms: None,
         });
         self.tasks.last().expect("just pushed")
+    }
+
+    /// How long the next task runs, if tasks are timed.
+    fn next_task_millis(&mut self) -> Option<u64> {
+        if self.task_millis.is_empty() {
+            return None;
+        }
+        self.timed_created += 1;
+        Some(self.task_millis[(self.timed_created - 1) % self.task_millis.len()])
     }
 
     /// Kling's single-task query takes either its own id or the `external_task_id`.
@@ -655,6 +678,22 @@ impl Sim {
     /// Read calls received (task queries and lists), answered or not.
     pub fn query_count(&self) -> usize {
         self.ledger().query_count
+    }
+
+    /// Tasks created from now on run for a wall-clock time instead of a number of queries:
+    /// the n-th one `millis[n % len]` ms, seen running by every query until then and
+    /// finished by the first query after. The script's outcome still applies.
+    pub fn set_task_millis(&self, millis: Vec<u64>) {
+        self.ledger().task_millis = millis;
+    }
+
+    /// When each timed task finished (ms), by the simulator's task id.
+    pub fn finish_times(&self) -> Vec<(String, Option<u64>)> {
+        self.ledger()
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.finish_at))
+            .collect()
     }
 
     /// When each task was queried (ms, in order), by the simulator's task id.
