@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use omnigate::config::{Config, ProviderConfig};
 use omnigate::domain::Model;
-use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::fixtures::plain;
 use support::sim::{Outcome, Script, Sim, SimDialect};
 
 const INTERVAL_MS: u64 = 1_000;
@@ -18,10 +18,6 @@ const TASKS: usize = 24;
 /// Queries of each task to wait for: the first moves it to in_progress (a per-task
 /// write), the later ones find it still running (the batch write).
 const QUERIES: usize = 4;
-
-fn plain() -> Value {
-    json!({"model": "kling-v3-omni", "prompt": "a cat in the garden", "aspect_ratio": "16:9", "duration": 5})
-}
 
 /// Tasks that stay in progress, their progress rising (Anyfast reports it), for far
 /// longer than a test.

@@ -7,14 +7,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use omnigate::config::{Config, ProviderConfig, Secret};
-use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, with_queue, Db, TestApp, TestDb};
 use support::console::Console;
+use support::fixtures::BOTH;
 use support::sim::{Outcome, Script, Sim, SimDialect};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "queue-views-admin-token-0123456789abcd";
 

@@ -133,6 +133,16 @@ impl TestApp {
         &self.app.as_ref().expect("running").gateway
     }
 
+    /// Issues another API key named `name` and returns its secret.
+    pub async fn issue_key(&self, name: &str) -> String {
+        self.gateway()
+            .store
+            .create_api_key(name)
+            .await
+            .expect("create key")
+            .secret
+    }
+
     /// Stops the gateway abruptly, as a crash would.
     pub fn kill(&mut self) {
         if let Some(app) = self.app.take() {
