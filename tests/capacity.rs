@@ -13,9 +13,9 @@ use omnigate::store::ProviderCapacity;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, with_queue, Db, TestApp, TestDb};
-use support::fixtures::{eventually, key_info, plain, until_finished, with, BOTH};
+use support::fixtures::{eventually, key_info, plain, succeeds_after, until_finished, with, BOTH};
 use support::receiver::Receiver;
-use support::sim::{Fault, Outcome, Script, Sim, SimDialect, SimError};
+use support::sim::{Fault, Sim, SimDialect, SimError};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "capacity-admin-token-0123456789abcdef";
@@ -95,11 +95,7 @@ async fn start_order(app: &TestApp, sim: &Sim, ids: &[String]) -> Vec<String> {
 async fn the_cap_holds_with_concurrent_creates_and_every_task_completes(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 2,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(2, 2));
     let app = queueing(&db, vec![("up", capped(&sim, 0.1, 2))]).await;
     let body = plain();
     let tasks = join_all((0..10).map(|_| app.create(&body))).await;
@@ -120,11 +116,7 @@ on_both_stores!(the_cap_holds_with_concurrent_creates_and_every_task_completes);
 async fn two_gateways_on_one_database_never_exceed_the_cap_together() {
     let db = TestDb::new(Db::Postgres).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 2,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(2, 2));
     let cfg = queue_config(&db, vec![("up", capped(&sim, 0.1, 3))]);
     let one = TestApp::start(cfg.clone()).await;
     let two = TestApp::start(cfg).await;
@@ -144,11 +136,7 @@ async fn two_gateways_on_one_database_never_exceed_the_cap_together() {
 async fn max_submits_per_minute_holds_past_finished_tasks(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 0,
-        processing_polls: 0,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(0, 0));
     let mut p = sim.provider_config(BOTH, 0.1);
     p.max_submits_per_minute = Some(2);
     let app = queueing(&db, vec![("up", p)]).await;
@@ -387,11 +375,7 @@ on_both_stores!(a_keys_weight_and_max_queued_come_from_the_admin_api);
 async fn a_budget_race_with_the_queue_on_still_accepts_exactly_what_fits(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 1,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 1));
     let app = queueing(&db, vec![("up", capped(&sim, 0.1, 2))]).await;
     // $5.00 holds ten tasks of $0.50; two run at once, the rest wait holding their share.
     let key = admin_new_key(&app, json!({"budget_usd": 5.0})).await;

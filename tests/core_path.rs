@@ -9,7 +9,7 @@ use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
-use support::fixtures::{models_of, BOTH};
+use support::fixtures::{models_of, succeeds_after, BOTH};
 use support::sim::{Fault, Outcome, Script, Sim, SimDialect, SimError};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -314,11 +314,7 @@ on_both_stores!(poll_errors_back_off_and_the_task_still_completes);
 async fn a_restart_mid_flight_still_completes_the_task(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 2,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(2, 2));
     let cfg = config(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
     let mut app = TestApp::start(cfg.clone()).await;
     let task = app.create(&text_to_video("kling-video-o1")).await;

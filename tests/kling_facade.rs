@@ -632,12 +632,7 @@ async fn callbacks_arrive_in_kling_s_shape_signed_by_standard_webhooks(db: Db) {
     let db = TestDb::new(db).await;
     let (app, _sim) = front(&db).await;
     let receiver = Receiver::start().await;
-    let issued = app
-        .gateway()
-        .store
-        .issue_key("hooks", &KeyChange::default())
-        .await
-        .unwrap();
+    let issued = app.issue_signing_key("hooks").await;
     let mut body = text_to_video("cb-1");
     body["callback_url"] = json!(receiver.url());
     let (status, answer) = post(&app, &issued.key, &format!("/kling{CREATE}"), &body).await;

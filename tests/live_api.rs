@@ -12,10 +12,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
 use support::console::Console;
-use support::fixtures::BOTH;
+use support::fixtures::{succeeds_after, BOTH};
 use support::python::run_script;
 use support::receiver::{Received, Receiver};
-use support::sim::{Outcome, Script, Sim, SimDialect};
+use support::sim::{Script, Sim, SimDialect};
 
 fn live_config(db: &TestDb, sim: &Sim) -> Config {
     let mut cfg = config(db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
@@ -32,11 +32,7 @@ fn body() -> Value {
 
 /// A task that takes about `polls` polls of 50 ms in progress.
 fn script(polls: u32) -> Script {
-    Script {
-        queued_polls: 1,
-        processing_polls: polls,
-        outcome: Outcome::Succeed,
-    }
+    succeeds_after(1, polls)
 }
 
 fn task_path(id: &str) -> String {

@@ -19,9 +19,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use support::app::{config, Db, TestApp, TestDb, PG_ADMIN_URL};
-use support::fixtures::BOTH;
+use support::fixtures::{succeeds_after, BOTH};
 use support::receiver::Receiver;
-use support::sim::{Outcome, Script, Sim, SimDialect};
+use support::sim::{Script, Sim, SimDialect};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -143,12 +143,7 @@ async fn metrics_move_with_requests_provider_calls_deliveries_and_spend(db: Db) 
     cfg.webhooks.allow_private_targets = true;
     cfg.webhooks.tick_ms = 50;
     let app = TestApp::start(cfg).await;
-    let issued = app
-        .gateway()
-        .store
-        .issue_key("metrics", &KeyChange::default())
-        .await
-        .unwrap();
+    let issued = app.issue_signing_key("metrics").await;
     let p = provider.as_str();
     let create = [("method", "POST"), ("route", "/v1/video/generations")];
     let read = [("method", "GET"), ("route", "/v1/video/generations/{id}")];
@@ -245,11 +240,7 @@ async fn task_gauges_follow_the_store_and_drop_to_zero_when_tasks_finish(db: Db)
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Modellix).await;
     // Long enough in flight to be seen by a few gauge refreshes.
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 40,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 40));
     let provider = unique_provider();
     let mut cfg = config(
         &db,

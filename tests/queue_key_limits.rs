@@ -13,8 +13,8 @@ use omnigate::store::TaskState;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, with_queue, Db, TestApp, TestDb};
-use support::fixtures::{eventually, key_info, plain, until_finished, BOTH};
-use support::sim::{Outcome, Script, Sim, SimDialect};
+use support::fixtures::{eventually, key_info, plain, succeeds_after, until_finished, BOTH};
+use support::sim::{Sim, SimDialect};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "queue-limits-admin-token-0123456789ab";
@@ -211,11 +211,7 @@ on_both_stores!(the_dispatcher_goes_past_a_key_at_its_limit_to_other_keys_tasks)
 async fn a_budget_race_against_a_key_limit_with_queueing_accepts_exactly_what_fits(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 1,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 1));
     let app = gateway(&db, &sim, None).await;
     // $5.00 holds ten tasks of $0.50; two run at once, the rest wait holding their share.
     let (key_id, secret) = new_key(&app, json!({"budget_usd": 5.0, "max_in_flight": 2})).await;

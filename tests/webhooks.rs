@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::app::{config, Db, TestApp, TestDb};
-use support::fixtures::BOTH;
+use support::fixtures::{succeeds_after, BOTH};
 use support::python::verify_with_python;
 use support::receiver::{Received, Receiver, Reply};
 use support::sim::{Outcome, Script, Sim, SimDialect};
@@ -83,12 +83,7 @@ fn hooks_config(db: &TestDb, sim: &Sim, schedule: &[f64]) -> Config {
 
 /// A key with its webhook signing secret (the harness's own key's secret is not shown).
 async fn key(app: &TestApp) -> (String, String) {
-    let issued = app
-        .gateway()
-        .store
-        .issue_key("hooks", &KeyChange::default())
-        .await
-        .unwrap();
+    let issued = app.issue_signing_key("hooks").await;
     (issued.key, issued.webhook_secret)
 }
 
@@ -148,11 +143,7 @@ fn statuses(event: &Value) -> Vec<Option<i64>> {
 async fn in_progress_and_completed_events_arrive_in_order_signed_by_the_scheme(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 2));
     let receiver = Receiver::start().await;
     let app = TestApp::start(hooks_config(&db, &sim, &[0.0])).await;
     let (key, secret) = key(&app).await;
@@ -531,11 +522,7 @@ on_both_stores!(a_restart_in_the_middle_of_a_schedule_continues_it);
 async fn two_gateways_deliver_each_event_once(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 1,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 1));
     let receiver = Receiver::start().await;
     // A slow receiver keeps attempts in flight while the other gateway looks for work.
     receiver.by_default(Reply::ok().after(Duration::from_millis(100)));

@@ -143,6 +143,15 @@ impl TestApp {
             .secret
     }
 
+    /// Issues a key as the admin API does, with its webhook signing secret.
+    pub async fn issue_signing_key(&self, name: &str) -> omnigate::store::IssuedKey {
+        self.gateway()
+            .store
+            .issue_key(name, &omnigate::store::KeyChange::default())
+            .await
+            .expect("issue key")
+    }
+
     /// Stops the gateway abruptly, as a crash would.
     pub fn kill(&mut self) {
         if let Some(app) = self.app.take() {

@@ -83,3 +83,13 @@ pub fn models_of(dialect: SimDialect) -> &'static [Model] {
         BOTH
     }
 }
+
+/// A simulator script: `queued_polls` polls queued, `processing_polls` processing, then
+/// the task succeeds.
+pub fn succeeds_after(queued_polls: u32, processing_polls: u32) -> Script {
+    Script {
+        queued_polls,
+        processing_polls,
+        outcome: Outcome::Succeed,
+    }
+}
