@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use omnigate::config::{Config, ProviderConfig};
 use omnigate::domain::Model;
-use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
-use support::sim::{Outcome, Script, Sim, SimDialect};
+use support::fixtures::{plain, succeeds_after};
+use support::sim::{Script, Sim, SimDialect};
 
 const INTERVAL_MS: u64 = 1_000;
 /// More tasks than one claim takes, so that every round is several batches.
@@ -19,18 +19,10 @@ const TASKS: usize = 24;
 /// write), the later ones find it still running (the batch write).
 const QUERIES: usize = 4;
 
-fn plain() -> Value {
-    json!({"model": "kling-v3-omni", "prompt": "a cat in the garden", "aspect_ratio": "16:9", "duration": 5})
-}
-
 /// Tasks that stay in progress, their progress rising (Anyfast reports it), for far
 /// longer than a test.
 fn long_running() -> Script {
-    Script {
-        queued_polls: 1,
-        processing_polls: 50,
-        outcome: Outcome::Succeed,
-    }
+    succeeds_after(1, 50)
 }
 
 fn provider(sim: &Sim, base_url: &str) -> ProviderConfig {

@@ -18,6 +18,7 @@ use omnigate::workers;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::fixtures::eventually;
 use support::proxy::TcpProxy;
 use support::raw;
 use support::sim::{Fault, Sim, SimDialect};
@@ -41,22 +42,6 @@ async fn sandbox_app(db: &TestDb, tune: impl FnOnce(&mut Config)) -> TestApp {
 
 async fn healthz(app: &TestApp) -> (StatusCode, Value) {
     app.get("/healthz").await
-}
-
-/// Polls `probe` until it is true, failing after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !probe().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen in {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Polls `probe` until it gives something, failing after `within`.

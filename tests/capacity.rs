@@ -5,41 +5,20 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use omnigate::config::{ProviderConfig, Secret};
-use omnigate::domain::Model;
 use omnigate::store::ProviderCapacity;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, with_queue, Db, TestApp, TestDb};
+use support::fixtures::{eventually, key_info, plain, succeeds_after, until_finished, with, BOTH};
 use support::receiver::Receiver;
-use support::sim::{Fault, Outcome, Script, Sim, SimDialect, SimError};
+use support::sim::{Fault, Sim, SimDialect, SimError};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "capacity-admin-token-0123456789abcdef";
-
-fn plain() -> Value {
-    json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9", "duration": 5})
-}
-
-fn with(mut body: Value, extra: Value) -> Value {
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    body
-}
-
-/// Tasks that run until the test ends them (`Sim::finish_oldest_running`).
-fn until_finished() -> Script {
-    Script {
-        queued_polls: 1_000_000,
-        processing_polls: 0,
-        outcome: Outcome::Succeed,
-    }
-}
 
 /// A provider at `usd_per_second` capped at `cap` tasks in flight.
 fn capped(sim: &Sim, usd_per_second: f64, cap: u32) -> ProviderConfig {
@@ -78,26 +57,15 @@ async fn capacity_of(app: &TestApp, provider: &str) -> ProviderCapacity {
         .expect("a capacity row per configured provider")
 }
 
-/// Polls `check` until it holds (panics after `WAIT`, naming `what`).
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Ends the running tasks one at a time, each once the next has started, until the
 /// simulator has created `total` tasks and finished them all.
 async fn finish_one_by_one(sim: &Sim, total: usize) {
     for started in 1..=total {
-        eventually(&format!("task {started} of {total} to start"), || async {
-            sim.created_count() >= started
-        })
+        eventually(
+            WAIT,
+            &format!("task {started} of {total} to start"),
+            || async { sim.created_count() >= started },
+        )
         .await;
         assert!(sim.finish_oldest_running().await, "a task runs");
     }
@@ -112,7 +80,7 @@ async fn start_order(app: &TestApp, sim: &Sim, ids: &[String]) -> Vec<String> {
             let task = app.gateway().store.task(id).await.unwrap().unwrap();
             task.provider_task_id
         };
-        eventually(&format!("{id}'s acceptance"), || async {
+        eventually(WAIT, &format!("{id}'s acceptance"), || async {
             accepted().await.is_some()
         })
         .await;
@@ -127,11 +95,7 @@ async fn start_order(app: &TestApp, sim: &Sim, ids: &[String]) -> Vec<String> {
 async fn the_cap_holds_with_concurrent_creates_and_every_task_completes(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 2,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(2, 2));
     let app = queueing(&db, vec![("up", capped(&sim, 0.1, 2))]).await;
     let body = plain();
     let tasks = join_all((0..10).map(|_| app.create(&body))).await;
@@ -152,11 +116,7 @@ on_both_stores!(the_cap_holds_with_concurrent_creates_and_every_task_completes);
 async fn two_gateways_on_one_database_never_exceed_the_cap_together() {
     let db = TestDb::new(Db::Postgres).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 2,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(2, 2));
     let cfg = queue_config(&db, vec![("up", capped(&sim, 0.1, 3))]);
     let one = TestApp::start(cfg.clone()).await;
     let two = TestApp::start(cfg).await;
@@ -176,11 +136,7 @@ async fn two_gateways_on_one_database_never_exceed_the_cap_together() {
 async fn max_submits_per_minute_holds_past_finished_tasks(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 0,
-        processing_polls: 0,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(0, 0));
     let mut p = sim.provider_config(BOTH, 0.1);
     p.max_submits_per_minute = Some(2);
     let app = queueing(&db, vec![("up", p)]).await;
@@ -403,7 +359,7 @@ async fn a_keys_weight_and_max_queued_come_from_the_admin_api(db: Db) {
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{err}");
     assert_eq!(err["error"]["code"], "queue_full");
-    let info = key_info(&app, light["id"].as_str().unwrap()).await;
+    let info = key_info(&app, ADMIN, light["id"].as_str().unwrap()).await;
     assert_eq!(
         (info["queued"].as_i64(), info["max_queued"].as_i64()),
         (Some(6), Some(6))
@@ -419,11 +375,7 @@ on_both_stores!(a_keys_weight_and_max_queued_come_from_the_admin_api);
 async fn a_budget_race_with_the_queue_on_still_accepts_exactly_what_fits(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 1,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 1));
     let app = queueing(&db, vec![("up", capped(&sim, 0.1, 2))]).await;
     // $5.00 holds ten tasks of $0.50; two run at once, the rest wait holding their share.
     let key = admin_new_key(&app, json!({"budget_usd": 5.0})).await;
@@ -446,7 +398,7 @@ async fn a_budget_race_with_the_queue_on_still_accepts_exactly_what_fits(db: Db)
         assert_eq!(done["status"], "completed", "{done}");
     }
     assert!(sim.peak_running() <= 2);
-    let info = key_info(&app, key["id"].as_str().unwrap()).await;
+    let info = key_info(&app, ADMIN, key["id"].as_str().unwrap()).await;
     assert_eq!(
         (info["spent_usd"].as_f64(), info["reserved_usd"].as_f64()),
         (Some(5.0), Some(0.0)),
@@ -472,7 +424,7 @@ async fn a_task_waiting_past_its_deadline_fails_with_nothing_charged(db: Db) {
     let (status, waiting) = app.post_as(secret, "/v1/video/generations", &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
     assert_eq!(waiting["queue"]["position"], 1, "{waiting}");
-    let info = key_info(&app, key["id"].as_str().unwrap()).await;
+    let info = key_info(&app, ADMIN, key["id"].as_str().unwrap()).await;
     assert_eq!(
         info["reserved_usd"].as_f64(),
         Some(1.0),
@@ -481,7 +433,7 @@ async fn a_task_waiting_past_its_deadline_fails_with_nothing_charged(db: Db) {
     let done = app.wait_terminal_as(secret, &id(&waiting), WAIT).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["error"]["code"], "queue_timeout", "{done}");
-    let info = key_info(&app, key["id"].as_str().unwrap()).await;
+    let info = key_info(&app, ADMIN, key["id"].as_str().unwrap()).await;
     assert_eq!(
         (info["spent_usd"].as_f64(), info["reserved_usd"].as_f64()),
         (Some(0.0), Some(0.5)),
@@ -604,18 +556,6 @@ async fn admin_new_key(app: &TestApp, limits: Value) -> Value {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    resp.json().await.unwrap()
-}
-
-async fn key_info(app: &TestApp, id: &str) -> Value {
-    let resp = app
-        .client
-        .get(format!("{}/admin/keys/{id}", app.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
     resp.json().await.unwrap()
 }
 

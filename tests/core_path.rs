@@ -9,9 +9,9 @@ use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::fixtures::{models_of, succeeds_after, BOTH};
 use support::sim::{Fault, Outcome, Script, Sim, SimDialect, SimError};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(15);
 
 fn text_to_video(model: &str) -> Value {
@@ -20,11 +20,7 @@ fn text_to_video(model: &str) -> Value {
 
 async fn one_provider(db: &TestDb, dialect: SimDialect) -> (TestApp, Sim) {
     let sim = Sim::start(dialect).await;
-    let models: &[Model] = if dialect == SimDialect::Anyfast {
-        &[Model::KlingV3Omni]
-    } else {
-        BOTH
-    };
+    let models = models_of(dialect);
     // One name per dialect: scenarios that loop over dialects share a database, and with
     // it each provider's health.
     let name = format!("{dialect:?}").to_lowercase();
@@ -143,13 +139,7 @@ async fn keys_see_only_their_own_tasks(db: Db) {
     let (app, _sim) = one_provider(&db, SimDialect::Kkiai).await;
     let task = app.create(&text_to_video("kling-v3-omni")).await;
     let id = task["id"].as_str().unwrap();
-    let other = app
-        .gateway()
-        .store
-        .create_api_key("other")
-        .await
-        .unwrap()
-        .secret;
+    let other = app.issue_key("other").await;
     let (status, body) = app
         .get_as(&other, &format!("/v1/video/generations/{id}"))
         .await;
@@ -324,11 +314,7 @@ on_both_stores!(poll_errors_back_off_and_the_task_still_completes);
 async fn a_restart_mid_flight_still_completes_the_task(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 2,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(2, 2));
     let cfg = config(&db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
     let mut app = TestApp::start(cfg.clone()).await;
     let task = app.create(&text_to_video("kling-video-o1")).await;

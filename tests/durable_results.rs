@@ -169,13 +169,7 @@ async fn mirrored_video_is_served_byte_for_byte_with_ranges(db: Db) {
     assert_eq!(std::fs::read(&file).expect("the copy is on disk"), expected);
     assert_served_byte_for_byte(&app, id, &expected).await;
     // Another key does not see it, content included.
-    let other = app
-        .gateway()
-        .store
-        .create_api_key("other")
-        .await
-        .unwrap()
-        .secret;
+    let other = app.issue_key("other").await;
     let theirs = get_raw(
         &app,
         &other,

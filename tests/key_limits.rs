@@ -7,19 +7,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use omnigate::config::Secret;
-use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::fixtures::{plain, BOTH};
 use support::sim::{Outcome, Script, Sim, SimDialect};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(15);
 const ADMIN: &str = "key-limits-admin-token-0123456789abcdef";
-
-fn plain() -> Value {
-    json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9", "duration": 5})
-}
 
 /// A gateway with one simulated provider at $0.10/s (a plain task: $0.50) and the admin API on.
 async fn gateway(db: &TestDb) -> (TestApp, Sim) {

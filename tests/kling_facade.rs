@@ -10,25 +10,23 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use omnigate::config::{Config, Credential, ProviderConfig, Secret};
-use omnigate::domain::Model;
 use omnigate::secrets::{issue_kling_credentials, KlingCredentials};
 use omnigate::store::KeyChange;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
-use support::receiver::{Received, Receiver};
+use support::fixtures::BOTH;
+use support::python::{run_script, verify_with_python};
+use support::receiver::Receiver;
 use support::sim::{Fault, Sim, SimDialect, SimError};
 
 const WAIT: Duration = Duration::from_secs(30);
-const MODELS: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const CREATE: &str = "/v1/videos/omni-video";
 
 /// A gateway ("A") in front of a kkiai simulator, able to issue Kling credentials, its
@@ -39,7 +37,7 @@ async fn front(db: &TestDb) -> (TestApp, Sim) {
 }
 
 fn front_config(db: &TestDb, sim: &Sim) -> Config {
-    let mut cfg = config(db, vec![("kkiai".into(), sim.provider_config(MODELS, 0.1))]);
+    let mut cfg = config(db, vec![("kkiai".into(), sim.provider_config(BOTH, 0.1))]);
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
     cfg.server.secrets_key = Some(Secret::new(key));
     cfg.webhooks.allow_private_targets = true;
@@ -147,7 +145,7 @@ async fn wait_kling(app: &TestApp, token: &str, id: &str) -> Value {
 
 /// A provider of the second gateway: the kling dialect at the first gateway's facade.
 fn facade_provider(base: &str, prefix: &str, credential: Credential) -> ProviderConfig {
-    let prices: serde_json::Map<String, Value> = MODELS
+    let prices: serde_json::Map<String, Value> = BOTH
         .iter()
         .map(|m| {
             let p = 0.1;
@@ -159,7 +157,7 @@ fn facade_provider(base: &str, prefix: &str, credential: Credential) -> Provider
     let mut cfg: ProviderConfig = serde_json::from_value(json!({
         "dialect": "kling",
         "base_url": base,
-        "models": MODELS,
+        "models": BOTH,
         "prices": prices,
         // Below the test config's poll lease (3 s); A's create answers within a submit.
         "request_timeout_secs": 2.5,
@@ -289,34 +287,12 @@ async fn a_client_written_from_kling_s_example_runs_unchanged(db: Db) {
     let db = TestDb::new(db).await;
     let (app, _sim) = front(&db).await;
     let pair = credentials(&app, &app.key).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kling_client.py");
-    let args = [
-        script.to_string(),
+    let args = vec![
         app.base.clone(),
         pair.access_key.clone(),
         pair.secret_key.clone(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(&args)
-            .output()
-            .expect("python3 runs (tests/prepare.sh installs PyJWT and requests)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the Kling client script failed (pip install PyJWT requests):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .unwrap();
+    let report = run_script("kling_client.py", args, "PyJWT requests").await;
     assert_eq!(report["create_code"], 0, "{report}");
     assert_eq!(report["final_status"], "succeed", "{report}");
     assert!(
@@ -652,47 +628,11 @@ async fn external_task_ids_are_found_unique_per_key_and_lists_page(db: Db) {
     assert_eq!(found["data"]["task_id"], taken["data"]["task_id"]);
 }
 
-/// The stock `standardwebhooks` library verifies a captured delivery (prints its status).
-fn verify_with_python(secret: &str, r: &Received) -> String {
-    let headers: HashMap<&str, &str> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
-        .into_iter()
-        .map(|h| (h, r.header(h)))
-        .collect();
-    let input = json!({"secret": secret, "headers": headers,
-                       "body": String::from_utf8(r.body.clone()).unwrap()});
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/verify_webhook.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (with the standardwebhooks package)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "standardwebhooks refused the delivery: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 async fn callbacks_arrive_in_kling_s_shape_signed_by_standard_webhooks(db: Db) {
     let db = TestDb::new(db).await;
     let (app, _sim) = front(&db).await;
     let receiver = Receiver::start().await;
-    let issued = app
-        .gateway()
-        .store
-        .issue_key("hooks", &KeyChange::default())
-        .await
-        .unwrap();
+    let issued = app.issue_signing_key("hooks").await;
     let mut body = text_to_video("cb-1");
     body["callback_url"] = json!(receiver.url());
     let (status, answer) = post(&app, &issued.key, &format!("/kling{CREATE}"), &body).await;
@@ -727,13 +667,7 @@ async fn callbacks_arrive_in_kling_s_shape_signed_by_standard_webhooks(db: Db) {
 async fn another_key_s_tasks_and_external_ids_do_not_exist(db: Db) {
     let db = TestDb::new(db).await;
     let (app, _sim) = front(&db).await;
-    let other = app
-        .gateway()
-        .store
-        .create_api_key("other")
-        .await
-        .unwrap()
-        .secret;
+    let other = app.issue_key("other").await;
     let other_pair = credentials(&app, &other).await;
     let (_, mine) = post(&app, &app.key, CREATE, &text_to_video("shared-name")).await;
     let id = mine["data"]["task_id"].as_str().unwrap();

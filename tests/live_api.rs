@@ -8,18 +8,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use omnigate::config::Config;
-use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
 use support::console::Console;
+use support::fixtures::{succeeds_after, BOTH};
+use support::python::run_script;
 use support::receiver::{Received, Receiver};
-use support::sim::{Outcome, Script, Sim, SimDialect};
-
-const MODELS: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
+use support::sim::{Script, Sim, SimDialect};
 
 fn live_config(db: &TestDb, sim: &Sim) -> Config {
-    let mut cfg = config(db, vec![("up".into(), sim.provider_config(MODELS, 0.1))]);
+    let mut cfg = config(db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
     cfg.webhooks.allow_private_targets = true;
     cfg.webhooks.tick_ms = 50;
     cfg.webhooks.retry_schedule_secs = vec![0.0];
@@ -33,11 +32,7 @@ fn body() -> Value {
 
 /// A task that takes about `polls` polls of 50 ms in progress.
 fn script(polls: u32) -> Script {
-    Script {
-        queued_polls: 1,
-        processing_polls: polls,
-        outcome: Outcome::Succeed,
-    }
+    succeeds_after(1, polls)
 }
 
 fn task_path(id: &str) -> String {
@@ -168,23 +163,8 @@ async fn a_stock_python_sse_client_follows_and_resumes_a_stream(db: Db) {
         .as_str()
         .unwrap()
         .to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sse_client.py");
-    let (base, key, task) = (app.base.clone(), app.key.clone(), id.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args([script, &base, &key, &task])
-            .output()
-            .expect("python3 runs (tests/prepare.sh installs sseclient-py)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the sseclient-py script failed (pip install sseclient-py requests):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON line");
+    let args = vec![app.base.clone(), app.key.clone(), id.clone()];
+    let report = run_script("sse_client.py", args, "sseclient-py requests").await;
     let first = report["first"].as_array().unwrap();
     let last = first.last().expect("events");
     assert_eq!(last["status"], "completed", "{report}");
@@ -492,13 +472,7 @@ async fn a_read_with_the_current_etag_answers_304_and_a_deleted_task_leaves_the_
         "the finished task's read is cached"
     );
     // Another key does not get it from the cache either.
-    let other = app
-        .gateway()
-        .store
-        .create_api_key("other")
-        .await
-        .unwrap()
-        .secret;
+    let other = app.issue_key("other").await;
     let (status, _) = app.get_as(&other, &task_path(&id)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A deletion (through the OpenAI facade) drops it within a second.
@@ -704,13 +678,7 @@ async fn the_console_task_page_follows_its_task_by_the_stream(db: Db) {
     assert!(!page.contains("data-follow"), "{page}");
     assert!(!page.contains("task-follow.js"));
     // Another key's session finds no such task, and no stream of it.
-    let other = app
-        .gateway()
-        .store
-        .create_api_key("other")
-        .await
-        .unwrap()
-        .secret;
+    let other = app.issue_key("other").await;
     let stranger = Console::sign_in(&app, &other).await;
     let refused = stranger
         .get_raw(&format!("/console/tasks/{id}/stream"))

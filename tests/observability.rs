@@ -14,16 +14,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use omnigate::config::Secret;
-use omnigate::domain::Model;
 use omnigate::store::KeyChange;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use support::app::{config, Db, TestApp, TestDb, PG_ADMIN_URL};
+use support::fixtures::{succeeds_after, BOTH};
 use support::receiver::Receiver;
-use support::sim::{Outcome, Script, Sim, SimDialect};
+use support::sim::{Script, Sim, SimDialect};
 
-const MODELS: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(15);
 
 /// A provider name no other test uses, so its series are this test's alone.
@@ -139,17 +138,12 @@ async fn metrics_move_with_requests_provider_calls_deliveries_and_spend(db: Db) 
     let provider = unique_provider();
     let mut cfg = config(
         &db,
-        vec![(provider.clone(), sim.provider_config(MODELS, 0.1))],
+        vec![(provider.clone(), sim.provider_config(BOTH, 0.1))],
     );
     cfg.webhooks.allow_private_targets = true;
     cfg.webhooks.tick_ms = 50;
     let app = TestApp::start(cfg).await;
-    let issued = app
-        .gateway()
-        .store
-        .issue_key("metrics", &KeyChange::default())
-        .await
-        .unwrap();
+    let issued = app.issue_signing_key("metrics").await;
     let p = provider.as_str();
     let create = [("method", "POST"), ("route", "/v1/video/generations")];
     let read = [("method", "GET"), ("route", "/v1/video/generations/{id}")];
@@ -246,15 +240,11 @@ async fn task_gauges_follow_the_store_and_drop_to_zero_when_tasks_finish(db: Db)
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Modellix).await;
     // Long enough in flight to be seen by a few gauge refreshes.
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 40,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 40));
     let provider = unique_provider();
     let mut cfg = config(
         &db,
-        vec![(provider.clone(), sim.provider_config(MODELS, 0.1))],
+        vec![(provider.clone(), sim.provider_config(BOTH, 0.1))],
     );
     cfg.metrics.store_gauges_interval_secs = 0.2;
     let app = TestApp::start(cfg).await;
@@ -317,7 +307,7 @@ async fn limit_refusals_are_counted_by_kind(db: Db) {
     let sim = Sim::start(SimDialect::Apimodels).await;
     let app = TestApp::spawn(
         &db,
-        vec![(unique_provider(), sim.provider_config(MODELS, 0.1))],
+        vec![(unique_provider(), sim.provider_config(BOTH, 0.1))],
     )
     .await;
     let one_per_minute = KeyChange {
@@ -354,7 +344,7 @@ async fn the_request_id_is_returned_and_sent_to_the_provider(db: Db) {
     let sim = Sim::start(SimDialect::Anyfast).await;
     let app = TestApp::spawn(
         &db,
-        vec![(unique_provider(), sim.provider_config(MODELS, 0.1))],
+        vec![(unique_provider(), sim.provider_config(BOTH, 0.1))],
     )
     .await;
     let create = |id: Option<&str>| {
@@ -411,7 +401,7 @@ async fn readyz_answers_200_when_ready_and_503_when_a_migration_is_missing(db: D
     let sim = Sim::start(SimDialect::Apimodels).await;
     let app = TestApp::spawn(
         &db,
-        vec![(unique_provider(), sim.provider_config(MODELS, 0.1))],
+        vec![(unique_provider(), sim.provider_config(BOTH, 0.1))],
     )
     .await;
     let (status, ready) = app.get("/readyz").await;
@@ -452,7 +442,7 @@ async fn readyz_answers_503_once_the_database_turns_connections_away() {
     let sim = Sim::start(SimDialect::Apimodels).await;
     let mut cfg = config(
         &db,
-        vec![(unique_provider(), sim.provider_config(MODELS, 0.1))],
+        vec![(unique_provider(), sim.provider_config(BOTH, 0.1))],
     );
     cfg.database.acquire_timeout_secs = 1.0;
     let app = TestApp::start(cfg).await;
@@ -498,7 +488,7 @@ async fn readyz_answers_503_once_the_database_turns_connections_away() {
 async fn readyz_checks_redis_when_the_limits_use_it() {
     let db = TestDb::new(Db::Sqlite).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    let providers = vec![(unique_provider(), sim.provider_config(MODELS, 0.1))];
+    let providers = vec![(unique_provider(), sim.provider_config(BOTH, 0.1))];
 
     let mut cfg = config(&db, providers.clone());
     cfg.limits.redis_url = Some("redis://127.0.0.1:6379".into());
@@ -530,7 +520,7 @@ async fn readyz_checks_redis_when_the_limits_use_it() {
 async fn metrics_can_require_the_admin_token_or_be_turned_off() {
     let db = TestDb::new(Db::Sqlite).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    let providers = vec![(unique_provider(), sim.provider_config(MODELS, 0.1))];
+    let providers = vec![(unique_provider(), sim.provider_config(BOTH, 0.1))];
     let mut cfg = config(&db, providers.clone());
     cfg.admin.token = Some(Secret::new("metrics-admin-secret-0123456789abcdef"));
     cfg.metrics.require_admin_token = true;
@@ -664,7 +654,7 @@ async fn an_upstream_callbacks_token_reaches_no_log_line() {
         queued_polls: 1_000,
         ..Script::default()
     });
-    let mut cfg = config(&db, vec![("kk".into(), sim.provider_config(MODELS, 0.1))]);
+    let mut cfg = config(&db, vec![("kk".into(), sim.provider_config(BOTH, 0.1))]);
     let port = free_port();
     cfg.server.listen = ([127, 0, 0, 1], port).into();
     cfg.webhooks.public_base_url = Some(format!("http://127.0.0.1:{port}"));

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use omnigate::domain::Model;
@@ -13,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::app::{config, Db, TestApp, TestDb};
+use support::python::run_script;
 use support::sim::{video_bytes, Sim, SimDialect};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -56,30 +56,8 @@ async fn wait_video(app: &TestApp, id: &str) -> Value {
 async fn the_official_openai_sdk_works_unmodified(db: Db) {
     let db = TestDb::new(db).await;
     let (app, sim, _dir) = setup(&db).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_sdk.py");
-    let base = format!("{}/v1", app.base);
-    let key = app.key.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &base, &key])
-            .output()
-            .expect("python3 runs (the README's test command installs the openai package)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "the OpenAI SDK script failed (pip install openai):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(
-        out.stdout
-            .split(|b| *b == b'\n')
-            .rfind(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .expect("the script's JSON line");
+    let args = vec![format!("{}/v1", app.base), app.key.clone()];
+    let report = run_script("openai_sdk.py", args, "openai").await;
     // What the SDK downloaded is, byte for byte, what the provider served for that task.
     let id = report["id"].as_str().unwrap();
     let (_, task) = app.get(&format!("/v1/video/generations/{id}")).await;
@@ -102,13 +80,7 @@ async fn a_key_never_sees_another_keys_video(db: Db) {
     assert_eq!(status, StatusCode::OK, "{mine}");
     let id = mine["id"].as_str().unwrap();
     wait_video(&app, id).await;
-    let other = app
-        .gateway()
-        .store
-        .create_api_key("other")
-        .await
-        .unwrap()
-        .secret;
+    let other = app.issue_key("other").await;
     for path in [
         format!("/v1/videos/{id}"),
         format!("/v1/videos/{id}/content"),

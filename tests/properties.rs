@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use omnigate::config::ProviderConfig;
-use omnigate::domain::{Model, VideoRequest};
+use omnigate::domain::VideoRequest;
 use omnigate::providers;
 use omnigate::routing::{Router, Upstream};
 use proptest::prelude::*;
@@ -20,6 +20,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
 use support::app::{Db, TestApp, TestDb};
 use support::entry_points::{self, Dialect, TASK_STATES};
+use support::fixtures::{models_of, BOTH};
 use support::sim::{Sim, SimDialect};
 
 /// Cases per property: the whole file runs in a few seconds of a debug build.
@@ -636,8 +637,6 @@ fn any_upstream_callback_is_judged_without_panic() {
 
 // ---- accepted requests reach the simulators ---------------------------------------
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
-
 /// The five simulators behind one router, as a gateway configured with them routes.
 struct Providers {
     runtime: tokio::runtime::Runtime,
@@ -660,12 +659,7 @@ impl Providers {
         let configs: Vec<(String, ProviderConfig)> = sims
             .iter()
             .map(|sim| {
-                // anyfast sells kling-v3-omni only.
-                let models = if sim.dialect == SimDialect::Anyfast {
-                    &BOTH[1..]
-                } else {
-                    BOTH
-                };
+                let models = models_of(sim.dialect);
                 let name = format!("{:?}", sim.dialect).to_lowercase();
                 (name, sim.provider_config(models, 0.1))
             })

@@ -12,9 +12,9 @@ use omnigate::domain::{Model, TaskStatus, VideoRequest};
 use omnigate::providers::{self, ErrorKind, Lookup, Provider, ProviderError};
 use serde_json::{json, Value};
 use support::app::{Db, TestApp, TestDb};
+use support::fixtures::models_of;
 use support::sim::{Fault, Script, Sim, SimDialect, SimError};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const KLING_FLAVOURS: [SimDialect; 3] = [
     SimDialect::Anyfast,
     SimDialect::Kkiai,
@@ -25,11 +25,7 @@ const BIG_ELEMENT_ID: u64 = 835266081714884677;
 
 async fn adapter(dialect: SimDialect) -> (Arc<dyn Provider>, Sim) {
     let sim = Sim::start(dialect).await;
-    let models: &[Model] = if dialect == SimDialect::Anyfast {
-        &[Model::KlingV3Omni]
-    } else {
-        BOTH
-    };
+    let models = models_of(dialect);
     let name = format!("{dialect:?}").to_lowercase();
     let provider = providers::build(&name, &sim.provider_config(models, 0.1)).expect("adapter");
     (provider, sim)

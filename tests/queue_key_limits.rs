@@ -5,33 +5,19 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use omnigate::config::{ProviderConfig, Secret};
-use omnigate::domain::Model;
 use omnigate::store::TaskState;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, with_queue, Db, TestApp, TestDb};
-use support::sim::{Outcome, Script, Sim, SimDialect};
+use support::fixtures::{eventually, key_info, plain, succeeds_after, until_finished, BOTH};
+use support::sim::{Sim, SimDialect};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "queue-limits-admin-token-0123456789ab";
-
-fn plain() -> Value {
-    json!({"model": "kling-v3-omni", "prompt": "a cat", "aspect_ratio": "16:9", "duration": 5})
-}
-
-/// Tasks that run until the test ends them (`Sim::finish_oldest_running`).
-fn until_finished() -> Script {
-    Script {
-        queued_polls: 1_000_000,
-        processing_polls: 0,
-        outcome: Outcome::Succeed,
-    }
-}
 
 /// A gateway with the queue on over one simulated provider at $0.10/s (a plain task:
 /// $0.50), capped at `cap` tasks in flight if given, the admin API open with `ADMIN`.
@@ -68,18 +54,6 @@ async fn new_key(app: &TestApp, limits: Value) -> (String, String) {
     )
 }
 
-async fn key_info(app: &TestApp, id: &str) -> Value {
-    let resp = app
-        .client
-        .get(format!("{}/admin/keys/{id}", app.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.unwrap()
-}
-
 async fn create_as(app: &TestApp, secret: &str, body: &Value) -> (StatusCode, Value) {
     app.post_as(secret, "/v1/video/generations", body).await
 }
@@ -93,19 +67,6 @@ async fn accepted(app: &TestApp, secret: &str) -> String {
 
 async fn state(app: &TestApp, id: &str) -> TaskState {
     app.gateway().store.task(id).await.unwrap().unwrap().state
-}
-
-/// Polls `check` until it holds (panics after `WAIT`, naming `what`).
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Several dispatcher ticks (50 ms in tests): long enough for a task that could start to
@@ -124,7 +85,7 @@ async fn a_key_at_its_max_in_flight_waits_in_the_queue_and_starts_as_its_tasks_f
     for _ in 0..5 {
         ids.push(accepted(&app, &secret).await);
     }
-    eventually("two tasks at the provider", || async {
+    eventually(WAIT, "two tasks at the provider", || async {
         sim.created_count() == 2
     })
     .await;
@@ -146,7 +107,7 @@ async fn a_key_at_its_max_in_flight_waits_in_the_queue_and_starts_as_its_tasks_f
         2,
         "the key's limit holds while it waits"
     );
-    let info = key_info(&app, &key_id).await;
+    let info = key_info(&app, ADMIN, &key_id).await;
     assert_eq!(
         (info["in_flight"].as_i64(), info["queued"].as_i64()),
         (Some(2), Some(3)),
@@ -155,7 +116,7 @@ async fn a_key_at_its_max_in_flight_waits_in_the_queue_and_starts_as_its_tasks_f
     // Each end of the key's own task starts the next of its waiting ones.
     for started in 3..=5 {
         assert!(sim.finish_oldest_running().await);
-        eventually(&format!("task {started} to start"), || async {
+        eventually(WAIT, &format!("task {started} to start"), || async {
             sim.created_count() == started
         })
         .await;
@@ -166,7 +127,7 @@ async fn a_key_at_its_max_in_flight_waits_in_the_queue_and_starts_as_its_tasks_f
         assert_eq!(done["status"], "completed", "{done}");
     }
     assert_eq!(sim.peak_running(), 2);
-    let info = key_info(&app, &key_id).await;
+    let info = key_info(&app, ADMIN, &key_id).await;
     assert_eq!(
         (info["in_flight"].as_i64(), info["queued"].as_i64()),
         (Some(0), Some(0)),
@@ -184,7 +145,10 @@ async fn the_dispatcher_goes_past_a_key_at_its_limit_to_other_keys_tasks(db: Db)
     let (_, other) = new_key(&app, json!({})).await;
     // Two of busy's run (the provider is full); two more of it and two of other's wait.
     let a: Vec<String> = join_all((0..4).map(|_| accepted(&app, &busy))).await;
-    eventually("the provider full", || async { sim.created_count() == 2 }).await;
+    eventually(WAIT, "the provider full", || async {
+        sim.created_count() == 2
+    })
+    .await;
     let b = [accepted(&app, &other).await, accepted(&app, &other).await];
     // Busy's waiting tasks in the order they joined the queue (the order they start in).
     let waiting_a: Vec<String> = {
@@ -209,7 +173,7 @@ async fn the_dispatcher_goes_past_a_key_at_its_limit_to_other_keys_tasks(db: Db)
     .await;
     assert!(sim.finish_oldest_running().await);
     // The provider has room, busy has none: other's first task starts past busy's.
-    eventually("other's first task to start", || async {
+    eventually(WAIT, "other's first task to start", || async {
         state(&app, &b[0]).await != TaskState::Waiting
     })
     .await;
@@ -219,14 +183,14 @@ async fn the_dispatcher_goes_past_a_key_at_its_limit_to_other_keys_tasks(db: Db)
     }
     // Busy's second running task ends: its slot goes to busy's oldest waiting task.
     assert!(sim.finish_oldest_running().await);
-    eventually("busy's waiting task to start", || async {
+    eventually(WAIT, "busy's waiting task to start", || async {
         state(&app, &waiting_a[0]).await != TaskState::Waiting
     })
     .await;
     assert_eq!(state(&app, &b[1]).await, TaskState::Waiting);
     // Other's first ends: room at the provider, none for busy: other's second starts.
     assert!(sim.finish_oldest_running().await);
-    eventually("other's second task to start", || async {
+    eventually(WAIT, "other's second task to start", || async {
         state(&app, &b[1]).await != TaskState::Waiting
     })
     .await;
@@ -247,11 +211,7 @@ on_both_stores!(the_dispatcher_goes_past_a_key_at_its_limit_to_other_keys_tasks)
 async fn a_budget_race_against_a_key_limit_with_queueing_accepts_exactly_what_fits(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 1,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 1));
     let app = gateway(&db, &sim, None).await;
     // $5.00 holds ten tasks of $0.50; two run at once, the rest wait holding their share.
     let (key_id, secret) = new_key(&app, json!({"budget_usd": 5.0, "max_in_flight": 2})).await;
@@ -274,7 +234,7 @@ async fn a_budget_race_against_a_key_limit_with_queueing_accepts_exactly_what_fi
         assert_eq!(done["status"], "completed", "{done}");
     }
     assert!(sim.peak_running() <= 2, "peak {}", sim.peak_running());
-    let info = key_info(&app, &key_id).await;
+    let info = key_info(&app, ADMIN, &key_id).await;
     assert_eq!(
         (
             info["spent_usd"].as_f64(),

@@ -7,14 +7,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use omnigate::config::{Config, ProviderConfig, Secret};
-use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, with_queue, Db, TestApp, TestDb};
 use support::console::Console;
-use support::sim::{Outcome, Script, Sim, SimDialect};
+use support::fixtures::{succeeds_after, BOTH};
+use support::sim::{Sim, SimDialect};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "queue-views-admin-token-0123456789abcd";
 
@@ -25,11 +24,7 @@ fn task(model: &str) -> Value {
 /// A gateway with the queue on over one simulated provider capped at one task in flight
 /// (tasks run until the test ends them), store gauges refreshed every 0.2 s.
 async fn gateway(db: &TestDb, sim: &Sim) -> TestApp {
-    sim.set_script(Script {
-        queued_polls: 1_000_000,
-        processing_polls: 0,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1_000_000, 0));
     let mut provider: ProviderConfig = sim.provider_config(BOTH, 0.1);
     provider.max_in_flight = Some(1);
     let mut cfg: Config = with_queue(config(db, vec![("up".into(), provider)]));

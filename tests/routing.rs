@@ -6,13 +6,12 @@ mod support;
 use std::time::Duration;
 
 use omnigate::config::{Config, UnknownSubmit};
-use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, Db, TestApp, TestDb};
+use support::fixtures::{plain, priced, with, BOTH};
 use support::sim::{Fault, Sim, SimDialect, SimError};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(15);
 
 /// `kling` (kkiai dialect) at $0.08/s, `apimodels` at $0.10/s, `modellix` at $0.12/s.
@@ -30,11 +29,11 @@ impl Three {
         let modellix = Sim::start(SimDialect::Modellix).await;
         let cfg = config(
             db,
-            vec![
-                ("kling".into(), kling.provider_config(BOTH, 0.08)),
-                ("apimodels".into(), apimodels.provider_config(BOTH, 0.10)),
-                ("modellix".into(), modellix.provider_config(BOTH, 0.12)),
-            ],
+            priced(&[
+                ("kling", &kling, 0.08),
+                ("apimodels", &apimodels, 0.10),
+                ("modellix", &modellix, 0.12),
+            ]),
         );
         Three {
             kling,
@@ -55,17 +54,6 @@ impl Three {
     fn created(&self) -> usize {
         self.kling.created_count() + self.apimodels.created_count() + self.modellix.created_count()
     }
-}
-
-fn plain() -> Value {
-    json!({"model": "kling-v3-omni", "prompt": "a paper boat on a river", "aspect_ratio": "16:9", "duration": 5})
-}
-
-fn with(mut body: Value, extra: Value) -> Value {
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
 }
 
 async fn the_cheapest_capable_provider_wins(db: Db) {

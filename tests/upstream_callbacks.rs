@@ -10,14 +10,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use omnigate::config::Config;
-use omnigate::domain::Model;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::app::{config, history, Db, TestApp, TestDb};
+use support::fixtures::priced;
 use support::sim::{CallbackStyle, Script, Sim, SimDialect};
 use tokio::net::{TcpListener, TcpStream};
 
-const BOTH: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(10);
 /// The backstop poll of a task given a callback: far longer than any test waits.
 const SLOW_POLL_SECS: f64 = 30.0;
@@ -75,12 +74,12 @@ impl Setup {
         let modellix = Sim::start(SimDialect::Modellix).await;
         let cfg = config(
             db,
-            vec![
-                ("kling".into(), kling.provider_config(BOTH, 0.08)),
-                ("kkiai".into(), kkiai.provider_config(BOTH, 0.08)),
-                ("apimodels".into(), apimodels.provider_config(BOTH, 0.08)),
-                ("modellix".into(), modellix.provider_config(BOTH, 0.08)),
-            ],
+            priced(&[
+                ("kling", &kling, 0.08),
+                ("kkiai", &kkiai, 0.08),
+                ("apimodels", &apimodels, 0.08),
+                ("modellix", &modellix, 0.08),
+            ]),
         );
         Setup {
             kling,

@@ -7,24 +7,22 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use omnigate::config::Config;
-use omnigate::domain::Model;
 use omnigate::store::KeyChange;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::app::{config, Db, TestApp, TestDb};
+use support::fixtures::{succeeds_after, BOTH};
+use support::python::verify_with_python;
 use support::receiver::{Received, Receiver, Reply};
 use support::sim::{Outcome, Script, Sim, SimDialect};
 
-const MODELS: &[Model] = &[Model::KlingVideoO1, Model::KlingV3Omni];
 const WAIT: Duration = Duration::from_secs(8);
 
 /// Checks a delivery against the Standard Webhooks specification, as its text says:
@@ -72,41 +70,9 @@ fn verify(secret: &str, r: &Received) -> Result<usize, String> {
     Ok(matching)
 }
 
-/// The same delivery through the `standardwebhooks` Python package (CI installs it; a
-/// machine without it fails this test rather than skipping the check).
-fn verify_with_python(secret: &str, r: &Received) -> String {
-    let headers: HashMap<&str, &str> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
-        .into_iter()
-        .map(|h| (h, r.header(h)))
-        .collect();
-    let input = json!({"secret": secret, "headers": headers,
-                       "body": String::from_utf8(r.body.clone()).unwrap()});
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/verify_webhook.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (CI installs it with the standardwebhooks package)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "standardwebhooks refused the delivery (pip install standardwebhooks): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A test config: private targets allowed (the receiver is on 127.0.0.1), quick ticks.
 fn hooks_config(db: &TestDb, sim: &Sim, schedule: &[f64]) -> Config {
-    let mut cfg = config(db, vec![("up".into(), sim.provider_config(MODELS, 0.1))]);
+    let mut cfg = config(db, vec![("up".into(), sim.provider_config(BOTH, 0.1))]);
     cfg.webhooks.allow_private_targets = true;
     cfg.webhooks.retry_schedule_secs = schedule.to_vec();
     cfg.webhooks.tick_ms = 50;
@@ -117,12 +83,7 @@ fn hooks_config(db: &TestDb, sim: &Sim, schedule: &[f64]) -> Config {
 
 /// A key with its webhook signing secret (the harness's own key's secret is not shown).
 async fn key(app: &TestApp) -> (String, String) {
-    let issued = app
-        .gateway()
-        .store
-        .issue_key("hooks", &KeyChange::default())
-        .await
-        .unwrap();
+    let issued = app.issue_signing_key("hooks").await;
     (issued.key, issued.webhook_secret)
 }
 
@@ -182,11 +143,7 @@ fn statuses(event: &Value) -> Vec<Option<i64>> {
 async fn in_progress_and_completed_events_arrive_in_order_signed_by_the_scheme(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 2,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 2));
     let receiver = Receiver::start().await;
     let app = TestApp::start(hooks_config(&db, &sim, &[0.0])).await;
     let (key, secret) = key(&app).await;
@@ -565,11 +522,7 @@ on_both_stores!(a_restart_in_the_middle_of_a_schedule_continues_it);
 async fn two_gateways_deliver_each_event_once(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
-    sim.set_script(Script {
-        queued_polls: 1,
-        processing_polls: 1,
-        outcome: Outcome::Succeed,
-    });
+    sim.set_script(succeeds_after(1, 1));
     let receiver = Receiver::start().await;
     // A slow receiver keeps attempts in flight while the other gateway looks for work.
     receiver.by_default(Reply::ok().after(Duration::from_millis(100)));

@@ -133,6 +133,25 @@ impl TestApp {
         &self.app.as_ref().expect("running").gateway
     }
 
+    /// Issues another API key named `name` and returns its secret.
+    pub async fn issue_key(&self, name: &str) -> String {
+        self.gateway()
+            .store
+            .create_api_key(name)
+            .await
+            .expect("create key")
+            .secret
+    }
+
+    /// Issues a key as the admin API does, with its webhook signing secret.
+    pub async fn issue_signing_key(&self, name: &str) -> omnigate::store::IssuedKey {
+        self.gateway()
+            .store
+            .issue_key(name, &omnigate::store::KeyChange::default())
+            .await
+            .expect("issue key")
+    }
+
     /// Stops the gateway abruptly, as a crash would.
     pub fn kill(&mut self) {
         if let Some(app) = self.app.take() {
