@@ -3,8 +3,9 @@
 //! records.
 
 use super::task_events::{insert_attempt, record_status};
-use super::task_record::task_from_row;
-use super::task_record::{Acceptance, Attempt, ClaimKind, TaskRecord, TaskState, TASK_COLUMNS};
+use super::task_record::{
+    task_from_row, Acceptance, Attempt, ClaimKind, TaskRecord, TaskState, TASK_COLUMNS,
+};
 use super::task_writes::AcceptRow;
 use super::{affected, now_ms, to_micros, Store};
 
