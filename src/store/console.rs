@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::keys::hash_key;
-use super::tasks::{page_of, TaskPage, TASK_COLUMNS};
+use super::task_record::{page_of, TaskPage, TASK_COLUMNS};
 use super::{now_ms, Backend, Store};
 
 /// A signed-in console session: the operator's (`api_key_id` None) or one key's.

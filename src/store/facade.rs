@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::keys::{key_from_row, KEY_COLUMNS};
-use super::tasks::{page_of, TaskPage, TASK_COLUMNS};
+use super::task_record::{page_of, TaskPage, TASK_COLUMNS};
 use super::{affected, now_ms, ApiKey, Store};
 
 /// How a task's webhook events are rendered at delivery.

@@ -9,8 +9,7 @@ use sqlx::Row;
 
 use super::keys::{hash_key, key_from_row, BudgetPeriod, KEY_COLUMNS};
 use super::limits::period_start;
-use super::tasks::to_micros;
-use super::{now_ms, Store};
+use super::{now_ms, to_micros, Store};
 
 /// A key as an operator sees it: never its secret, only the first characters of it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

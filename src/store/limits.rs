@@ -15,7 +15,7 @@ use sqlx::{Any, Row, Transaction};
 use time::{Date, OffsetDateTime, Time};
 
 use super::keys::BudgetPeriod;
-use super::tasks::to_micros;
+use super::to_micros;
 
 /// What a new task must hold before it is written.
 #[derive(Debug, Clone, Default)]

@@ -15,8 +15,13 @@ mod polls;
 mod queue;
 mod queue_view;
 mod results;
+mod task_claims;
+mod task_create;
+mod task_events;
+mod task_finish;
+mod task_reads;
+mod task_record;
 mod task_writes;
-mod tasks;
 mod timing;
 mod usage;
 mod webhooks;
@@ -30,12 +35,12 @@ pub use limits::{period_start, Budget, Holds, LimitRefusal};
 pub use live::{TaskMark, MAX_MARKS_PER_QUERY};
 pub use observe::UNFINISHED_STATES;
 pub use polls::StillRunning;
-pub use queue::{Claimed, Enqueue, Enqueued, QueueSpot};
+pub use queue::{Claimed, Enqueue, Enqueued};
 pub use queue_view::WaitingGroup;
-pub use results::{object_key, CopyJob, Deleted, StoredVideo, VideoOrder};
-pub use tasks::{
+pub use results::{object_key, CopyJob, Deleted, VideoOrder};
+pub use task_record::{
     lease_token, Acceptance, Attempt, ClaimKind, IdempotencyClaim, Inserted, NewTask, PollUpdate,
-    StatusChange, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,
+    QueueSpot, StatusChange, StoredVideo, TaskDetail, TaskError, TaskPage, TaskRecord, TaskState,
 };
 pub use timing::{CompletionTime, FinishedTask, RunningTask, TaskOutcomes};
 pub use usage::{GroupBy, UsageRow};
@@ -205,6 +210,15 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Dollars as the store keeps them: whole micros.
+pub(super) fn to_micros(usd: f64) -> i64 {
+    (usd * 1_000_000.0).round() as i64
+}
+
+fn from_micros(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
 }
 
 /// SQLite's page cache is 2 MB per connection by default: once the task table's indexes

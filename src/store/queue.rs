@@ -5,39 +5,14 @@
 //! of them, so its cost does not grow with the queue.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
-use super::limits::{self, HOLD_COLUMNS};
-use super::tasks::{record_status, TaskError, TaskRecord, TaskState, TASK_COLUMNS};
+use super::task_events::record_status;
+use super::task_record::{task_from_row, QueueSpot, TaskRecord, TaskState, TASK_COLUMNS};
 use super::{affected, now_ms, Store};
 
 /// Virtual time one task of a key of weight 1 takes.
 const SCALE: i64 = 1_000_000;
-
-/// A waiting task's place in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueSpot {
-    pub tag: i64,
-    pub waiting_since: i64,
-    pub max_wait_until: i64,
-}
-
-pub(super) fn spot_from_row(row: &AnyRow) -> anyhow::Result<Option<QueueSpot>> {
-    if row.try_get::<String, _>("state")? != TaskState::Waiting.as_str() {
-        return Ok(None);
-    }
-    let tag: Option<i64> = row.try_get("queue_tag")?;
-    let since: Option<i64> = row.try_get("waiting_since")?;
-    let until: Option<i64> = row.try_get("max_wait_until")?;
-    Ok(match (tag, since, until) {
-        (Some(tag), Some(waiting_since), Some(max_wait_until)) => Some(QueueSpot {
-            tag,
-            waiting_since,
-            max_wait_until,
-        }),
-        _ => None,
-    })
-}
 
 /// How a task is to wait.
 #[derive(Debug, Clone, Copy)]
@@ -327,7 +302,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        let mut task = super::tasks::task_from_row(&row)?;
+        let mut task = task_from_row(&row)?;
         // Now `submitting`, it no longer shows a place; the dispatcher still needs the one
         // it left (its wait is measured from it).
         task.queue = Some(QueueSpot {
@@ -340,27 +315,6 @@ impl Store {
                 .unwrap_or(now),
         });
         Ok(Some(Claimed::Task(Box::new(task))))
-    }
-
-    /// Gives back what an ending task held (`limits::release`, in its transaction `tx`)
-    /// and, when that was a slot of its key's `max_in_flight`, unparks the key's next
-    /// parked task. True when it unparked one (the dispatcher is to be woken).
-    pub(super) async fn release_and_unpark(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        id: &str,
-        row: &AnyRow,
-        completed: bool,
-    ) -> anyhow::Result<bool> {
-        if !limits::release(tx, id, row, completed).await? {
-            return Ok(false);
-        }
-        let key: String = row.try_get("api_key_id")?;
-        Ok(sqlx::query(&self.parked_best_sql())
-            .bind(&key)
-            .fetch_optional(&mut **tx)
-            .await?
-            .is_some())
     }
 
     /// Puts a claimed task back in the queue with its tag (no provider had room after all).
@@ -407,57 +361,6 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?)
-    }
-
-    /// Ends a task that is waiting (and not claimed by a dispatcher right now) in `state`
-    /// (`Failed` with `error`, or `Cancelled`): nothing charged, its reservation and slots
-    /// released, its event written. `owner` restricts it to that key's task. False when
-    /// the task was not waiting unclaimed.
-    pub async fn end_waiting(
-        &self,
-        id: &str,
-        owner: Option<&str>,
-        state: TaskState,
-        error: Option<&TaskError>,
-    ) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let mut tx = self.writes.begin().await?;
-        let of_owner = if owner.is_some() {
-            "AND api_key_id = $6"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE tasks SET state = $2, error_code = $3, error_message = $4, updated_at = $5, \
-             lease_owner = NULL, lease_until = 0 \
-             WHERE id = $1 AND state = 'waiting' AND lease_until <= $5 {of_owner} \
-             RETURNING {HOLD_COLUMNS}"
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(id)
-            .bind(state.as_str())
-            .bind(error.map(|e| e.code.clone()))
-            .bind(error.map(|e| e.message.clone()))
-            .bind(now);
-        if let Some(owner) = owner {
-            q = q.bind(owner);
-        }
-        let ended = q.fetch_optional(&mut *tx).await?;
-        let mut unparked = false;
-        if let Some(row) = &ended {
-            record_status(&mut tx, id, state, now).await?;
-            // Before the key's row, as every transaction orders key_spend and api_keys
-            // (see `limits::release`), so this cannot deadlock with a create.
-            unparked = self.release_and_unpark(&mut tx, id, row, false).await?;
-            let key: String = row.try_get("api_key_id")?;
-            sqlx::query("UPDATE api_keys SET queued = queued - 1 WHERE id = $1 AND queued > 0")
-                .bind(&key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        self.wake_if_slot_freed(ended.as_ref(), unparked);
-        Ok(ended.is_some())
     }
 }
 

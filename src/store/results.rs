@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::tasks::{page_of, TaskPage, TaskRecord, TASK_COLUMNS};
+use super::task_record::{page_of, StoredVideo, TaskPage, TaskRecord, TASK_COLUMNS};
 use super::{affected, now_ms, Store};
 use crate::domain::{VideoRequest, VideoResult};
 
@@ -51,21 +51,6 @@ fn job_from_row(r: &AnyRow) -> anyhow::Result<CopyJob> {
         object_key: r.try_get("object_key")?,
         attempts: r.try_get("attempts")?,
     })
-}
-
-/// A verified copy of one of a task's videos after the first (whose bytes are the task's
-/// `stored_bytes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StoredVideo {
-    pub index: usize,
-    pub bytes: i64,
-}
-
-/// Reads `tasks.stored_videos_json` (a run of objects, each followed by a comma). A run
-/// that does not read is treated as no copies: the provider's URLs still serve.
-pub(super) fn stored_videos(run: Option<String>) -> Vec<StoredVideo> {
-    run.and_then(|r| serde_json::from_str(&format!("[{}]", r.trim_end_matches(','))).ok())
-        .unwrap_or_default()
 }
 
 /// Where a task's copy of video `index` lives, relative to the configured prefix. The task

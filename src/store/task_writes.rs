@@ -10,11 +10,11 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use super::batch::{value_rows, Coalescer};
 use super::keys::BudgetPeriod;
 use super::limits::period_start;
-use super::tasks::{
+use super::task_events::{
     attempt_entry, event_type, event_wanted, history_entry, insert_attempt, insert_attempt_row,
-    insert_status_change, mute_bit, new_event_id, Acceptance, Attempt, Inserted, NewTask,
-    TaskState,
+    insert_status_change, mute_bit, new_event_id, webhook_mute_mask,
 };
+use super::task_record::{Acceptance, Attempt, Inserted, NewTask, TaskState};
 use super::{affected, now_ms, Backend};
 
 /// Most rows in one batched statement.
@@ -60,7 +60,7 @@ pub(super) struct NewTaskRow {
     billed_seconds: Option<i64>,
     callback_url: Option<String>,
     callback_in_progress: bool,
-    /// The event types not to deliver (`super::tasks::webhook_mute_mask`).
+    /// The event types not to deliver (`super::task_events::webhook_mute_mask`).
     webhook_muted: i64,
     upstream_callback_token: Option<String>,
     /// The kind of period the task's spend is counted in (its key's budget period).
@@ -76,7 +76,7 @@ impl NewTaskRow {
             request: serde_json::to_string(&t.request)?,
             provider: t.provider.clone(),
             sandbox: t.sandbox,
-            cost_estimated_micros: t.cost_estimated_usd.map(super::tasks::to_micros),
+            cost_estimated_micros: t.cost_estimated_usd.map(super::to_micros),
             routing_reason: t.routing_reason.clone(),
             metadata: t.request.metadata.as_ref().map(|m| m.to_string()),
             lease_until: t.lease_until,
@@ -84,7 +84,7 @@ impl NewTaskRow {
             billed_seconds: t.billed_seconds.map(i64::from),
             callback_url: t.request.callback_url.clone(),
             callback_in_progress: t.request.wants_in_progress_events(),
-            webhook_muted: super::tasks::webhook_mute_mask(&t.request),
+            webhook_muted: webhook_mute_mask(&t.request),
             upstream_callback_token: t.upstream_callback_token.clone(),
             spend_period: t.holds.spend_period,
         })

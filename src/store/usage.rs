@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::tasks::TaskState;
+use super::task_record::TaskState;
 use super::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
