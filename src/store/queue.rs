@@ -103,7 +103,7 @@ impl Store {
         )
     }
 
-    /// The parked task of key $1 that starts first (priority, then age). Skips a row another
+    /// The parked task of key $1 that starts first (its `rank`: priority, age, tag). Skips a row another
     /// transaction holds (a cancel or deadline ending it), which could otherwise deadlock
     /// with this one over the key's rows.
     pub(super) fn parked_best_sql(&self) -> String {
