@@ -75,6 +75,20 @@ async fn a_few_ticks() {
     tokio::time::sleep(Duration::from_millis(400)).await;
 }
 
+/// The waiting ones of `ids` in the order they joined the queue: by age, then by tag (two
+/// tasks of a key that joined in the same millisecond are told apart by their tags).
+async fn in_joining_order(app: &TestApp, ids: &[String]) -> Vec<String> {
+    let mut waiting = Vec::new();
+    for id in ids {
+        let task = app.gateway().store.task(id).await.unwrap().unwrap();
+        if let Some(spot) = task.queue {
+            waiting.push((spot.waiting_since, spot.tag, id.clone()));
+        }
+    }
+    waiting.sort();
+    waiting.into_iter().map(|(_, _, id)| id).collect()
+}
+
 async fn a_key_at_its_max_in_flight_waits_in_the_queue_and_starts_as_its_tasks_finish(db: Db) {
     let db = TestDb::new(db).await;
     let sim = Sim::start(SimDialect::Apimodels).await;
@@ -151,17 +165,7 @@ async fn the_dispatcher_goes_past_a_key_at_its_limit_to_other_keys_tasks(db: Db)
     .await;
     let b = [accepted(&app, &other).await, accepted(&app, &other).await];
     // Busy's waiting tasks in the order they joined the queue (the order they start in).
-    let waiting_a: Vec<String> = {
-        let mut w = Vec::new();
-        for id in &a {
-            let task = app.gateway().store.task(id).await.unwrap().unwrap();
-            if let Some(spot) = task.queue {
-                w.push((spot.waiting_since, id.clone()));
-            }
-        }
-        w.sort();
-        w.into_iter().map(|(_, id)| id).collect()
-    };
+    let waiting_a = in_joining_order(&app, &a).await;
     assert_eq!(waiting_a.len(), 2);
     // Busy's limit now counts its two running tasks: its waiting ones must wait for them.
     admin(
@@ -246,3 +250,51 @@ async fn a_budget_race_against_a_key_limit_with_queueing_accepts_exactly_what_fi
     );
 }
 on_both_stores!(a_budget_race_against_a_key_limit_with_queueing_accepts_exactly_what_fits);
+
+/// Many tasks of a key at its `max_in_flight` join the queue at once (several in the same
+/// millisecond): each end of the key's running task starts its oldest waiting one, never a
+/// later joiner, whether the dispatcher parked them or not. Repeated, as the order the
+/// concurrent creates reach the store varies from run to run.
+async fn a_keys_concurrent_joiners_start_in_the_order_they_joined(db: Db) {
+    let db = TestDb::new(db).await;
+    let sim = Sim::start(SimDialect::Apimodels).await;
+    sim.set_script(until_finished());
+    let app = gateway(&db, &sim, None).await;
+    for round in 0..3 {
+        let (_, secret) = new_key(&app, json!({"max_in_flight": 1})).await;
+        let running = accepted(&app, &secret).await;
+        eventually(WAIT, "the key's first task at the provider", || async {
+            sim.running() == 1
+        })
+        .await;
+        let ids: Vec<String> = join_all((0..8).map(|_| accepted(&app, &secret))).await;
+        let order = in_joining_order(&app, &ids).await;
+        assert_eq!(order.len(), 8, "round {round}: all wait behind {running}");
+        for (i, next) in order.iter().enumerate() {
+            assert!(sim.finish_oldest_running().await, "round {round}");
+            eventually(
+                WAIT,
+                &format!("round {round}: joiner {i} to start"),
+                || async { state(&app, next).await != TaskState::Waiting },
+            )
+            .await;
+            for later in &order[i + 1..] {
+                assert_eq!(
+                    state(&app, later).await,
+                    TaskState::Waiting,
+                    "round {round}: {later} started before joiner {i}"
+                );
+            }
+            eventually(
+                WAIT,
+                &format!("round {round}: joiner {i} at the provider"),
+                || async { sim.running() == 1 },
+            )
+            .await;
+        }
+        assert!(sim.finish_oldest_running().await);
+        let done = app.wait_terminal_as(&secret, &order[7], WAIT).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+}
+on_both_stores!(a_keys_concurrent_joiners_start_in_the_order_they_joined);

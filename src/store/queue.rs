@@ -78,14 +78,14 @@ impl Store {
         )
     }
 
-    /// The parked task of key $1 that starts first (priority, then age). Skips a row another
+    /// The parked task of key $1 that starts first (its `rank`: priority, age, tag). Skips a row another
     /// transaction holds (a cancel or deadline ending it), which could otherwise deadlock
     /// with this one over the key's rows.
     pub(super) fn parked_best_sql(&self) -> String {
         format!(
             "UPDATE tasks SET queue_parked = 0 WHERE id IN (\
                SELECT id FROM tasks {} WHERE state = 'waiting' AND queue_parked = 1 AND api_key_id = $1 \
-               ORDER BY queue_priority, waiting_since LIMIT 1 {}) RETURNING id",
+               ORDER BY queue_priority, waiting_since, queue_tag LIMIT 1 {}) RETURNING id",
             self.sqlite_index("tasks_waiting_parked"),
             self.skip_locked()
         )
@@ -95,7 +95,7 @@ impl Store {
         format!(
             "SELECT id, queue_tag, queue_priority, waiting_since, holds_slot FROM tasks {} \
              WHERE state = 'waiting' AND api_key_id = $1 AND lease_until <= $2 \
-             ORDER BY queue_priority, waiting_since LIMIT 1 {}",
+             ORDER BY queue_priority, waiting_since, queue_tag LIMIT 1 {}",
             self.sqlite_index("tasks_waiting_key"),
             self.skip_locked()
         )
@@ -115,7 +115,6 @@ impl Store {
     /// key's count of waiting tasks (refused past `max_queued`) and its lease, in one
     /// transaction. The task keeps its budget reservation and key slot.
     pub async fn enqueue(&self, e: &Enqueue<'_>) -> anyhow::Result<Enqueued> {
-        let now = now_ms();
         let mut tx = self.writes.begin().await?;
         // The key's row stays locked to the commit: a task of the key ending meanwhile
         // either freed its slot before (the task is not parked) or unparks it after.
@@ -145,6 +144,9 @@ impl Store {
                     .unwrap_or(i64::try_from(e.default_max_queued).unwrap_or(i64::MAX)),
             });
         };
+        // Read under the key's lock, as its tag is: the key's tasks then have `waiting_since`
+        // in the order they joined (read before it, a later joiner could show an earlier time).
+        let now = now_ms();
         let tag: i64 = key.try_get("queue_tag")?;
         let parked = e.needs_key_slot && key_full(&key)?;
         let moved = sqlx::query(
@@ -211,10 +213,7 @@ impl Store {
         let head_id: String = head.try_get("id")?;
         let key: String = head.try_get("api_key_id")?;
         let head_tag: i64 = head.try_get("queue_tag")?;
-        let head_rank = (
-            head.try_get::<i64, _>("queue_priority")?,
-            head.try_get::<i64, _>("waiting_since")?,
-        );
+        let head_rank = rank(&head)?;
         // The key's row, locked to the commit (before any other task of the key, as a
         // task's end locks it before unparking one): its slots cannot change meanwhile.
         let key_row = sqlx::query(
@@ -246,12 +245,8 @@ impl Store {
             .await?;
         let (mut chosen, mut chosen_holds) = (head_id.clone(), head_holds);
         if let Some(best) = best {
-            let rank = (
-                best.try_get::<i64, _>("queue_priority")?,
-                best.try_get::<i64, _>("waiting_since")?,
-            );
             let best_holds: i64 = best.try_get("holds_slot")?;
-            if rank < head_rank && !(full && needs_slot(best_holds)) {
+            if rank(&best)? < head_rank && !(full && needs_slot(best_holds)) {
                 let best_id: String = best.try_get("id")?;
                 let best_tag: i64 = best.try_get("queue_tag")?;
                 // The head takes the best's place, unparked (the dispatcher checks it anew).
@@ -362,6 +357,17 @@ impl Store {
             .fetch_all(&self.pool)
             .await?)
     }
+}
+
+/// A waiting task's turn among its key's (priority, then age, then the tag: the order it
+/// joined, which tells apart tasks that joined in the same millisecond). Every choice
+/// within a key (the claim's, the unpark's) orders by it, so they agree with each other.
+fn rank(row: &AnyRow) -> anyhow::Result<(i64, i64, i64)> {
+    Ok((
+        row.try_get("queue_priority")?,
+        row.try_get("waiting_since")?,
+        row.try_get("queue_tag")?,
+    ))
 }
 
 /// Whether a key's row (`in_flight`, `max_in_flight`) has no slot free.
