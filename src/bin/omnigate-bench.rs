@@ -43,7 +43,9 @@ mod upstream;
 
 // The modes reach the shared helpers through `super::`.
 use children::{free_port, signal, Proc};
-use gateway::{omnigate_bin, serve_omnigate, Database, Omnigate, CREATE_BODY, UPSTREAM_KEY_ENV};
+use gateway::{
+    create_key, omnigate_bin, serve_omnigate, Database, Omnigate, CREATE_BODY, UPSTREAM_KEY_ENV,
+};
 use oha::{oha, Target};
 use table::{machine, print_rows};
 use upstream::{serve_upstream, start_upstream};

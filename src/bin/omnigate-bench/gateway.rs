@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tokio::process::Command;
 
@@ -113,10 +114,25 @@ pub(crate) async fn start_omnigate(
     );
     let config_path = dir.join(format!("{name}.toml"));
     std::fs::write(&config_path, config)?;
+    let key = create_key(args, &config_path, "bench").await?;
+    if prefill {
+        fill(args, db).await?;
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let proc = serve_omnigate(args, dir, &name, &config_path, &base).await?;
+    Ok(Omnigate { proc, base, key })
+}
+
+/// Creates key `name` with `omnigate keys create` (which also migrates the store).
+pub(crate) async fn create_key(
+    args: &RunArgs,
+    config: &Path,
+    name: &str,
+) -> anyhow::Result<String> {
     let bin = omnigate_bin(args)?;
     let out = Command::new(&bin)
-        .args(["keys", "create", "--name", "bench"])
-        .env("OMNIGATE_CONFIG", &config_path)
+        .args(["keys", "create", "--name", name])
+        .env("OMNIGATE_CONFIG", config)
         .env(UPSTREAM_KEY_ENV, "bench")
         .env("RUST_LOG", &args.log)
         .output()
@@ -128,13 +144,28 @@ pub(crate) async fn start_omnigate(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let key = String::from_utf8(out.stdout)?.trim().to_string();
-    if prefill {
-        fill(args, db).await?;
-    }
-    let base = format!("http://127.0.0.1:{port}");
-    let proc = serve_omnigate(args, dir, &name, &config_path, &base).await?;
-    Ok(Omnigate { proc, base, key })
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// Creates a task of `body` on `og` with its bench key; returns the task's id.
+pub(crate) async fn create_task(
+    client: &reqwest::Client,
+    og: &Omnigate,
+    body: &'static str,
+) -> anyhow::Result<String> {
+    let task: Value = client
+        .post(format!("{}/v1/video/generations", og.base))
+        .bearer_auth(&og.key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = task["id"]
+        .as_str()
+        .with_context(|| format!("create answered no id: {task}"))?;
+    Ok(id.to_string())
 }
 
 /// Runs `omnigate serve` on `config_path`, logging to `dir`, and waits until `base`

@@ -6,13 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::Value;
 use sqlx::Connection;
 use tokio::process::Command;
 
 use super::children::{free_port, log_file, wait_http, Proc};
 use super::disk::Fsyncs;
-use super::gateway::{start_omnigate, Database, Omnigate, CREATE_BODY};
+use super::gateway::{create_task, start_omnigate, Database, Omnigate, CREATE_BODY};
 use super::oha::{oha, Load, Target};
 use super::table::{cell, machine, print_rows};
 use super::{RunArgs, StoreKind};
@@ -188,19 +187,8 @@ pub(crate) async fn measure_omnigate(
 /// (and polls are an hour apart), so the task created here is finished in the store as a
 /// completion would (state, result, its status change).
 pub(crate) async fn reads(args: &RunArgs, og: &Omnigate, db: &Database) -> anyhow::Result<Load> {
-    let task: Value = reqwest::Client::new()
-        .post(format!("{}/v1/video/generations", og.base))
-        .bearer_auth(&og.key)
-        .header("content-type", "application/json")
-        .body(CREATE_BODY)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = task["id"]
-        .as_str()
-        .with_context(|| format!("create answered no id: {task}"))?;
-    finish_in_store(db, id).await?;
+    let id = create_task(&reqwest::Client::new(), og, CREATE_BODY).await?;
+    finish_in_store(db, &id).await?;
     let read = Target {
         url: format!("{}/v1/video/generations/{id}", og.base),
         key: Some(&og.key),
