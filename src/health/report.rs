@@ -1,10 +1,9 @@
 //! The admin view of every provider's health: circuit, failure run, window statistics,
 //! submit latency percentiles, unfinished tasks and the last error.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::Row;
 
 use super::circuit::Phase;
 use super::shared::Stored;
@@ -53,7 +52,7 @@ impl Health {
         self.sync().await?;
         let now = now_ms();
         let since = self.window_start(now);
-        let in_flight = self.in_flight().await?;
+        let in_flight = self.store().unfinished_tasks_by_provider().await?;
         let mut out = Vec::with_capacity(providers.len());
         for name in providers {
             let latencies = self.submit_latencies(name, since).await?;
@@ -78,39 +77,19 @@ impl Health {
         Ok(out)
     }
 
-    /// Unfinished tasks per provider: every state but the terminal ones, so a state added
-    /// to the task life cycle later is counted without touching this query.
-    async fn in_flight(&self) -> anyhow::Result<HashMap<String, i64>> {
-        let rows = sqlx::query(
-            "SELECT provider, COUNT(*) AS n FROM tasks \
-             WHERE provider IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled') \
-             GROUP BY provider",
-        )
-        .fetch_all(self.store().pool())
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("provider")?, row.try_get("n")?)))
-            .collect()
-    }
-
     /// Submit latencies of the window: other processes' from the store, this one's from memory.
     async fn submit_latencies(
         &self,
         provider: &str,
         since: i64,
     ) -> anyhow::Result<BTreeMap<i64, i64>> {
-        let rows = sqlx::query(
-            "SELECT latency_hist FROM provider_health_buckets \
-             WHERE provider = $1 AND phase = 'submit' AND bucket_start >= $2 AND instance <> $3",
-        )
-        .bind(provider)
-        .bind(since)
-        .bind(&self.inner.instance)
-        .fetch_all(self.store().pool())
-        .await?;
+        let stored = self
+            .store()
+            .other_submit_latency_hists(provider, &self.inner.instance, since)
+            .await?;
         let mut hist = BTreeMap::new();
-        for row in &rows {
-            decode_hist_into(&row.try_get::<String, _>("latency_hist")?, &mut hist);
+        for text in &stored {
+            decode_hist_into(text, &mut hist);
         }
         let view = self.view();
         for ((p, phase, start), b) in &view.own {

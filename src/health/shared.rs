@@ -1,16 +1,14 @@
-//! What the processes share through the store: the breaker rows (read, locked, claimed
-//! and written in transactions) and the statistics buckets each process writes and reads.
+//! What the processes share through the store (`store/health.rs` holds the SQL): the
+//! breaker rows (read, claimed, and written in a transaction that holds the row) and the
+//! statistics buckets each process writes and reads.
 
 use std::collections::HashMap;
-
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
 use super::circuit::{Breaker, Circuit, Phase};
 use super::report::LastError;
 use super::stats::{encode_hist, Bucket, BucketKey, Counts};
 use super::Health;
-use crate::store::now_ms;
+use crate::store::{now_ms, BucketWrite, CircuitError, CircuitRow};
 
 /// How long a claimed probe holds the half-open slot: longer than any submit, short enough
 /// that a prober that crashed does not keep the provider shut for long.
@@ -23,32 +21,36 @@ pub(super) struct Stored {
     pub(super) last_error: Option<LastError>,
 }
 
-pub(super) const CIRCUIT_COLUMNS: &str =
-    "provider, state, submit_failures, poll_failures, opened_until, \
-    probe_until, closed_at, last_error_code, last_error_message, last_error_at";
+impl From<CircuitRow> for Stored {
+    fn from(row: CircuitRow) -> Stored {
+        Stored {
+            breaker: Breaker {
+                open: row.open,
+                submit_failures: row.submit_failures,
+                poll_failures: row.poll_failures,
+                opened_until: row.opened_until,
+                probe_until: row.probe_until,
+                closed_at: row.closed_at,
+            },
+            last_error: row.last_error.map(|e| LastError {
+                code: e.code,
+                message: e.message,
+                at: e.at,
+            }),
+        }
+    }
+}
 
-pub(super) fn stored_from_row(row: &AnyRow) -> anyhow::Result<Stored> {
-    let last_error = match row.try_get::<Option<String>, _>("last_error_code")? {
-        Some(code) => Some(LastError {
-            code,
-            message: row.try_get("last_error_message")?,
-            at: row
-                .try_get::<Option<i64>, _>("last_error_at")?
-                .unwrap_or_default(),
-        }),
-        None => None,
-    };
-    Ok(Stored {
-        breaker: Breaker {
-            open: row.try_get::<String, _>("state")? == "open",
-            submit_failures: row.try_get("submit_failures")?,
-            poll_failures: row.try_get("poll_failures")?,
-            opened_until: row.try_get("opened_until")?,
-            probe_until: row.try_get("probe_until")?,
-            closed_at: row.try_get("closed_at")?,
-        },
-        last_error,
-    })
+impl Breaker {
+    /// Copies the counters and state into the row to be written.
+    fn write_to(&self, row: &mut CircuitRow) {
+        row.open = self.open;
+        row.submit_failures = self.submit_failures;
+        row.poll_failures = self.poll_failures;
+        row.opened_until = self.opened_until;
+        row.probe_until = self.probe_until;
+        row.closed_at = self.closed_at;
+    }
 }
 
 impl Health {
@@ -74,71 +76,48 @@ impl Health {
     /// Deletes every process's buckets that left the window; returns how many.
     pub(super) async fn delete_old(&self) -> anyhow::Result<u64> {
         let since = self.window_start(now_ms());
-        let r = sqlx::query("DELETE FROM provider_health_buckets WHERE bucket_start < $1")
-            .bind(since)
-            .execute(self.store().writer())
-            .await?;
+        let deleted = self.store().delete_health_buckets_before(since).await?;
         let mut view = self.view();
         view.own.retain(|(_, _, start), _| *start >= since);
         view.others.retain(|(_, _, start), _| *start >= since);
-        Ok(r.rows_affected())
+        Ok(deleted)
     }
 
-    pub(super) async fn write_buckets(&self, batch: &[(BucketKey, Bucket)]) -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.store().writer().begin().await?;
-        for ((provider, phase, start), b) in batch {
-            sqlx::query(
-                "INSERT INTO provider_health_buckets (provider, phase, bucket_start, instance, ok, \
-                 failed, latency_sum_ms, latency_hist) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (provider, phase, bucket_start, instance) DO UPDATE SET ok = excluded.ok, \
-                 failed = excluded.failed, latency_sum_ms = excluded.latency_sum_ms, \
-                 latency_hist = excluded.latency_hist",
-            )
-            .bind(provider)
-            .bind(phase.as_str())
-            .bind(*start)
-            .bind(&self.inner.instance)
-            .bind(b.counts.ok)
-            .bind(b.counts.failed)
-            .bind(b.latency_sum_ms)
-            .bind(encode_hist(&b.latencies))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    async fn write_buckets(&self, batch: &[(BucketKey, Bucket)]) -> anyhow::Result<()> {
+        let rows: Vec<BucketWrite<'_>> = batch
+            .iter()
+            .map(|((provider, phase, start), b)| BucketWrite {
+                provider,
+                phase: phase.as_str(),
+                start: *start,
+                ok: b.counts.ok,
+                failed: b.counts.failed,
+                latency_sum_ms: b.latency_sum_ms,
+                latency_hist: encode_hist(&b.latencies),
+            })
+            .collect();
+        self.store()
+            .write_health_buckets(&self.inner.instance, &rows)
+            .await
     }
 
     pub(super) async fn refresh_locked(&self) -> anyhow::Result<()> {
         let now = now_ms();
         let breakers = self.stored().await?;
-        let rows = sqlx::query(
-            "SELECT provider, phase, bucket_start, CAST(SUM(ok) AS BIGINT) AS ok, \
-             CAST(SUM(failed) AS BIGINT) AS failed FROM provider_health_buckets \
-             WHERE bucket_start >= $1 AND instance <> $2 GROUP BY provider, phase, bucket_start",
-        )
-        .bind(self.window_start(now))
-        .bind(&self.inner.instance)
-        .fetch_all(self.store().pool())
-        .await?;
-        let mut others = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let Some(phase) = Phase::parse(&row.try_get::<String, _>("phase")?) else {
+        let totals = self
+            .store()
+            .other_health_buckets(&self.inner.instance, self.window_start(now))
+            .await?;
+        let mut others = HashMap::with_capacity(totals.len());
+        for t in totals {
+            let Some(phase) = Phase::parse(&t.phase) else {
                 continue;
             };
-            let key = (
-                row.try_get("provider")?,
-                phase,
-                row.try_get("bucket_start")?,
-            );
             let counts = Counts {
-                ok: row.try_get("ok")?,
-                failed: row.try_get("failed")?,
+                ok: t.ok,
+                failed: t.failed,
             };
-            others.insert(key, counts);
+            others.insert((t.provider, phase, t.start), counts);
         }
         let mut view = self.view();
         view.others = others;
@@ -152,30 +131,18 @@ impl Health {
     /// send the probe. True for Closed.
     pub async fn try_claim_probe(&self, provider: &str) -> anyhow::Result<bool> {
         let now = now_ms();
-        let claimed = sqlx::query(&format!(
-            "UPDATE provider_circuits SET probe_until = $2 \
-             WHERE provider = $1 AND state = 'open' AND opened_until <= $3 AND probe_until <= $3 \
-             RETURNING {CIRCUIT_COLUMNS}"
-        ))
-        .bind(provider)
-        .bind(now + PROBE_CLAIM_MS)
-        .bind(now)
-        .fetch_optional(self.store().writer())
-        .await?;
-        if let Some(row) = claimed {
-            self.remember(provider, stored_from_row(&row)?);
+        let store = self.store();
+        if let Some(row) = store
+            .claim_circuit_probe(provider, now, now + PROBE_CLAIM_MS)
+            .await?
+        {
+            self.remember(provider, row.into());
             return Ok(true);
         }
-        let row = sqlx::query(&format!(
-            "SELECT {CIRCUIT_COLUMNS} FROM provider_circuits WHERE provider = $1"
-        ))
-        .bind(provider)
-        .fetch_optional(self.store().pool())
-        .await?;
-        Ok(match row {
+        Ok(match store.circuit(provider).await? {
             None => true,
             Some(row) => {
-                let stored = stored_from_row(&row)?;
+                let stored = Stored::from(row);
                 let closed = !stored.breaker.open;
                 self.remember(provider, stored);
                 closed
@@ -192,24 +159,18 @@ impl Health {
         phase: Phase,
         now: i64,
     ) -> anyhow::Result<()> {
-        let reset = match phase {
+        match phase {
             Phase::Submit => {
-                "UPDATE provider_circuits SET state = 'closed', submit_failures = 0, \
-                 poll_failures = CASE WHEN state = 'open' THEN 0 ELSE poll_failures END, \
-                 closed_at = CASE WHEN state = 'open' THEN $2 ELSE closed_at END, \
-                 opened_until = 0, probe_until = 0, updated_at = $2 \
-                 WHERE provider = $1 AND (state = 'open' OR submit_failures > 0)"
+                self.store()
+                    .close_circuit_after_submit(provider, now)
+                    .await?
             }
             Phase::Poll => {
-                "UPDATE provider_circuits SET poll_failures = 0, updated_at = $2 \
-                 WHERE provider = $1 AND poll_failures > 0"
+                self.store()
+                    .reset_circuit_poll_failures(provider, now)
+                    .await?
             }
-        };
-        sqlx::query(reset)
-            .bind(provider)
-            .bind(now)
-            .execute(self.store().writer())
-            .await?;
+        }
         // Whether or not the row still needed it: it now holds no run of `phase` to reset.
         if let Some(s) = self.view().breakers.get_mut(provider) {
             s.breaker.apply_success(phase, now);
@@ -227,74 +188,40 @@ impl Health {
         error: &LastError,
     ) -> anyhow::Result<()> {
         let now = error.at;
-        let mut tx = self.store().writer().begin().await?;
-        let mut breaker = lock_breaker(&mut tx, provider, now).await?;
-        breaker.count_failure(phase);
-        let open = match breaker.circuit(now) {
-            // A late answer to a call sent before the circuit opened: the cool-down stands.
-            Circuit::Open => false,
-            Circuit::HalfOpen => true,
-            Circuit::Closed => {
-                breaker.failures(phase) >= i64::from(self.inner.cfg.consecutive_failures)
-                    || self.rate_trips(provider, phase, breaker.closed_at, now)
+        let stored_error = CircuitError {
+            code: error.code.clone(),
+            message: error.message.clone(),
+            at: now,
+        };
+        let decide = |row: &mut CircuitRow| {
+            let mut breaker = Stored::from(row.clone()).breaker;
+            breaker.count_failure(phase);
+            let open = match breaker.circuit(now) {
+                // A late answer to a call sent before the circuit opened: the cool-down stands.
+                Circuit::Open => false,
+                Circuit::HalfOpen => true,
+                Circuit::Closed => {
+                    breaker.failures(phase) >= i64::from(self.inner.cfg.consecutive_failures)
+                        || self.rate_trips(provider, phase, breaker.closed_at, now)
+                }
+            };
+            if open {
+                breaker.open = true;
+                breaker.opened_until = now + self.cooldown_ms();
+                breaker.probe_until = 0;
             }
+            breaker.write_to(row);
         };
-        if open {
-            breaker.open = true;
-            breaker.opened_until = now + self.cooldown_ms();
-            breaker.probe_until = 0;
-        }
-        sqlx::query(
-            "UPDATE provider_circuits SET state = $2, submit_failures = $3, poll_failures = $4, \
-             opened_until = $5, probe_until = $6, \
-             last_error_code = $7, last_error_message = $8, last_error_at = $9, updated_at = $9 \
-             WHERE provider = $1",
-        )
-        .bind(provider)
-        .bind(if breaker.open { "open" } else { "closed" })
-        .bind(breaker.submit_failures)
-        .bind(breaker.poll_failures)
-        .bind(breaker.opened_until)
-        .bind(breaker.probe_until)
-        .bind(&error.code)
-        .bind(error.message.as_deref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let stored = Stored {
-            breaker,
-            last_error: Some(error.clone()),
-        };
-        self.remember(provider, stored);
+        let row = self
+            .store()
+            .record_circuit_failure(provider, &stored_error, decide)
+            .await?;
+        self.remember(provider, row.into());
         Ok(())
     }
-    pub(super) async fn stored(&self) -> anyhow::Result<HashMap<String, Stored>> {
-        let rows = sqlx::query(&format!("SELECT {CIRCUIT_COLUMNS} FROM provider_circuits"))
-            .fetch_all(self.store().pool())
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("provider")?, stored_from_row(row)?)))
-            .collect()
-    }
-}
 
-/// Creates the provider's row if needed and takes its row lock (PostgreSQL) or the write
-/// lock (SQLite) before reading it, so the read-decide-write that follows cannot interleave
-/// with another process's.
-async fn lock_breaker(
-    tx: &mut Transaction<'_, Any>,
-    provider: &str,
-    now: i64,
-) -> anyhow::Result<Breaker> {
-    let row = sqlx::query(&format!(
-        "INSERT INTO provider_circuits (provider, state, updated_at) VALUES ($1, 'closed', $2) \
-         ON CONFLICT (provider) DO UPDATE SET updated_at = excluded.updated_at \
-         RETURNING {CIRCUIT_COLUMNS}"
-    ))
-    .bind(provider)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(stored_from_row(&row)?.breaker)
+    pub(super) async fn stored(&self) -> anyhow::Result<HashMap<String, Stored>> {
+        let rows = self.store().circuits().await?;
+        Ok(rows.into_iter().map(|(p, row)| (p, row.into())).collect())
+    }
 }
