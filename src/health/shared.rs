@@ -21,17 +21,23 @@ pub(super) struct Stored {
     pub(super) last_error: Option<LastError>,
 }
 
+impl From<&CircuitRow> for Breaker {
+    fn from(row: &CircuitRow) -> Breaker {
+        Breaker {
+            open: row.open,
+            submit_failures: row.submit_failures,
+            poll_failures: row.poll_failures,
+            opened_until: row.opened_until,
+            probe_until: row.probe_until,
+            closed_at: row.closed_at,
+        }
+    }
+}
+
 impl From<CircuitRow> for Stored {
     fn from(row: CircuitRow) -> Stored {
         Stored {
-            breaker: Breaker {
-                open: row.open,
-                submit_failures: row.submit_failures,
-                poll_failures: row.poll_failures,
-                opened_until: row.opened_until,
-                probe_until: row.probe_until,
-                closed_at: row.closed_at,
-            },
+            breaker: Breaker::from(&row),
             last_error: row.last_error.map(|e| LastError {
                 code: e.code,
                 message: e.message,
@@ -194,7 +200,7 @@ impl Health {
             at: now,
         };
         let decide = |row: &mut CircuitRow| {
-            let mut breaker = Stored::from(row.clone()).breaker;
+            let mut breaker = Breaker::from(&*row);
             breaker.count_failure(phase);
             let open = match breaker.circuit(now) {
                 // A late answer to a call sent before the circuit opened: the cool-down stands.
