@@ -34,10 +34,9 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
-use tokio::process::Command;
 
 use super::{
-    free_port, omnigate_bin, serve_omnigate, signal, Database, Proc, RunArgs, StoreKind,
+    create_key, free_port, serve_omnigate, signal, Database, Proc, RunArgs, StoreKind,
     UPSTREAM_KEY_ENV,
 };
 use fake::{Dialect, Fake, Seen};
@@ -153,26 +152,6 @@ async fn start_gateway(
         name: name.to_string(),
         config,
     })
-}
-
-/// Creates key `name` with `omnigate keys create` (which also migrates the store).
-async fn create_key(args: &RunArgs, config: &Path, name: &str) -> anyhow::Result<String> {
-    let bin = omnigate_bin(args)?;
-    let out = Command::new(&bin)
-        .args(["keys", "create", "--name", name])
-        .env("OMNIGATE_CONFIG", config)
-        .env(UPSTREAM_KEY_ENV, "bench")
-        .env("RUST_LOG", &args.log)
-        .output()
-        .await
-        .with_context(|| format!("running {} keys create", bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "omnigate keys create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 // ---------------------------------------------------------------------------------------

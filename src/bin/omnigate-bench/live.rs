@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 use sqlx::Connection;
 
+use super::gateway::create_task;
 use super::scale::{create_key, serve, write_config};
 use super::{machine, Database, Omnigate, RunArgs, StoreKind};
 
@@ -175,19 +176,7 @@ async fn follow_one(
     follower: &Omnigate,
     how: Follow,
 ) -> anyhow::Result<(String, i64)> {
-    let task: Value = client
-        .post(format!("{}/v1/video/generations", maker.base))
-        .bearer_auth(&maker.key)
-        .header("content-type", "application/json")
-        .body(BODY)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = task["id"]
-        .as_str()
-        .with_context(|| format!("create answered no id: {task}"))?
-        .to_string();
+    let id = create_task(client, maker, BODY).await?;
     let url = format!("{}/v1/video/generations/{id}", follower.base);
     let got_at = match how {
         Follow::Stream => {

@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
-use tokio::process::Command;
 
 use super::{
-    free_port, machine, oha, omnigate_bin, print_rows, serve_omnigate, Database, Omnigate, RunArgs,
-    StoreKind, Target, CREATE_BODY, UPSTREAM_KEY_ENV,
+    free_port, machine, oha, print_rows, serve_omnigate, Database, Omnigate, RunArgs, StoreKind,
+    Target, CREATE_BODY, UPSTREAM_KEY_ENV,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -135,22 +134,7 @@ pub(super) async fn serve(args: &RunArgs, dir: &Path, name: &str) -> anyhow::Res
 
 /// Creates the schema and a key with `omnigate keys create` on `config`; returns the key.
 pub(super) async fn create_key(args: &RunArgs, config: &Path) -> anyhow::Result<String> {
-    let bin = omnigate_bin(args)?;
-    let out = Command::new(&bin)
-        .args(["keys", "create", "--name", "bench"])
-        .env("OMNIGATE_CONFIG", config)
-        .env(UPSTREAM_KEY_ENV, "bench")
-        .env("RUST_LOG", &args.log)
-        .output()
-        .await
-        .with_context(|| format!("running {} keys create", bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "omnigate keys create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    super::gateway::create_key(args, config, "bench").await
 }
 
 async fn key_id(conn: &mut sqlx::AnyConnection) -> anyhow::Result<String> {
