@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::gateway::Gateway;
 
 /// Longest a readiness check waits on the store or Redis: a probe must answer quickly
@@ -25,7 +25,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
     path = "/readyz",
     tag = "meta",
     responses(
-        (status = 200, description = "Ready: the store answers, its schema is current, Redis (if configured) answers. Otherwise 503 `not_ready`, its message naming each failed check.", body = super::openapi::ReadyReport),
+        (status = 200, description = "Ready: the store answers, its schema is current, Redis (if configured) answers. Otherwise 503 `not_ready`, its message naming each failed check.", body = super::schema::ReadyReport),
     ),
 )]
 pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
