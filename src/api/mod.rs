@@ -47,12 +47,11 @@ pub mod parsers {
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::gateway::Gateway;
@@ -134,7 +133,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         .route_layer(from_fn_with_state(gw.clone(), rate_limit::rate_limit))
         .route_layer(from_fn_with_state(gw.clone(), auth::authenticate));
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
@@ -189,28 +188,4 @@ fn docs_routes() -> Router<Arc<Gateway>> {
         .route("/docs", get(docs::page))
         .route("/docs/assets/{file}", get(docs::asset))
         .layer(map_response(headers::docs_page))
-}
-
-/// `GET /healthz`: 200 with each background worker's last step, or 503 naming a worker
-/// that stopped or has not completed a step for `workers.stall_secs` beyond its tick.
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "meta",
-    responses((status = 200, description = "Every background worker is running.", body = schema::HealthReport)),
-)]
-async fn healthz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
-    let workers = gw.heartbeats.report(gw.config.workers.stall());
-    let problems: Vec<&str> = workers
-        .iter()
-        .filter_map(|w| w.problem.as_deref())
-        .collect();
-    if !problems.is_empty() {
-        return Err(ApiError::Unavailable {
-            code: "worker_unhealthy",
-            message: problems.join("; "),
-            retry_after_secs: 5,
-        });
-    }
-    Ok(Json(json!({"status": "ok", "workers": workers})))
 }

@@ -62,7 +62,7 @@ use super::schema::KlingError;
         super::kling::create,
         super::kling::get_one,
         super::kling::list,
-        super::healthz,
+        super::observe::healthz,
         super::observe::readyz,
         super::observe::metrics,
         openapi_json,
