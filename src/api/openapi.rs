@@ -2,6 +2,9 @@
 //! the request and answer types, served at `GET /openapi.json` with a reference page at
 //! `GET /docs` (`docs.rs`).
 //!
+//! This file only assembles the document: nothing but the router imports it. The answers
+//! built with `json!` are described as types in `schema.rs`, which the handlers name.
+//!
 //! To add an endpoint: put `#[utoipa::path(...)]` on its handler (its success answer and
 //! the errors only it gives) and name the handler in `paths(...)` below. What every
 //! endpoint of a kind shares is added here, from the path, by [`Conventions`], so it cannot
