@@ -22,6 +22,7 @@ pub mod server;
 pub mod store;
 pub mod submit;
 pub mod supervise;
+pub mod task_view;
 pub mod telemetry;
 pub mod timing;
 pub mod validation;

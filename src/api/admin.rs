@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::bearer_token;
+use super::error::ApiError;
 use super::throttle::Throttle;
-use super::ApiError;
 use crate::config::AdminConfig;
 use crate::gateway::Gateway;
 
@@ -23,7 +23,7 @@ use crate::gateway::Gateway;
     get,
     path = "/admin/providers",
     tag = "admin",
-    responses((status = 200, description = "One row per configured provider.", body = super::openapi::ProviderList)),
+    responses((status = 200, description = "One row per configured provider.", body = super::schema::ProviderList)),
 )]
 pub async fn providers(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let names: Vec<String> = gw.router.names().map(str::to_string).collect();

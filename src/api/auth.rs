@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::gateway::Gateway;
 use crate::store::ApiKey;
 

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::Value;
 
 use super::auth::Caller;
-use super::ApiError;
+use super::error::ApiError;
 use crate::gateway::Gateway;
 use crate::store::TaskState;
 
@@ -20,7 +20,7 @@ use crate::store::TaskState;
     tag = "tasks",
     params(("id" = String, Path, description = "The task id (`vgt_...`).")),
     responses(
-        (status = 200, description = "The task, `cancelled` (also when it already was): nothing is charged, its budget reservation is released, and a `video.generation.cancelled` event is sent to its `callback_url`.", body = super::openapi::TaskObject),
+        (status = 200, description = "The task, `cancelled` (also when it already was): nothing is charged, its budget reservation is released, and a `video.generation.cancelled` event is sent to its `callback_url`.", body = super::schema::TaskObject),
         (status = 404, description = "`not_found`: no such task for this key.", body = super::error::ErrorBody),
         (status = 409, description = "`not_cancellable`: a provider has the task (no reseller offers a cancel), it is being submitted right now, or it has finished.", body = super::error::ErrorBody),
     ),
@@ -39,7 +39,7 @@ pub async fn cancel(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
     match task.state {
-        TaskState::Cancelled => Ok(Json(super::tasks::task_object(&task))),
+        TaskState::Cancelled => Ok(Json(crate::task_view::task_object(&task))),
         TaskState::Waiting | TaskState::Submitting => Err(ApiError::NotCancellable(format!(
             "task {id} is being submitted to a provider right now; read it again shortly"
         ))),

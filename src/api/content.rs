@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::ApiError;
+use super::error::ApiError;
 use crate::domain::TaskStatus;
 use crate::gateway::Gateway;
 
@@ -58,14 +58,6 @@ pub struct WhichVideo {
 impl WhichVideo {
     pub fn index(&self) -> usize {
         self.video.unwrap_or_default()
-    }
-}
-
-/// Where video `index` of task `id` is served (its `omnigate_url`).
-pub fn content_path(id: &str, index: usize) -> String {
-    match index {
-        0 => format!("/v1/video/generations/{id}/content"),
-        i => format!("/v1/video/generations/{id}/content?video={i}"),
     }
 }
 

@@ -13,7 +13,7 @@ use axum::extract::Path;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::ApiError;
+use super::error::ApiError;
 
 const VERSION: &str = "5.36.0";
 

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::ApiError;
+use super::error::ApiError;
 use crate::gateway::Gateway;
 use crate::store::{Redelivery, WebhookAttempt, WebhookEvent};
 
@@ -19,7 +19,7 @@ use crate::store::{Redelivery, WebhookAttempt, WebhookEvent};
     path = "/v1/video/generations/{id}/events",
     tag = "events",
     params(("id" = String, Path, description = "The task id.")),
-    responses((status = 200, description = "The events.", body = super::openapi::EventList)),
+    responses((status = 200, description = "The events.", body = super::schema::EventList)),
 )]
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
@@ -44,7 +44,7 @@ pub async fn list(
         ("event_id" = String, Path, description = "The event id."),
     ),
     responses(
-        (status = 202, description = "Queued: the event, with its delivery attempts so far.", body = super::openapi::EventObject),
+        (status = 202, description = "Queued: the event, with its delivery attempts so far.", body = super::schema::EventObject),
         (status = 422, description = "`event_in_flight`: the event is being delivered right now.", body = super::error::ErrorBody),
     ),
 )]

@@ -17,7 +17,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::admin::same_secret;
-use super::ApiError;
+use super::error::ApiError;
 use crate::domain::TaskStatus;
 use crate::gateway::Gateway;
 use crate::providers::{ErrorKind, Provider};
@@ -37,7 +37,7 @@ const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
     params(("token" = String, Path, description = "The task's callback token, given to its provider with the submit.")),
     request_body(content = Object, description = "The provider's task update, in its own dialect (at most 1 MiB)."),
     responses(
-        (status = 200, description = "Taken, whether or not it moved anything.", body = super::openapi::CallbackReceived),
+        (status = 200, description = "Taken, whether or not it moved anything.", body = super::schema::CallbackReceived),
         (status = 400, description = "`invalid_request`: the body is no task update of the provider's dialect.", body = super::error::ErrorBody),
         (status = 404, description = "`not_found`: no task has this token.", body = super::error::ErrorBody),
     ),

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 
 use tower_http::timeout::TimeoutError;
 
+use super::error::ApiError;
 use super::load::BodyBudgetSpent;
-use super::{ApiError, BodyLimit};
 
 pub struct ValidJson<T>(pub T);
 
@@ -20,6 +20,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
         parse(&bytes).map(ValidJson)
     }
 }
+
+/// The configured body limit, for the error that names it.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// The whole body, with the size, budget and timeout refusals in the API's envelope.
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {

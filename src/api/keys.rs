@@ -11,8 +11,8 @@ use axum::Json;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+use super::error::ApiError;
 use super::json::ValidJson;
-use super::ApiError;
 use crate::gateway::Gateway;
 use crate::store::{BudgetPeriod, IssuedKey, KeyChange, KeyInfo};
 
@@ -124,7 +124,7 @@ pub async fn create(
     get,
     path = "/admin/keys",
     tag = "admin",
-    responses((status = 200, description = "Every key (never a secret).", body = super::openapi::KeyList)),
+    responses((status = 200, description = "Every key (never a secret).", body = super::schema::KeyList)),
 )]
 pub async fn list(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
     let keys = gw.store.list_keys().await?;

@@ -20,16 +20,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
+use super::error::ApiError;
 use super::json::ValidJson;
 use super::tasks::{idempotency_key, refuse_while_draining, replay_marked};
-use super::{kling_auth, load, ApiError};
+use super::{kling_auth, load};
 use crate::domain::{
     AspectRatio, CallbackEvent, ElementRef, ImageRef, Mode, Model, OnOff, ReferType, Shot,
-    ShotType, TaskStatus, VideoRef, VideoRequest,
+    ShotType, VideoRef, VideoRequest,
 };
 use crate::gateway::Gateway;
-use crate::store::{Reserved, TaskRecord, TaskState};
+use crate::store::{Reserved, TaskRecord};
 use crate::submit::{self, SubmitError};
+use crate::task_view::kling_task_data;
 use crate::telemetry::request_id::X_REQUEST_ID;
 
 /// Kling's own host serves the API at the root; the resellers under `/kling`.
@@ -216,10 +218,10 @@ fn seconds(v: &Value) -> Option<u32> {
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
             description = "As on `POST /v1/video/generations`; an `external_task_id` already used answers 1201 first.")),
     responses(
-        (status = 200, description = "`code: 0` and the task (`task_status: submitted`, or further along).", body = super::openapi::KlingTaskAnswer,
+        (status = 200, description = "`code: 0` and the task (`task_status: submitted`, or further along).", body = super::schema::KlingTaskAnswer,
          headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
-        (status = 400, description = "1200/1201: the body (1201 names the field, e.g. `external_task_id` already used); 1301: content policy.", body = super::openapi::KlingError),
-        (status = 504, description = "5002: the last provider tried did not answer in time.", body = super::openapi::KlingError),
+        (status = 400, description = "1200/1201: the body (1201 names the field, e.g. `external_task_id` already used); 1301: content policy.", body = super::schema::KlingError),
+        (status = 504, description = "5002: the last provider tried did not answer in time.", body = super::schema::KlingError),
     ),
 )]
 pub async fn create(
@@ -257,7 +259,7 @@ pub async fn create(
         }
     };
     let data = if created.task.id == id {
-        task_data(&created.task, external_task_id.as_deref())
+        kling_task_data(&created.task, external_task_id.as_deref())
     } else {
         // An Idempotency-Key replayed another task: this reservation made nothing.
         release(&gw, &id).await;
@@ -285,8 +287,8 @@ async fn release(gw: &Gateway, task_id: &str) {
     tag = "kling",
     params(("id" = String, Path, description = "The `task_id`, or the `external_task_id` given at create.")),
     responses(
-        (status = 200, description = "`code: 0` and the task.", body = super::openapi::KlingTaskAnswer),
-        (status = 404, description = "1203: no such task for this key.", body = super::openapi::KlingError),
+        (status = 200, description = "`code: 0` and the task.", body = super::schema::KlingTaskAnswer),
+        (status = 404, description = "1203: no such task for this key.", body = super::schema::KlingError),
     ),
 )]
 pub async fn get_one(
@@ -325,8 +327,8 @@ pub struct ListParams {
     tag = "kling",
     params(ListParams),
     responses(
-        (status = 200, description = "`code: 0` and `data`, the page's tasks.", body = super::openapi::KlingListAnswer),
-        (status = 400, description = "1201 naming `pageNum` or `pageSize` out of bounds.", body = super::openapi::KlingError),
+        (status = 200, description = "`code: 0` and `data`, the page's tasks.", body = super::schema::KlingListAnswer),
+        (status = 400, description = "1201 naming `pageNum` or `pageSize` out of bounds.", body = super::schema::KlingError),
     ),
 )]
 pub async fn list(
@@ -352,7 +354,7 @@ pub async fn list(
     let external = gw.store.external_task_ids(&ids).await?;
     let data: Vec<Value> = tasks
         .iter()
-        .map(|t| task_data(t, external.get(&t.id).map(String::as_str)))
+        .map(|t| kling_task_data(t, external.get(&t.id).map(String::as_str)))
         .collect();
     Ok(Json(envelope(&headers, Value::Array(data))))
 }
@@ -377,7 +379,7 @@ fn bounded(name: &str, value: Option<String>, default: u32, max: u32) -> Result<
 /// The task's `data`, with its `external_task_id` read from the store.
 async fn data_of(gw: &Gateway, task: &TaskRecord) -> Result<Value, ApiError> {
     let mut external = gw.store.external_task_ids(&[task.id.as_str()]).await?;
-    Ok(task_data(task, external.remove(&task.id).as_deref()))
+    Ok(kling_task_data(task, external.remove(&task.id).as_deref()))
 }
 
 /// Kling's success envelope around `data`, with the request's id.
@@ -396,54 +398,6 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
-}
-
-/// Kling's task object for a task: what a query answers in `data`, and the body of a
-/// Kling-shaped callback. Times in milliseconds; a video's `duration` a string, as Kling
-/// writes them.
-pub fn task_data(t: &TaskRecord, external_task_id: Option<&str>) -> Value {
-    let (status, message) = match t.state.public() {
-        TaskStatus::Queued => ("submitted", String::new()),
-        TaskStatus::InProgress => ("processing", String::new()),
-        TaskStatus::Completed => ("succeed", String::new()),
-        TaskStatus::Failed => (
-            "failed",
-            t.error
-                .as_ref()
-                .map(|e| e.message.clone())
-                .unwrap_or_default(),
-        ),
-        TaskStatus::Cancelled => ("failed", "cancelled while it waited for a provider".into()),
-    };
-    let mut task_info = serde_json::Map::new();
-    if let Some(id) = external_task_id {
-        task_info.insert("external_task_id".into(), json!(id));
-    }
-    let mut result = json!({});
-    if t.state == TaskState::Completed {
-        let videos: Vec<Value> = t
-            .videos
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                json!({
-                    "id": format!("{}-{i}", t.id),
-                    "url": v.url,
-                    "duration": v.duration.map(|d| format!("{d:.3}")),
-                })
-            })
-            .collect();
-        result = json!({ "videos": videos });
-    }
-    json!({
-        "task_id": t.id,
-        "task_status": status,
-        "task_status_msg": message,
-        "task_info": task_info,
-        "task_result": result,
-        "created_at": t.created_at,
-        "updated_at": t.updated_at,
-    })
 }
 
 /// A refusal naming one of our fields names Kling's instead.

@@ -16,8 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use super::auth::bearer_token;
+use super::error::ApiError;
 use super::kling::refusal;
-use super::ApiError;
 use crate::gateway::Gateway;
 use crate::secrets::SecretBox;
 use crate::store::ApiKey;

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
+use super::error::ApiError;
 use super::load::HeldSlots;
-use super::ApiError;
 use crate::gateway::Gateway;
 use crate::live::{CachedRead, MAX_WAIT_SECS};
 use crate::store::TaskMark;

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::timeout::TimeoutBody;
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::config::ServerConfig;
 
 /// A number of requests that may run at once; beyond it they are refused, not queued.

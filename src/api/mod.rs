@@ -19,18 +19,19 @@ mod observe;
 mod openai;
 mod openapi;
 pub mod rate_limit;
+mod schema;
 mod stream;
 mod tasks;
 mod throttle;
 mod usage;
 
 pub use admin::same_secret;
-pub use content::{content_of, content_path, WhichVideo};
+pub use content::{content_of, WhichVideo};
 pub use error::ApiError;
 pub use json::parse as parse_json;
-pub use kling::{is_create_path as is_kling_create_path, task_data as kling_task_data};
+pub use kling::is_create_path as is_kling_create_path;
 pub use stream::open as status_stream;
-pub use tasks::{quote_object, refuse_while_draining, task_object};
+pub use tasks::{quote_object, refuse_while_draining};
 pub use throttle::Throttle;
 
 /// The request and callback parsers, for the fuzz targets (`fuzz/`) and the property
@@ -46,20 +47,15 @@ pub mod parsers {
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::gateway::Gateway;
 use crate::telemetry;
-
-/// The configured body limit, for the error that names it.
-#[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);
 
 /// Middleware, outermost first:
 /// 0. `X-Content-Type-Options: nosniff` on every answer (`headers`), and the
@@ -137,7 +133,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         .route_layer(from_fn_with_state(gw.clone(), rate_limit::rate_limit))
         .route_layer(from_fn_with_state(gw.clone(), auth::authenticate));
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
@@ -155,7 +151,7 @@ pub fn router(gw: Arc<Gateway>, pages: Router<Arc<Gateway>>) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::Extension(BodyLimit(max_body)))
+        .layer(axum::Extension(json::BodyLimit(max_body)))
         .layer(from_fn_with_state(budget, load::hold_body_budget))
         .layer(from_fn_with_state(requests, load::shed_beyond))
         .layer(axum::middleware::from_fn(telemetry::http::record))
@@ -192,28 +188,4 @@ fn docs_routes() -> Router<Arc<Gateway>> {
         .route("/docs", get(docs::page))
         .route("/docs/assets/{file}", get(docs::asset))
         .layer(map_response(headers::docs_page))
-}
-
-/// `GET /healthz`: 200 with each background worker's last step, or 503 naming a worker
-/// that stopped or has not completed a step for `workers.stall_secs` beyond its tick.
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "meta",
-    responses((status = 200, description = "Every background worker is running.", body = openapi::HealthReport)),
-)]
-async fn healthz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
-    let workers = gw.heartbeats.report(gw.config.workers.stall());
-    let problems: Vec<&str> = workers
-        .iter()
-        .filter_map(|w| w.problem.as_deref())
-        .collect();
-    if !problems.is_empty() {
-        return Err(ApiError::Unavailable {
-            code: "worker_unhealthy",
-            message: problems.join("; "),
-            retry_after_secs: 5,
-        });
-    }
-    Ok(Json(json!({"status": "ok", "workers": workers})))
 }

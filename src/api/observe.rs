@@ -1,5 +1,6 @@
-//! The operator's probes: `GET /readyz` (can this process serve: store, schema, Redis)
-//! and `GET /metrics` (Prometheus text).
+//! The operator's probes: `GET /healthz` (are the background workers running), `GET
+//! /readyz` (can this process serve: store, schema, Redis) and `GET /metrics` (Prometheus
+//! text).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,32 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::gateway::Gateway;
+
+/// `GET /healthz`: 200 with each background worker's last step, or 503 naming a worker
+/// that stopped or has not completed a step for `workers.stall_secs` beyond its tick.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "Every background worker is running.", body = super::schema::HealthReport)),
+)]
+pub async fn healthz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {
+    let workers = gw.heartbeats.report(gw.config.workers.stall());
+    let problems: Vec<&str> = workers
+        .iter()
+        .filter_map(|w| w.problem.as_deref())
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::Unavailable {
+            code: "worker_unhealthy",
+            message: problems.join("; "),
+            retry_after_secs: 5,
+        });
+    }
+    Ok(Json(json!({"status": "ok", "workers": workers})))
+}
 
 /// Longest a readiness check waits on the store or Redis: a probe must answer quickly
 /// even when what it probes hangs.
@@ -25,7 +50,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
     path = "/readyz",
     tag = "meta",
     responses(
-        (status = 200, description = "Ready: the store answers, its schema is current, Redis (if configured) answers. Otherwise 503 `not_ready`, its message naming each failed check.", body = super::openapi::ReadyReport),
+        (status = 200, description = "Ready: the store answers, its schema is current, Redis (if configured) answers. Otherwise 503 `not_ready`, its message naming each failed check.", body = super::schema::ReadyReport),
     ),
 )]
 pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Result<Json<Value>, ApiError> {

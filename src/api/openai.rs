@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
+use super::error::ApiError;
 use super::json::{parse, read_body};
 use super::tasks::{idempotency_key, refuse_while_draining, replay_marked};
-use super::ApiError;
 use crate::domain::{AspectRatio, Mode, Model, TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
 use crate::store::{Deleted, TaskRecord, TaskState, VideoOrder};
@@ -141,7 +141,7 @@ async fn form_fields(content_type: &str, bytes: Bytes) -> Result<Map<String, Val
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
             description = "As on `POST /v1/video/generations`.")),
     responses(
-        (status = 200, description = "The video object (status `queued`).", body = super::openapi::Video,
+        (status = 200, description = "The video object (status `queued`).", body = super::schema::Video,
          headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
         (status = 400, description = "`invalid_request`: `param` names the field (OpenAI's name for it: `seconds`, `size`, `model`, ...).", body = super::error::ErrorBody),
         (status = 402, description = "`budget_exceeded`.", body = super::error::ErrorBody),
@@ -299,7 +299,7 @@ fn in_openai_terms(e: ApiError) -> ApiError {
     path = "/v1/videos/{id}",
     tag = "openai",
     params(("id" = String, Path, description = "The video id (the task id).")),
-    responses((status = 200, description = "The video object.", body = super::openapi::Video)),
+    responses((status = 200, description = "The video object.", body = super::schema::Video)),
 )]
 pub async fn retrieve(
     State(gw): State<Arc<Gateway>>,
@@ -332,7 +332,7 @@ pub struct ListParams {
     path = "/v1/videos",
     tag = "openai",
     params(ListParams),
-    responses((status = 200, description = "A page of the key's videos.", body = super::openapi::VideoList)),
+    responses((status = 200, description = "A page of the key's videos.", body = super::schema::VideoList)),
 )]
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
@@ -392,7 +392,7 @@ pub async fn list(
     tag = "openai",
     params(("id" = String, Path, description = "The video id.")),
     responses(
-        (status = 200, description = "Deleted: gone from reads, lists and content for its key; the stored copy is removed.", body = super::openapi::VideoDeleted),
+        (status = 200, description = "Deleted: gone from reads, lists and content for its key; the stored copy is removed.", body = super::schema::VideoDeleted),
         (status = 400, description = "`invalid_request` naming `video_id`: only a completed, failed or still waiting video can be deleted.", body = super::error::ErrorBody),
     ),
 )]

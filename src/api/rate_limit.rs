@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::gateway::Gateway;
 use crate::limits::{Bucket, Decision, Verdict};
 use crate::store::ApiKey;

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::auth::Caller;
+use super::error::ApiError;
 use super::live::{current_read, Read};
-use super::ApiError;
 use crate::gateway::Gateway;
 use crate::live::StreamSlot;
 

@@ -11,13 +11,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
+use super::error::ApiError;
 use super::json::ValidJson;
 use super::live;
 use super::load::HeldSlots;
-use super::ApiError;
 use crate::domain::{TaskStatus, VideoRequest};
 use crate::gateway::Gateway;
 use crate::store::{TaskMark, TaskRecord};
+use crate::task_view::{task_object, unix_secs};
 use crate::{routing, submit};
 
 /// Longest `Idempotency-Key` accepted (Stripe's limit).
@@ -39,7 +40,7 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
     ),
     responses(
         (status = 202, description = "Accepted: the task object (status `queued`; with a `queue` object when no provider had room and it waits in omnigate's queue).",
-         body = super::openapi::TaskObject,
+         body = super::schema::TaskObject,
          headers(("Idempotent-Replayed" = String, description = "`true` when an Idempotency-Key replayed an earlier create."))),
         (status = 402, description = "`budget_exceeded`: the key's budget for the period cannot cover this task's estimate.", body = super::error::ErrorBody),
         (status = 409, description = "`idempotency_conflict`: the Idempotency-Key was used with another body.", body = super::error::ErrorBody),
@@ -120,7 +121,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     tag = "tasks",
     request_body = VideoRequest,
     responses(
-        (status = 200, description = "The provider a create would use, its estimate, and why the others would not be used.", body = super::openapi::Quote),
+        (status = 200, description = "The provider a create would use, its estimate, and why the others would not be used.", body = super::schema::Quote),
         (status = 422, description = "`no_capable_provider`: valid, but no configured provider can carry it.", body = super::error::ErrorBody),
     ),
 )]
@@ -169,7 +170,7 @@ pub fn quote_object(req: &VideoRequest, plan: &routing::Plan) -> Value {
         ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): hold the answer up to min(N, 60) seconds until the task is final."),
     ),
     responses(
-        (status = 200, description = "The task.", body = super::openapi::TaskDetail,
+        (status = 200, description = "The task.", body = super::schema::TaskDetail,
          headers(("ETag" = String, description = "The read's validator, for `If-None-Match`."),
                  ("Preference-Applied" = String, description = "`wait=N` when a `Prefer: wait` was honoured."))),
         (status = 304, description = "Not modified: `If-None-Match` named the task's current `ETag`."),
@@ -221,7 +222,7 @@ pub struct ListParams {
     params(ListParams),
     responses(
         (status = 200, description = "A page of tasks (or, with `task_id`, that one task).",
-         body = super::openapi::TaskListOrTask),
+         body = super::schema::TaskListOrTask),
         (status = 404, description = "`not_found`: with `task_id`, no such task for this key.", body = super::error::ErrorBody),
     ),
 )]
@@ -305,13 +306,6 @@ pub(super) async fn detailed_with_mark(
     Ok((obj, mark))
 }
 
-/// The store keeps milliseconds; the API speaks Unix seconds everywhere (`created_at` and
-/// the times in `status_history` and `attempts` alike). Changes within one second keep
-/// their order in the list, and an attempt's duration is in its `latency_ms`.
-fn unix_secs(ms: i64) -> i64 {
-    ms.div_euclid(1000)
-}
-
 /// A waiting task's `queue.position`: 1 starts next. Read only for a waiting task (an
 /// index range count), so other reads cost nothing more.
 async fn with_queue_position(
@@ -323,62 +317,4 @@ async fn with_queue_position(
         obj["queue"]["position"] = json!(gw.store.queue_position(spot.tag).await?);
     }
     Ok(obj)
-}
-
-/// The public task object (see API.md).
-pub fn task_object(t: &TaskRecord) -> Value {
-    let status = t.state.public();
-    let mut cost = json!({"estimated_usd": t.cost_estimated_usd, "currency": "USD"});
-    if let Some(f) = t.cost_final_usd {
-        cost["final_usd"] = json!(f);
-    }
-    // Only where the provider billed more than the task reserved of its key's budget (and
-    // the key was charged the reservation): the owner sees the under-estimate.
-    if let Some(r) = t
-        .provider_reported_usd
-        .filter(|r| Some(*r) != t.cost_final_usd)
-    {
-        cost["provider_reported_usd"] = json!(r);
-    }
-    let mut obj = json!({
-        "id": t.id,
-        "object": "video.generation",
-        "model": t.model.as_str(),
-        "status": status,
-        "progress": t.progress,
-        "provider": t.provider,
-        "cost": cost,
-        "metadata": t.metadata.clone().unwrap_or_else(|| json!({})),
-        "routing": {"reason": t.routing_reason},
-        "created_at": unix_secs(t.created_at),
-        "updated_at": unix_secs(t.updated_at),
-        "completed_at": t.completed_at.map(unix_secs),
-    });
-    if let Some(eta) = t.eta_at.filter(|_| !status.is_terminal()) {
-        obj["eta"] = json!(crate::timing::rfc3339(eta));
-    }
-    if t.sandbox {
-        obj["sandbox"] = json!(true);
-    }
-    if let Some(spot) = &t.queue {
-        obj["queue"] = json!({
-            "waiting_since": unix_secs(spot.waiting_since),
-            "max_wait_until": unix_secs(spot.max_wait_until),
-        });
-    }
-    if status == TaskStatus::Completed {
-        obj["result"] = json!({ "videos": t.videos });
-        // Beside the provider's `url` (which expires), omnigate's verified copy, once made.
-        let videos = obj["result"]["videos"].as_array_mut().into_iter().flatten();
-        for (i, video) in videos.enumerate() {
-            if let Some(bytes) = t.stored_bytes_of(i) {
-                video["omnigate_url"] = json!(super::content_path(&t.id, i));
-                video["stored_bytes"] = json!(bytes);
-            }
-        }
-    }
-    if let (TaskStatus::Failed, Some(e)) = (status, &t.error) {
-        obj["error"] = json!(e);
-    }
-    obj
 }

@@ -22,7 +22,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// Addresses tracked before the ones whose bucket has refilled are dropped.
 const PRUNE_AT: usize = 10_000;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::ApiError;
+use super::error::ApiError;
 use crate::gateway::Gateway;
 use crate::store::{now_ms, period_start, BudgetPeriod, GroupBy, UsageRow};
 
@@ -107,7 +107,7 @@ fn round(usd: f64) -> f64 {
     path = "/v1/usage",
     tag = "usage",
     params(UsageParams),
-    responses((status = 200, description = "The report.", body = super::openapi::UsageReport)),
+    responses((status = 200, description = "The report.", body = super::schema::UsageReport)),
 )]
 pub async fn mine(
     State(gw): State<Arc<Gateway>>,
@@ -125,7 +125,7 @@ pub async fn mine(
     path = "/admin/usage",
     tag = "admin",
     params(UsageParams),
-    responses((status = 200, description = "The report, a row per key and group.", body = super::openapi::UsageReport)),
+    responses((status = 200, description = "The report, a row per key and group.", body = super::schema::UsageReport)),
 )]
 pub async fn all(
     State(gw): State<Arc<Gateway>>,

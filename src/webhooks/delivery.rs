@@ -33,7 +33,7 @@ pub fn payload(event: &WebhookEvent, task: &TaskRecord) -> Value {
     json!({
         "type": event.kind,
         "timestamp": rfc3339(event.created_at),
-        "data": crate::api::task_object(&task_at(event, task)),
+        "data": crate::task_view::task_object(&task_at(event, task)),
     })
 }
 
@@ -44,7 +44,7 @@ pub fn payload_in(shape: &CallbackShape, event: &WebhookEvent, task: &TaskRecord
     match shape {
         CallbackShape::Omnigate => payload(event, task),
         CallbackShape::Kling { external_task_id } => {
-            crate::api::kling_task_data(&task_at(event, task), external_task_id.as_deref())
+            crate::task_view::kling_task_data(&task_at(event, task), external_task_id.as_deref())
         }
     }
 }
