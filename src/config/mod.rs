@@ -1343,14 +1343,14 @@ mod tests {
     /// The example config with every provider of the providers example appended, as an
     /// operator who has all four accounts would write it.
     const EXAMPLE: &str = concat!(
-        include_str!("../config/omnigate.example.toml"),
+        include_str!("../../config/omnigate.example.toml"),
         "\n",
-        include_str!("../config/providers.example.toml")
+        include_str!("../../config/providers.example.toml")
     );
 
     #[test]
     fn a_copy_of_the_example_config_runs_the_sandbox_and_needs_no_credential() {
-        let toml = include_str!("../config/omnigate.example.toml");
+        let toml = include_str!("../../config/omnigate.example.toml");
         let cfg = Config::from_toml_str(toml, |_| None).expect("loads with no env at all");
         assert!(cfg.providers.is_empty());
         assert!(cfg.sandbox_wanted());
