@@ -139,9 +139,7 @@ impl PollerConfig {
         }
         Ok(())
     }
-}
 
-impl PollerConfig {
     pub(super) fn validate(&self) -> anyhow::Result<()> {
         if self.batch_size == 0 || self.tick_ms == 0 || self.lease_secs == 0 {
             bail!("poller: batch_size, tick_ms and lease_secs must be positive");
