@@ -114,7 +114,15 @@ pub async fn build_gateway(
         sb = Some(started);
     }
     let limits = crate::limits::Limits::build(&config.limits).await?;
-    let caps = crate::queue::configured_caps(upstreams.iter().map(|u| (&u.name, &u.config)));
+    // What each provider's configuration asks of the store.
+    let caps: Vec<_> = upstreams
+        .iter()
+        .map(|u| crate::store::ConfiguredCap {
+            provider: u.name.clone(),
+            max_in_flight: u.config.max_in_flight,
+            max_submits_per_minute: u.config.max_submits_per_minute,
+        })
+        .collect();
     store.register_capacity(&caps).await?;
     let gw = Arc::new(Gateway {
         live: crate::live::Live::new(&config.live),

@@ -40,19 +40,6 @@ pub struct Queue {
     cooldown_ms: i64,
 }
 
-/// What a provider's configuration asks of the store.
-pub fn configured_caps<'a>(
-    providers: impl Iterator<Item = (&'a String, &'a crate::config::ProviderConfig)>,
-) -> Vec<ConfiguredCap> {
-    providers
-        .map(|(name, p)| ConfiguredCap {
-            provider: name.clone(),
-            max_in_flight: p.max_in_flight,
-            max_submits_per_minute: p.max_submits_per_minute,
-        })
-        .collect()
-}
-
 impl Queue {
     pub fn new(caps: &[ConfiguredCap], config: &QueueConfig) -> Queue {
         Queue {
