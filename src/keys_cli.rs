@@ -151,7 +151,9 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             }
             let issued = store.issue_key(&name, &change).await?;
             let kling = match kling_credentials {
-                true => Some(issue_kling_credentials(&store, config, &issued.info.id).await?),
+                true => {
+                    Some(issue_kling_credentials(&store, &config.server, &issued.info.id).await?)
+                }
                 false => None,
             };
             if json {
@@ -184,7 +186,7 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
             let info = store.change_key(&id, &limits.change()?).await?;
             print_info(&found(info, &id)?);
             if kling_credentials {
-                print_kling(&issue_kling_credentials(&store, config, &id).await?);
+                print_kling(&issue_kling_credentials(&store, &config.server, &id).await?);
             }
         }
         KeysCommand::Revoke { id } => {
@@ -201,7 +203,7 @@ pub async fn run(command: KeysCommand, config: &Config) -> anyhow::Result<()> {
 
 fn require_secrets_key(config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
-        SecretBox::from_config(config)?.is_some(),
+        SecretBox::from_config(&config.server)?.is_some(),
         "--kling-credentials: the secret key is stored sealed under server.secrets_key; set \
          {} to 32 bytes of base64 (openssl rand -base64 32) first",
         config.server.secrets_key_env

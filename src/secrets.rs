@@ -11,7 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 
-use crate::config::Secret;
+use crate::config::secret::Secret;
+use crate::config::server::ServerConfig;
 
 const VERSION: &str = "v1:";
 
@@ -33,13 +34,8 @@ impl SecretBox {
     }
 
     /// The configured box, or None when `server.secrets_key` is not set.
-    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Option<SecretBox>> {
-        config
-            .server
-            .secrets_key
-            .as_ref()
-            .map(SecretBox::new)
-            .transpose()
+    pub fn from_config(server: &ServerConfig) -> anyhow::Result<Option<SecretBox>> {
+        server.secrets_key.as_ref().map(SecretBox::new).transpose()
     }
 
     /// `plain` sealed, bound to `label`.
@@ -92,10 +88,10 @@ pub struct KlingCredentials {
 /// the secret sealed under `server.secrets_key`; an error without that key or the API key.
 pub async fn issue_kling_credentials(
     store: &crate::store::Store,
-    config: &crate::config::Config,
+    server: &ServerConfig,
     api_key_id: &str,
 ) -> anyhow::Result<KlingCredentials> {
-    let sealer = SecretBox::from_config(config)?.context(
+    let sealer = SecretBox::from_config(server)?.context(
         "Kling credentials need server.secrets_key: set the variable named by \
          server.secrets_key_env (OMNIGATE_SECRETS_KEY) to 32 bytes of base64 (openssl rand -base64 32)",
     )?;

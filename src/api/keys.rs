@@ -221,7 +221,7 @@ pub async fn kling_credentials(
     State(gw): State<Arc<Gateway>>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if crate::secrets::SecretBox::from_config(&gw.config)?.is_none() {
+    if crate::secrets::SecretBox::from_config(&gw.config.server)?.is_none() {
         return Err(ApiError::Unprocessable {
             code: "secrets_key_missing",
             param: None,
@@ -235,6 +235,6 @@ pub async fn kling_credentials(
     if gw.store.active_key(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no active key {id}")));
     }
-    let issued = crate::secrets::issue_kling_credentials(&gw.store, &gw.config, &id).await?;
+    let issued = crate::secrets::issue_kling_credentials(&gw.store, &gw.config.server, &id).await?;
     Ok((StatusCode::CREATED, Json(json!(issued))))
 }

@@ -130,7 +130,7 @@ async fn verify_jwt(gw: &Gateway, token: &str) -> Result<ApiKey, Refused> {
     let Some((key, sealed)) = gw.store.kling_credential(&access_key).await? else {
         return Err(Refused::Invalid("unknown access key".into()));
     };
-    let Some(sealer) = SecretBox::from_config(&gw.config)? else {
+    let Some(sealer) = SecretBox::from_config(&gw.config.server)? else {
         tracing::warn!(
             "a Kling JWT arrived, but server.secrets_key is not set: it cannot be verified"
         );

@@ -8,14 +8,14 @@
 //! `live/`).
 
 mod admin;
-mod database;
+pub mod database;
 mod health;
 mod limits;
 mod poller;
 mod providers;
 mod sandbox;
-mod secret;
-mod server;
+pub mod secret;
+pub mod server;
 mod submit;
 mod webhooks;
 
@@ -58,9 +58,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
     /// Waiting for provider capacity: the admission queue (`queue/`).
-    pub queue: crate::queue::QueueConfig,
+    pub queue: crate::queue::config::QueueConfig,
     /// `when_full`: spill to a dearer provider with room, or wait for the cheapest.
-    pub routing: crate::queue::RoutingConfig,
+    pub routing: crate::queue::config::RoutingConfig,
     /// Log format and filter.
     pub log: crate::telemetry::LogConfig,
     /// Prometheus metrics at `/metrics`.
@@ -70,7 +70,7 @@ pub struct Config {
     /// Copies of finished videos in omnigate's own object storage (`results/`).
     pub results: crate::results::ResultsConfig,
     /// Status streams, `Prefer: wait` and the finished-task cache (`live/`).
-    pub live: crate::live::LiveConfig,
+    pub live: crate::live::config::LiveConfig,
     /// Upstream providers by name. Empty means: run the built-in sandbox upstream.
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -227,7 +227,7 @@ impl Config {
         self.results.validate(self.workers.stall_secs)?;
         self.live.validate()?;
         self.admin.validate()?;
-        if let Err(e) = crate::secrets::SecretBox::from_config(self) {
+        if let Err(e) = crate::secrets::SecretBox::from_config(&self.server) {
             bail!("server.secrets_key_env: {e:#}");
         }
         self.database.validate()?;

@@ -5,7 +5,7 @@
 //! room frees. This module holds the process's view of which providers are full.
 
 pub(crate) mod admission;
-mod config;
+pub mod config;
 pub mod dispatcher;
 
 pub use config::{QueueConfig, RoutingConfig, WhenFull, MAX_WAIT_SECS};

@@ -88,10 +88,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 impl Store {
     /// Connects and brings the schema up to date, with the default timeouts.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
-        Store::connect_with(&crate::config::DatabaseConfig {
+        Store::connect_with(&crate::config::database::DatabaseConfig {
             url: url.to_string(),
             max_connections,
-            ..crate::config::DatabaseConfig::default()
+            ..crate::config::database::DatabaseConfig::default()
         })
         .await
     }
@@ -100,7 +100,9 @@ impl Store {
     /// (`acquire_timeout_secs`, which also bounds opening one) and running one statement
     /// (`statement_timeout_secs`; on SQLite, waiting for the write lock). A database outage
     /// then fails a request within the acquire timeout instead of holding it.
-    pub async fn connect_with(db: &crate::config::DatabaseConfig) -> anyhow::Result<Store> {
+    pub async fn connect_with(
+        db: &crate::config::database::DatabaseConfig,
+    ) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if db.url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -232,7 +234,7 @@ const SQLITE_CACHE_KIB: u64 = 16 * 1024;
 /// The pool settings both stores share, and each connection's session settings.
 fn pool_options(
     backend: Backend,
-    db: &crate::config::DatabaseConfig,
+    db: &crate::config::database::DatabaseConfig,
     max_connections: u32,
 ) -> AnyPoolOptions {
     let session = std::sync::Arc::new(session_settings(backend, db));
@@ -253,7 +255,7 @@ fn pool_options(
 }
 
 /// What each new connection runs first.
-fn session_settings(backend: Backend, db: &crate::config::DatabaseConfig) -> String {
+fn session_settings(backend: Backend, db: &crate::config::database::DatabaseConfig) -> String {
     let statement_ms = db.statement_timeout().as_millis().max(1);
     match backend {
         // WAL lets readers run beside the single writer; the busy timeout makes concurrent
