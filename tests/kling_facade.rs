@@ -56,7 +56,7 @@ async fn key_id(app: &TestApp, secret: &str) -> String {
 async fn credentials(app: &TestApp, secret: &str) -> KlingCredentials {
     let id = key_id(app, secret).await;
     let gw = app.gateway();
-    issue_kling_credentials(&gw.store, &gw.config, &id)
+    issue_kling_credentials(&gw.store, &gw.config.server, &id)
         .await
         .unwrap()
 }
@@ -704,7 +704,7 @@ async fn without_a_secrets_key_credentials_are_refused_and_the_api_key_still_wor
     let app = TestApp::start(cfg).await;
     let id = key_id(&app, &app.key).await;
     let gw = app.gateway();
-    let err = issue_kling_credentials(&gw.store, &gw.config, &id)
+    let err = issue_kling_credentials(&gw.store, &gw.config.server, &id)
         .await
         .unwrap_err()
         .to_string();
